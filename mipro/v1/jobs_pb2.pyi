@@ -1,0 +1,283 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateJobRequest(_message.Message):
+    __slots__ = ("policy_optimization", "request_id")
+    POLICY_OPTIMIZATION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    policy_optimization: PolicyOptimization
+    request_id: str
+    def __init__(self, policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateJobResponse(_message.Message):
+    __slots__ = ("job_id", "status")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    status: str
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class PolicyOptimization(_message.Message):
+    __slots__ = ("algorithm", "task_app_url", "policy", "mipro")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    TASK_APP_URL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    MIPRO_FIELD_NUMBER: _ClassVar[int]
+    algorithm: str
+    task_app_url: str
+    policy: PolicyModel
+    mipro: MiproConfig
+    def __init__(self, algorithm: _Optional[str] = ..., task_app_url: _Optional[str] = ..., policy: _Optional[_Union[PolicyModel, _Mapping]] = ..., mipro: _Optional[_Union[MiproConfig, _Mapping]] = ...) -> None: ...
+
+class PolicyModel(_message.Message):
+    __slots__ = ("model", "provider", "temperature", "max_completion_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    temperature: float
+    max_completion_tokens: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., temperature: _Optional[float] = ..., max_completion_tokens: _Optional[int] = ...) -> None: ...
+
+class MiproConfig(_message.Message):
+    __slots__ = ("mode", "bootstrap_train_seeds", "val_seeds", "proposer", "num_candidates", "max_concurrent", "test_seeds", "seed", "env_name", "env_config", "rollout_timeout_seconds", "termination_config")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_TRAIN_SEEDS_FIELD_NUMBER: _ClassVar[int]
+    VAL_SEEDS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSER_FIELD_NUMBER: _ClassVar[int]
+    NUM_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    TEST_SEEDS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ENV_NAME_FIELD_NUMBER: _ClassVar[int]
+    ENV_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TERMINATION_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    bootstrap_train_seeds: _containers.RepeatedScalarFieldContainer[int]
+    val_seeds: _containers.RepeatedScalarFieldContainer[int]
+    proposer: ProposerConfig
+    num_candidates: int
+    max_concurrent: int
+    test_seeds: _containers.RepeatedScalarFieldContainer[int]
+    seed: int
+    env_name: str
+    env_config: _struct_pb2.Struct
+    rollout_timeout_seconds: float
+    termination_config: TerminationConfig
+    def __init__(self, mode: _Optional[str] = ..., bootstrap_train_seeds: _Optional[_Iterable[int]] = ..., val_seeds: _Optional[_Iterable[int]] = ..., proposer: _Optional[_Union[ProposerConfig, _Mapping]] = ..., num_candidates: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., test_seeds: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., env_name: _Optional[str] = ..., env_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., rollout_timeout_seconds: _Optional[float] = ..., termination_config: _Optional[_Union[TerminationConfig, _Mapping]] = ...) -> None: ...
+
+class ProposerConfig(_message.Message):
+    __slots__ = ("mode", "model", "provider", "temperature", "max_tokens")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    model: str
+    provider: str
+    temperature: float
+    max_tokens: int
+    def __init__(self, mode: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+
+class TerminationConfig(_message.Message):
+    __slots__ = ("max_rollouts", "max_time_seconds")
+    MAX_ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    max_rollouts: int
+    max_time_seconds: float
+    def __init__(self, max_rollouts: _Optional[int] = ..., max_time_seconds: _Optional[float] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "status", "phase", "policy_optimization", "created_at", "started_at", "finished_at", "best_score", "best_instruction", "baseline_score", "baseline_instruction", "rollouts_completed", "rollouts_failed", "policy_tokens", "proposer_tokens", "cost_usd", "candidates", "error", "termination_reason", "baseline_test_score", "best_test_score", "failures_by_cause")
+    class FailuresByCauseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_OPTIMIZATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BEST_INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TERMINATION_REASON_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_TEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BEST_TEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_BY_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    status: str
+    phase: str
+    policy_optimization: PolicyOptimization
+    created_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    best_score: float
+    best_instruction: str
+    baseline_score: float
+    baseline_instruction: str
+    rollouts_completed: int
+    rollouts_failed: int
+    policy_tokens: int
+    proposer_tokens: int
+    cost_usd: float
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    error: str
+    termination_reason: str
+    baseline_test_score: float
+    best_test_score: float
+    failures_by_cause: _containers.ScalarMap[str, int]
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_score: _Optional[float] = ..., best_instruction: _Optional[str] = ..., baseline_score: _Optional[float] = ..., baseline_instruction: _Optional[str] = ..., rollouts_completed: _Optional[int] = ..., rollouts_failed: _Optional[int] = ..., policy_tokens: _Optional[int] = ..., proposer_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., error: _Optional[str] = ..., termination_reason: _Optional[str] = ..., baseline_test_score: _Optional[float] = ..., best_test_score: _Optional[float] = ..., failures_by_cause: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("index", "instruction", "tip", "mean_score", "seeds_scored", "failures")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    TIP_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_SCORED_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    instruction: str
+    tip: str
+    mean_score: float
+    seeds_scored: int
+    failures: int
+    def __init__(self, index: _Optional[int] = ..., instruction: _Optional[str] = ..., tip: _Optional[str] = ..., mean_score: _Optional[float] = ..., seeds_scored: _Optional[int] = ..., failures: _Optional[int] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("status", "limit", "page_token")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    limit: int
+    page_token: str
+    def __init__(self, status: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobEventsRequest(_message.Message):
+    __slots__ = ("job_id", "since_seq", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    since_seq: int
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., since_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobEventsResponse(_message.Message):
+    __slots__ = ("events", "next_seq")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    next_seq: int
+    def __init__(self, events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ..., next_seq: _Optional[int] = ...) -> None: ...
+
+class StreamJobEventsRequest(_message.Message):
+    __slots__ = ("job_id", "since_seq")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    since_seq: int
+    def __init__(self, job_id: _Optional[str] = ..., since_seq: _Optional[int] = ...) -> None: ...
+
+class StreamJobEventsResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: JobEvent
+    def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("seq", "type", "message", "data", "created_at", "terminal")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    type: str
+    message: str
+    data: _struct_pb2.Struct
+    created_at: _timestamp_pb2.Timestamp
+    terminal: bool
+    def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminal: _Optional[bool] = ...) -> None: ...
+
+class CreateEnvironmentKeyRequest(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class CreateEnvironmentKeyResponse(_message.Message):
+    __slots__ = ("name", "fingerprint", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    fingerprint: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
