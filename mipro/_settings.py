@@ -73,7 +73,8 @@ class Settings:
         keys = tuple(k.strip() for k in env.get("MIPRO_API_KEYS", "").split(",") if k.strip())
         log_format = env.get("MIPRO_LOG_FORMAT", "auto").lower()
         if log_format not in ("json", "console", "auto"):
-            raise SettingsError(f"MIPRO_LOG_FORMAT must be json, console or auto, got {log_format!r}")
+            raise SettingsError(
+                f"MIPRO_LOG_FORMAT must be json, console or auto, got {log_format!r}")
         max_running = _int(env, "MIPRO_MAX_RUNNING_JOBS", cls.max_running_jobs)
         if max_running < 1:
             raise SettingsError(f"MIPRO_MAX_RUNNING_JOBS must be at least 1, got {max_running}")

@@ -1,0 +1,100 @@
+"""Converts domain records to the v1 protos, in one place."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from mipro.v1 import jobs_pb2
+
+from ._models import JobEvent, JobRecord, JobSpec
+
+
+def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _struct(data: dict) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(data)
+    return message
+
+
+def spec_to_proto(spec: JobSpec) -> jobs_pb2.PolicyOptimization:
+    """The spec as submitted, with defaults filled in."""
+    policy = jobs_pb2.PolicyModel(model=spec.policy.model, provider=spec.policy.provider)
+    if spec.policy.temperature is not None:
+        policy.temperature = spec.policy.temperature
+    if spec.policy.max_completion_tokens is not None:
+        policy.max_completion_tokens = spec.policy.max_completion_tokens
+    mipro = jobs_pb2.MiproConfig(
+        mode=spec.mode,
+        bootstrap_train_seeds=spec.bootstrap_train_seeds,
+        val_seeds=spec.val_seeds,
+        test_seeds=spec.test_seeds,
+        proposer=jobs_pb2.ProposerConfig(
+            mode=spec.proposer.mode, model=spec.proposer.model, provider=spec.proposer.provider,
+            temperature=spec.proposer.temperature, max_tokens=spec.proposer.max_tokens),
+        num_candidates=spec.num_candidates,
+        max_concurrent=spec.max_concurrent,
+        seed=spec.seed,
+        env_name=spec.env_name,
+        rollout_timeout_seconds=spec.rollout_timeout_seconds,
+    )
+    if spec.env_config:
+        mipro.env_config.CopyFrom(_struct(spec.env_config))
+    if spec.max_rollouts is not None:
+        mipro.termination_config.max_rollouts = spec.max_rollouts
+    if spec.max_time_seconds is not None:
+        mipro.termination_config.max_time_seconds = spec.max_time_seconds
+    return jobs_pb2.PolicyOptimization(
+        algorithm=spec.algorithm, task_app_url=spec.task_app_url, policy=policy, mipro=mipro)
+
+
+def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
+    """The job as the API shows it; candidates best first."""
+    message = jobs_pb2.Job(
+        job_id=job.job_id,
+        status=job.status.value,
+        phase=job.phase,
+        policy_optimization=spec_to_proto(job.spec),
+        created_at=to_timestamp(job.created_at),
+        started_at=to_timestamp(job.started_at),
+        finished_at=to_timestamp(job.finished_at),
+        best_instruction=job.best_instruction,
+        baseline_instruction=job.baseline_instruction,
+        rollouts_completed=job.rollouts_completed,
+        rollouts_failed=job.rollouts_failed,
+        policy_tokens=min(job.policy_tokens, 2**31 - 1),
+        proposer_tokens=min(job.proposer_tokens, 2**31 - 1),
+        cost_usd=job.cost_usd,
+        error=job.error,
+        termination_reason=job.termination_reason,
+        failures_by_cause=job.failures_by_cause,
+    )
+    for name in ("best_score", "baseline_score", "baseline_test_score", "best_test_score"):
+        value = getattr(job, name)
+        if value is not None:
+            setattr(message, name, value)
+    ranked = sorted(
+        job.candidates,
+        key=lambda c: (c.mean_score is None, -(c.mean_score or 0.0), -c.seeds_scored, c.index))
+    for candidate in ranked:
+        entry = message.candidates.add(
+            index=candidate.index, instruction=candidate.instruction, tip=candidate.tip,
+            seeds_scored=candidate.seeds_scored, failures=candidate.failures)
+        if candidate.mean_score is not None:
+            entry.mean_score = candidate.mean_score
+    return message
+
+
+def event_to_proto(event: JobEvent) -> jobs_pb2.JobEvent:
+    """An event as the API shows it."""
+    return jobs_pb2.JobEvent(
+        seq=event.seq, type=event.type, message=event.message, data=_struct(event.data),
+        created_at=to_timestamp(event.created_at), terminal=event.terminal)

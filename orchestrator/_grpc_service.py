@@ -1,0 +1,155 @@
+"""The gRPC servicers of the public API: authenticate, convert, call the core, convert back.
+
+Domain errors become gRPC statuses in exactly one place, `_abort_with`, with a stable reason
+in `google.rpc.ErrorInfo` and the field path in `google.rpc.BadRequest` (AIP-193); the
+gateway turns those into JSON error bodies with the matching HTTP status.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from mipro.v1 import jobs_pb2, jobs_pb2_grpc
+
+from ._auth import Authenticator
+from ._convert import event_to_proto, job_to_proto, to_timestamp
+from ._errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OrchestratorError,
+    Unauthenticated,
+)
+from ._jobs import JobManager
+from ._validation import validate_create_request
+
+log = structlog.get_logger(__name__)
+
+_CODES: dict[type[OrchestratorError], int] = {
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
+    NotFound: code_pb2.NOT_FOUND,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+}
+_DOMAIN = "mipro.v1"
+
+R = TypeVar("R")
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, error: OrchestratorError) -> None:
+    code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.INTERNAL)
+    details = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=_DOMAIN))
+    details.append(info)
+    if isinstance(error, InvalidArgument):
+        bad_request = any_pb2.Any()
+        bad_request.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=error.field, description=error.description)]))
+        details.append(bad_request)
+    status = status_pb2.Status(code=code, message=str(error), details=details)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+def _unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Authenticates the caller and maps domain errors to statuses for a unary method."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=method.__name__)
+        try:
+            owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
+            return await method(self, owner, request, context)
+        except OrchestratorError as error:
+            log.info("request refused", reason=error.reason, detail=str(error))
+            await _abort_with(context, error)
+            raise AssertionError("abort returned") from None
+
+    return wrapper
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):
+    """`mipro.v1.JobService` over the job manager."""
+
+    def __init__(self, jobs: JobManager, auth: Authenticator) -> None:
+        self._jobs = jobs
+        self._auth = auth
+
+    @_unary
+    async def CreateJob(self, owner: str, request: jobs_pb2.CreateJobRequest,
+                        context: grpc.aio.ServicerContext) -> jobs_pb2.CreateJobResponse:
+        spec = validate_create_request(request)
+        job = await self._jobs.create(owner, spec, request.request_id)
+        log.info("job created", job_id=job.job_id)
+        return jobs_pb2.CreateJobResponse(job_id=job.job_id, status=job.status.value)
+
+    @_unary
+    async def GetJob(self, owner: str, request: jobs_pb2.GetJobRequest,
+                     context: grpc.aio.ServicerContext) -> jobs_pb2.GetJobResponse:
+        job = await self._jobs.get(owner, request.job_id)
+        return jobs_pb2.GetJobResponse(job=job_to_proto(job))
+
+    @_unary
+    async def ListJobs(self, owner: str, request: jobs_pb2.ListJobsRequest,
+                       context: grpc.aio.ServicerContext) -> jobs_pb2.ListJobsResponse:
+        jobs, token = await self._jobs.list(owner, status=request.status, limit=request.limit,
+                                            page_token=request.page_token)
+        return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs],
+                                         next_page_token=token)
+
+    @_unary
+    async def CancelJob(self, owner: str, request: jobs_pb2.CancelJobRequest,
+                        context: grpc.aio.ServicerContext) -> jobs_pb2.CancelJobResponse:
+        job = await self._jobs.cancel(owner, request.job_id, request.reason)
+        return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
+
+    @_unary
+    async def ListJobEvents(self, owner: str, request: jobs_pb2.ListJobEventsRequest,
+                            context: grpc.aio.ServicerContext) -> jobs_pb2.ListJobEventsResponse:
+        events = await self._jobs.list_events(owner, request.job_id, since_seq=request.since_seq,
+                                              limit=request.limit)
+        next_seq = events[-1].seq if events else request.since_seq
+        return jobs_pb2.ListJobEventsResponse(events=[event_to_proto(e) for e in events],
+                                              next_seq=next_seq)
+
+    async def StreamJobEvents(
+        self, request: jobs_pb2.StreamJobEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.StreamJobEventsResponse]:
+        structlog.contextvars.clear_contextvars()
+        try:
+            owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
+            stream = self._jobs.stream_events(owner, request.job_id, request.since_seq)
+            async for event in stream:
+                yield jobs_pb2.StreamJobEventsResponse(event=event_to_proto(event))
+        except OrchestratorError as error:
+            await _abort_with(context, error)
+
+
+class EnvironmentKeyServicer(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
+    """`mipro.v1.EnvironmentKeyService`; values are stored, never echoed or logged."""
+
+    def __init__(self, jobs: JobManager, auth: Authenticator) -> None:
+        self._jobs = jobs
+        self._auth = auth
+
+    @_unary
+    async def CreateEnvironmentKey(
+        self, owner: str, request: jobs_pb2.CreateEnvironmentKeyRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> jobs_pb2.CreateEnvironmentKeyResponse:
+        updated_at = await self._jobs.put_env_key(owner, request.name, request.value)
+        return jobs_pb2.CreateEnvironmentKeyResponse(
+            name=request.name.strip(),
+            fingerprint=hashlib.sha256(request.value.encode()).hexdigest()[:8],
+            updated_at=to_timestamp(updated_at))

@@ -1,0 +1,231 @@
+"""The transport-free core of the job API: create, read, list, cancel, events, env keys.
+
+The gRPC servicers only adapt this class. It owns the running `JobRun`s: at most
+`max_running_jobs` run at once and the rest wait `queued`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from mipro._retry import RetryPolicy
+
+from ._engine import EngineContext, JobRun
+from ._errors import FailedPrecondition, InvalidArgument, NotFound
+from ._interceptor import TrialRegistry
+from ._models import JobEvent, JobRecord, JobSpec, JobStatus
+from ._proposer_client import ProposerClient
+from ._store import JobStore
+from ._task_app import TaskAppClient
+
+log = structlog.get_logger(__name__)
+
+ENVIRONMENT_KEY_NAME = "ENVIRONMENT_API_KEY"
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE = 100, 1000
+_STREAM_POLL_SECONDS = 5.0
+
+
+def new_job_id() -> str:
+    return "pl_" + secrets.token_hex(8)
+
+
+class JobManager:
+    """Creates jobs, runs them in the background and answers questions about them."""
+
+    def __init__(self, store: JobStore, registry: TrialRegistry, proposer: ProposerClient,
+                 *, public_base_url: str, max_running_jobs: int,
+                 task_app_retry: RetryPolicy | None = None) -> None:
+        self._store = store
+        self._registry = registry
+        self._proposer = proposer
+        self._public_base_url = public_base_url
+        self._slots = asyncio.Semaphore(max_running_jobs)
+        self._retry = task_app_retry or RetryPolicy()
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._live: dict[str, JobRun] = {}
+        self._event_signals: dict[str, asyncio.Event] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Ends jobs a previous process left unfinished, so none stays `running` forever."""
+        for job in await self._store.jobs_with_status((JobStatus.QUEUED, JobStatus.RUNNING)):
+            job.status = JobStatus.FAILED
+            job.error = "interrupted: the orchestrator stopped while the job was unfinished"
+            job.termination_reason = "failed"
+            job.finished_at = datetime.now(UTC)
+            await self._store.save_job(job)
+            await self._emit(job.job_id, "job.failed", f"job failed: {job.error}",
+                             {"status": "failed", "error": job.error}, True)
+
+    async def stop(self) -> None:
+        """Cancels running jobs and closes outbound clients."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        for run in self._live.values():
+            run.interrupted = True  # leave it unfinished in the store, for the next start
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._http.aclose()
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def create(self, owner: str, spec: JobSpec, request_id: str = "") -> JobRecord:
+        if await self._store.get_env_key(owner, ENVIRONMENT_KEY_NAME) is None:
+            raise FailedPrecondition(
+                f"no {ENVIRONMENT_KEY_NAME} is registered for this API key: register it with "
+                f"POST /api/v1/env-keys before creating a job")
+        job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
+                        created_at=datetime.now(UTC), request_id=request_id, phase="queued")
+        stored = await self._store.create_job(job)
+        if stored.job_id != job.job_id:  # an idempotent retry of an earlier create
+            return stored
+        await self._emit(job.job_id, "job.created", "job created",
+                         {"job_id": job.job_id}, False)
+        run_now = not self._slots.locked()
+        if run_now:
+            await self._slots.acquire()
+            job.status = JobStatus.RUNNING
+        self._tasks[job.job_id] = asyncio.create_task(
+            self._run(job, holding_slot=run_now), name=job.job_id)
+        return job
+
+    async def _run(self, job: JobRecord, *, holding_slot: bool) -> None:
+        try:
+            if not holding_slot:
+                await self._slots.acquire()
+            try:
+                env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
+                task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
+                                         retry=self._retry, rng=random.Random(job.spec.seed))
+                context = EngineContext(
+                    store=self._store, registry=self._registry, proposer=self._proposer,
+                    public_base_url=self._public_base_url,
+                    emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
+                run = JobRun(job, env_key, task_app, context)
+                self._live[job.job_id] = run
+                await run.run()
+            finally:
+                self._slots.release()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._live.pop(job.job_id, None)
+            self._tasks.pop(job.job_id, None)
+
+    async def get(self, owner: str, job_id: str) -> JobRecord:
+        job = await self._store.get_job(job_id, owner)
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found")
+        live = self._live.get(job_id)
+        return live.job if live is not None else job  # the live record is a moment ahead
+
+    async def list(self, owner: str, *, status: str, limit: int,
+                   page_token: str) -> tuple[list[JobRecord], str]:
+        status_filter: JobStatus | None = None
+        if status:
+            try:
+                status_filter = JobStatus(status)
+            except ValueError:
+                allowed = ", ".join(s.value for s in JobStatus)
+                raise InvalidArgument(
+                    "status", f"must be one of {allowed}; got {status!r}") from None
+        if limit < 0 or limit > MAX_PAGE_SIZE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        try:
+            return await self._store.list_jobs(owner, status=status_filter,
+                                               limit=limit or DEFAULT_PAGE_SIZE,
+                                               page_token=page_token)
+        except ValueError as exc:
+            raise InvalidArgument("page_token", str(exc)) from None
+
+    async def cancel(self, owner: str, job_id: str, reason: str) -> JobRecord:
+        job = await self.get(owner, job_id)
+        if job.status.is_terminal:
+            raise FailedPrecondition(f"job {job_id} has already finished ({job.status.value})")
+        await self._emit(job_id, "job.cancel_requested", "cancellation requested",
+                         {"reason": reason[:500]}, False)
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        job = await self.get(owner, job_id)
+        if not job.status.is_terminal:  # it was still queued: no run ever started
+            job.status = JobStatus.CANCELLED
+            job.termination_reason = "cancelled"
+            job.finished_at = datetime.now(UTC)
+            job.phase = "done"
+            await self._store.save_job(job)
+            await self._emit(job_id, "job.cancelled", "job cancelled",
+                             {"status": "cancelled"}, True)
+        return job
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def _emit(self, job_id: str, type_: str, message: str, data: dict[str, Any],
+                    terminal: bool) -> None:
+        await self._store.append_event(job_id, type_, message, data, terminal=terminal)
+        signal = self._event_signals.pop(job_id, None)
+        if signal is not None:
+            signal.set()
+
+    async def list_events(self, owner: str, job_id: str, *, since_seq: int,
+                          limit: int) -> list[JobEvent]:
+        await self.get(owner, job_id)
+        if since_seq < 0:
+            raise InvalidArgument("since_seq", f"must be non-negative, got {since_seq}")
+        if limit < 0 or limit > MAX_EVENT_PAGE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_EVENT_PAGE}, got {limit}")
+        return await self._store.list_events(job_id, since_seq=since_seq,
+                                             limit=limit or DEFAULT_EVENT_PAGE)
+
+    async def stream_events(self, owner: str, job_id: str,
+                            since_seq: int) -> AsyncIterator[JobEvent]:
+        """Every event after `since_seq`, live, ending after the terminal event."""
+        await self.get(owner, job_id)
+        if since_seq < 0:
+            raise InvalidArgument("since_seq", f"must be non-negative, got {since_seq}")
+        seq = since_seq
+        while True:
+            signal = self._event_signals.setdefault(job_id, asyncio.Event())
+            events = await self._store.list_events(job_id, since_seq=seq,
+                                                   limit=MAX_EVENT_PAGE)
+            for event in events:
+                yield event
+                seq = event.seq
+                if event.terminal:
+                    return
+            if events:
+                continue
+            if self._stopping:
+                return
+            try:
+                await asyncio.wait_for(signal.wait(), timeout=_STREAM_POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+    # -- environment keys --------------------------------------------------------------------
+
+    async def put_env_key(self, owner: str, name: str, value: str) -> datetime:
+        name = name.strip()
+        if not name:
+            raise InvalidArgument("name", "is required")
+        if len(name) > 128 or not name.replace("_", "").isalnum():
+            raise InvalidArgument("name", "must be letters, digits and underscores, at most 128")
+        if not value:
+            raise InvalidArgument("value", "is required")
+        if len(value) > 4096:
+            raise InvalidArgument("value", "must be at most 4096 characters")
+        await self._store.put_env_key(owner, name, value)
+        return datetime.now(UTC)

@@ -1,0 +1,142 @@
+"""Domain types of the orchestrator: a job's validated spec, its record, rollouts and events.
+
+These are plain dataclasses, free of gRPC and SQL: `_convert.py` turns them into protos and
+the store implementations into rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    """A job's lifecycle state, spelled as the REST API spells it."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """The policy model that the interceptor forwards the task app's calls to."""
+
+    model: str
+    provider: str
+    temperature: float | None = None
+    max_completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ProposerSpec:
+    """The proposer model."""
+
+    model: str
+    provider: str
+    mode: str = "instruction_only"
+    temperature: float = 0.7
+    max_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job configuration with every default filled in."""
+
+    task_app_url: str
+    policy: PolicySpec
+    proposer: ProposerSpec
+    bootstrap_train_seeds: tuple[int, ...]
+    val_seeds: tuple[int, ...]
+    test_seeds: tuple[int, ...] = ()
+    algorithm: str = "mipro"
+    mode: str = "offline"
+    num_candidates: int = 6
+    max_concurrent: int = 8
+    seed: int = 0
+    env_name: str = ""
+    env_config: dict[str, Any] = field(default_factory=dict)
+    rollout_timeout_seconds: float = 120.0
+    max_rollouts: int | None = None
+    max_time_seconds: float | None = None
+
+
+@dataclass
+class CandidateRecord:
+    """A candidate instruction; index 0 is the baseline (the task app's own instruction)."""
+
+    index: int
+    instruction: str
+    tip: str
+    mean_score: float | None = None
+    seeds_scored: int = 0
+    failures: int = 0
+
+
+@dataclass
+class JobRecord:
+    """A job as stored: its spec, state and results so far."""
+
+    job_id: str
+    owner: str
+    spec: JobSpec
+    status: JobStatus
+    created_at: datetime
+    request_id: str = ""
+    phase: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    best_score: float | None = None
+    best_instruction: str = ""
+    baseline_score: float | None = None
+    baseline_instruction: str = ""
+    rollouts_completed: int = 0
+    rollouts_failed: int = 0
+    policy_tokens: int = 0
+    proposer_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str = ""
+    termination_reason: str = ""
+    baseline_test_score: float | None = None
+    best_test_score: float | None = None
+    failures_by_cause: dict[str, int] = field(default_factory=dict)
+    candidates: list[CandidateRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """One finished rollout: a reward, or a failure with its cause (never a silent 0)."""
+
+    rollout_id: str
+    candidate_index: int
+    seed: int
+    phase: str
+    reward: float | None
+    failure_cause: str = ""
+    failure_detail: str = ""
+    tokens: int = 0
+    trace: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reward is not None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened in a job, numbered from 1 without gaps."""
+
+    seq: int
+    type: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+    terminal: bool = False

@@ -1,0 +1,101 @@
+"""The orchestrator process: the public gRPC API and the interceptor's HTTP endpoint.
+
+`OrchestratorServer` owns the lifecycle of both servers, the job store, the job manager and
+the proposer client: `await start()`, then `await stop(grace)`. Ports may be 0 (tests); the
+bound ones are in `grpc_port` and `interceptor_port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import structlog
+import uvicorn
+
+from mipro._grpc import add_health_and_reflection, mark_not_serving, mark_serving
+from mipro._settings import Settings
+from mipro.v1 import jobs_pb2, jobs_pb2_grpc
+
+from ._auth import Authenticator
+from ._grpc_service import EnvironmentKeyServicer, JobServicer
+from ._interceptor import Interceptor, TrialRegistry
+from ._jobs import JobManager
+from ._proposer_client import ProposerClient
+from ._store import JobStore
+from ._store_sqlite import SqliteJobStore
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = (
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["EnvironmentKeyService"].full_name,
+)
+
+
+class OrchestratorServer:
+    """Runs the job API (gRPC) and the interceptor (HTTP) in one event loop."""
+
+    def __init__(self, settings: Settings, *, store: JobStore | None = None) -> None:
+        if not settings.api_keys:
+            raise ValueError("MIPRO_API_KEYS is empty: the job API needs at least one key")
+        self._settings = settings
+        self._store = store or SqliteJobStore(settings.database_path)
+        self._registry = TrialRegistry()
+        self._proposer = ProposerClient(settings.proposer_address)
+        self._interceptor = Interceptor(self._registry)
+        self._jobs = JobManager(self._store, self._registry, self._proposer,
+                                public_base_url=settings.public_base_url,
+                                max_running_jobs=settings.max_running_jobs)
+        self._grpc = grpc.aio.server()
+        self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
+        auth = Authenticator(settings.api_keys)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self._jobs, auth), self._grpc)
+        jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(
+            EnvironmentKeyServicer(self._jobs, auth), self._grpc)
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.grpc_port = 0
+        self.interceptor_port = 0
+
+    async def start(self) -> None:
+        settings = self._settings
+        await self._store.open()
+        await self._jobs.start()
+        address = f"{settings.host}:{settings.orchestrator_port}"
+        self.grpc_port = self._grpc.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot bind gRPC to {settings.host}:{settings.orchestrator_port}")
+        await self._grpc.start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.interceptor_port))
+        self.interceptor_port = sock.getsockname()[1]
+        config = uvicorn.Config(self._interceptor.app, log_config=None, access_log=False,
+                                lifespan="off", timeout_keep_alive=30)
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+            await asyncio.sleep(0.01)
+        await mark_serving(self._health, SERVICE_NAMES)
+        log.info("orchestrator started", grpc_port=self.grpc_port,
+                 interceptor_port=self.interceptor_port, data_dir=str(settings.data_dir),
+                 proposer=settings.proposer_address, public_base_url=settings.public_base_url)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await mark_not_serving(self._health, SERVICE_NAMES)
+        await self._jobs.stop()
+        await self._grpc.stop(grace)
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        await self._interceptor.close()
+        await self._proposer.close()
+        await self._store.close()
+        log.info("orchestrator stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self._grpc.wait_for_termination()

@@ -1,0 +1,302 @@
+"""`JobStore` on SQLite (the embedded default), through aiosqlite so the event loop never blocks.
+
+WAL mode with `synchronous=NORMAL` keeps every committed write across a process kill; each
+write is one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ._models import JobEvent, JobRecord, JobStatus, RolloutResult
+from ._store import (
+    JobStore,
+    candidates_from_list,
+    candidates_to_list,
+    spec_from_dict,
+    spec_to_dict,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    state_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, job_id DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (owner, request_id)
+    WHERE request_id != '';
+CREATE TABLE IF NOT EXISTS rollouts (
+    job_id TEXT NOT NULL,
+    rollout_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    result_json TEXT NOT NULL,
+    PRIMARY KEY (job_id, rollout_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data_json TEXT NOT NULL,
+    terminal INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS env_keys (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (owner, name)
+);
+"""
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _job_state(job: JobRecord) -> str:
+    return json.dumps(
+        {
+            "spec": spec_to_dict(job.spec),
+            "phase": job.phase,
+            "started_at": _ts(job.started_at),
+            "finished_at": _ts(job.finished_at),
+            "best_score": job.best_score,
+            "best_instruction": job.best_instruction,
+            "baseline_score": job.baseline_score,
+            "baseline_instruction": job.baseline_instruction,
+            "rollouts_completed": job.rollouts_completed,
+            "rollouts_failed": job.rollouts_failed,
+            "policy_tokens": job.policy_tokens,
+            "proposer_tokens": job.proposer_tokens,
+            "cost_usd": job.cost_usd,
+            "error": job.error,
+            "termination_reason": job.termination_reason,
+            "baseline_test_score": job.baseline_test_score,
+            "best_test_score": job.best_test_score,
+            "failures_by_cause": job.failures_by_cause,
+            "candidates": candidates_to_list(job.candidates),
+        }
+    )
+
+
+def _job_from_row(row: aiosqlite.Row) -> JobRecord:
+    state: dict[str, Any] = json.loads(row["state_json"])
+    return JobRecord(
+        job_id=row["job_id"],
+        owner=row["owner"],
+        request_id=row["request_id"],
+        status=JobStatus(row["status"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        spec=spec_from_dict(state["spec"]),
+        phase=state["phase"],
+        started_at=_parse_ts(state["started_at"]),
+        finished_at=_parse_ts(state["finished_at"]),
+        best_score=state["best_score"],
+        best_instruction=state["best_instruction"],
+        baseline_score=state["baseline_score"],
+        baseline_instruction=state["baseline_instruction"],
+        rollouts_completed=state["rollouts_completed"],
+        rollouts_failed=state["rollouts_failed"],
+        policy_tokens=state["policy_tokens"],
+        proposer_tokens=state["proposer_tokens"],
+        cost_usd=state["cost_usd"],
+        error=state["error"],
+        termination_reason=state["termination_reason"],
+        baseline_test_score=state["baseline_test_score"],
+        best_test_score=state["best_test_score"],
+        failures_by_cause=state["failures_by_cause"],
+        candidates=candidates_from_list(state["candidates"]),
+    )
+
+
+def _encode_token(created_at: str, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        created_at, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("page_token is not a token this server issued") from None
+    return created_at, job_id
+
+
+class SqliteJobStore(JobStore):
+    """The embedded job store: one SQLite file in WAL mode."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the job store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path, isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(_SCHEMA)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def create_job(self, job: JobRecord) -> JobRecord:
+        if job.request_id:
+            existing = await self._find_by_request_id(job.owner, job.request_id)
+            if existing is not None:
+                return existing
+        await self._conn.execute(
+            "INSERT INTO jobs (job_id, owner, request_id, status, created_at, state_json)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job.job_id, job.owner, job.request_id, job.status.value,
+             job.created_at.isoformat(), _job_state(job)),
+        )
+        return job
+
+    async def _find_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
+        async with self._conn.execute(
+            "SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (owner, request_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _job_from_row(row) if row else None
+
+    async def get_job(self, job_id: str, owner: str | None = None) -> JobRecord | None:
+        async with self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None or (owner is not None and row["owner"] != owner):
+            return None
+        return _job_from_row(row)
+
+    async def list_jobs(
+        self, owner: str, *, status: JobStatus | None, limit: int, page_token: str
+    ) -> tuple[list[JobRecord], str]:
+        query = "SELECT * FROM jobs WHERE owner = ?"
+        params: list[Any] = [owner]
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status.value)
+        if page_token:
+            created_at, job_id = _decode_token(page_token)
+            query += " AND (created_at < ? OR (created_at = ? AND job_id < ?))"
+            params += [created_at, created_at, job_id]
+        query += " ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        params.append(limit + 1)
+        async with self._conn.execute(query, params) as cursor:
+            rows = list(await cursor.fetchall())
+        next_token = ""
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_token = _encode_token(last["created_at"], last["job_id"])
+            rows = rows[:limit]
+        return [_job_from_row(r) for r in rows], next_token
+
+    async def jobs_with_status(self, statuses: tuple[JobStatus, ...]) -> list[JobRecord]:
+        marks = ",".join("?" for _ in statuses)
+        async with self._conn.execute(
+            f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, job_id",
+            [s.value for s in statuses],
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    async def save_job(self, job: JobRecord) -> None:
+        await self._conn.execute(
+            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?",
+            (job.status.value, _job_state(job), job.job_id),
+        )
+
+    async def record_rollout(self, job_id: str, result: RolloutResult) -> None:
+        payload = json.dumps(
+            {
+                "rollout_id": result.rollout_id,
+                "candidate_index": result.candidate_index,
+                "seed": result.seed,
+                "phase": result.phase,
+                "reward": result.reward,
+                "failure_cause": result.failure_cause,
+                "failure_detail": result.failure_detail,
+                "tokens": result.tokens,
+                "trace": result.trace,
+            }
+        )
+        await self._conn.execute(
+            "INSERT OR IGNORE INTO rollouts (job_id, rollout_id, position, result_json)"
+            " SELECT ?, ?, COALESCE(MAX(position), 0) + 1, ? FROM rollouts WHERE job_id = ?",
+            (job_id, result.rollout_id, payload, job_id),
+        )
+
+    async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
+        async with self._conn.execute(
+            "SELECT result_json FROM rollouts WHERE job_id = ? ORDER BY position", (job_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [RolloutResult(**json.loads(r["result_json"])) for r in rows]
+
+    async def append_event(
+        self, job_id: str, type: str, message: str, data: dict[str, Any], *, terminal: bool
+    ) -> JobEvent:
+        created_at = datetime.now(UTC)
+        async with self._conn.execute(
+            "INSERT INTO events (job_id, seq, type, message, data_json, terminal, created_at)"
+            " SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM events WHERE job_id = ?"
+            " RETURNING seq",
+            (job_id, type, message, json.dumps(data), int(terminal), created_at.isoformat(),
+             job_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return JobEvent(seq=row["seq"], type=type, message=message, data=data,
+                        created_at=created_at, terminal=terminal)
+
+    async def list_events(self, job_id: str, *, since_seq: int, limit: int) -> list[JobEvent]:
+        async with self._conn.execute(
+            "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, since_seq, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            JobEvent(seq=r["seq"], type=r["type"], message=r["message"],
+                     data=json.loads(r["data_json"]), terminal=bool(r["terminal"]),
+                     created_at=datetime.fromisoformat(r["created_at"]))
+            for r in rows
+        ]
+
+    async def put_env_key(self, owner: str, name: str, value: str) -> None:
+        await self._conn.execute(
+            "INSERT INTO env_keys (owner, name, value, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (owner, name) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at",
+            (owner, name, value, datetime.now(UTC).isoformat()),
+        )
+
+    async def get_env_key(self, owner: str, name: str) -> str | None:
+        async with self._conn.execute(
+            "SELECT value FROM env_keys WHERE owner = ? AND name = ?", (owner, name)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return row["value"] if row else None

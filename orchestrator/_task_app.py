@@ -1,0 +1,190 @@
+"""The one client the orchestrator uses to talk to a user's task app.
+
+It sends the registered environment key in all three headers task apps read, builds the v1
+rollout request, extracts the reward in the contract's order, and turns every way a rollout
+can go wrong into a `RolloutOutcome` with a named cause: a failure is never a score of 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from mipro._retry import RetryPolicy, parse_retry_after
+
+from ._errors import TaskAppRejected, TaskAppUnavailable
+
+log = structlog.get_logger(__name__)
+
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_MAX_QUOTED_BODY = 300
+
+
+@dataclass(frozen=True)
+class RolloutOutcome:
+    """What one rollout call produced: a reward, or a failure cause and detail."""
+
+    reward: float | None
+    failure_cause: str = ""
+    failure_detail: str = ""
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_QUOTED_BODY else text[:_MAX_QUOTED_BODY] + "…"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def extract_reward(body: Any) -> float | None:
+    """The reward per the contract: the first number among the known places, else None."""
+    if not isinstance(body, dict):
+        return None
+    metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
+    reward_info = body.get("reward_info") if isinstance(body.get("reward_info"), dict) else {}
+    for candidate in (
+        metrics.get("outcome_reward"),
+        metrics.get("mean_return"),
+        metrics.get("outcome_score"),
+        reward_info.get("outcome_reward"),
+    ):
+        if (number := _number(candidate)) is not None:
+            return number
+    for key in ("episode_returns", "episode_rewards"):
+        values = metrics.get(key)
+        if isinstance(values, list) and values:
+            numbers = [_number(v) for v in values]
+            if all(n is not None for n in numbers):
+                return sum(numbers) / len(numbers)  # type: ignore[arg-type]
+    return None
+
+
+def _is_auth_rejection(response: httpx.Response) -> str | None:
+    """A cause when the task app refused the environment key, else None."""
+    text = response.text.lower()
+    if response.status_code == 503 and "missing_environment_api_key" in text:
+        return (
+            "the task app has no ENVIRONMENT_API_KEY configured (503 missing_environment_api_key)"
+        )
+    if response.status_code in (400, 401, 403) and (
+        "unauthorised" in text or "unauthorized" in text or response.status_code != 400
+    ):
+        return (
+            f"the task app rejected the registered environment key ({response.status_code}: "
+            f"{_quote(response.text)})"
+        )
+    return None
+
+
+class TaskAppClient:
+    """Calls one task app on behalf of one job."""
+
+    def __init__(
+        self,
+        base_url: str,
+        environment_key: str,
+        *,
+        http: httpx.AsyncClient,
+        retry: RetryPolicy,
+        rng: random.Random,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._http = http
+        self._retry = retry
+        self._rng = rng
+        self._headers = {
+            "X-API-Key": environment_key,
+            "X-API-Keys": environment_key,
+            "Authorization": f"Bearer {environment_key}",
+        }
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    async def check_health(self, timeout: float = 10.0) -> None:
+        """Raises `TaskAppUnavailable`/`TaskAppRejected` unless `/health` answers healthy."""
+        url = f"{self._base_url}/health"
+        try:
+            response = await self._http.get(url, headers=self._headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise TaskAppUnavailable(
+                f"task app at {self._base_url} is unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        if (cause := _is_auth_rejection(response)) is not None:
+            raise TaskAppRejected(f"task app at {self._base_url}: {cause}")
+        body: Any = None
+        try:
+            body = response.json()
+        except ValueError:
+            pass
+        healthy = isinstance(body, dict) and body.get("healthy") is not False
+        if response.status_code != 200 or not healthy:
+            raise TaskAppUnavailable(
+                f"task app at {self._base_url} failed its health check: GET /health answered "
+                f"{response.status_code} {_quote(response.text)}"
+            )
+
+    async def task_info(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The task app's `/task_info` answer, or None when it gives none."""
+        try:
+            response = await self._http.get(
+                f"{self._base_url}/task_info", headers=self._headers, timeout=timeout
+            )
+            if response.status_code != 200:
+                return None
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def rollout(self, payload: dict[str, Any], *, timeout: float) -> RolloutOutcome:
+        """Runs one rollout with retries for transient failures; never raises for HTTP errors."""
+        outcome = RolloutOutcome(None, "not_attempted")
+        for attempt in range(1, self._retry.max_attempts + 1):
+            outcome, retry_after, retryable = await self._rollout_once(payload, timeout)
+            if outcome.reward is not None or not retryable:
+                return outcome
+            if attempt < self._retry.max_attempts:
+                await asyncio.sleep(self._retry.backoff(attempt, self._rng, retry_after))
+        return outcome
+
+    async def _rollout_once(
+        self, payload: dict[str, Any], timeout: float
+    ) -> tuple[RolloutOutcome, float | None, bool]:
+        try:
+            response = await self._http.post(
+                f"{self._base_url}/rollout", json=payload, headers=self._headers, timeout=timeout
+            )
+        except httpx.TimeoutException:
+            return RolloutOutcome(None, "timeout", f"no answer within {timeout:g} s"), None, True
+        except httpx.HTTPError as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            return RolloutOutcome(None, "connect_error", detail), None, True
+        if (cause := _is_auth_rejection(response)) is not None:
+            return RolloutOutcome(None, "auth_rejected", cause), None, False
+        if response.status_code >= 300:
+            outcome = RolloutOutcome(
+                None, f"http_{response.status_code}", _quote(response.text)
+            )
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            return outcome, retry_after, response.status_code in _RETRYABLE_STATUS
+        try:
+            body = response.json()
+        except (ValueError, json.JSONDecodeError):
+            return RolloutOutcome(None, "invalid_json", _quote(response.text)), None, False
+        reward = extract_reward(body)
+        if reward is None:
+            detail = "the response carries no reward in metrics or reward_info"
+            return RolloutOutcome(None, "no_reward", detail), None, False
+        return RolloutOutcome(reward), None, False
