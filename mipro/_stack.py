@@ -1,0 +1,238 @@
+"""Starts and stops the stack's processes: proposer, orchestrator, gateway, and for the demo
+and tests the example task app and the simulated model.
+
+Each process is a real child process with its own process group, stopped by its pid:
+SIGTERM first, SIGKILL after a grace period. `mipro up`, `mipro demo` and the end-to-end
+tests all start the stack through `Stack`, so they run exactly the same commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ._settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_TASK_APP = REPO_ROOT / "examples" / "support_intents" / "task_app.py"
+_READY_TIMEOUT = 30.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class StackError(RuntimeError):
+    """A process of the stack failed to start or become ready; the message says which."""
+
+
+@dataclass
+class ManagedProcess:
+    """One child process, its log file and how to stop it."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path | None
+    process: asyncio.subprocess.Process | None = None
+    _log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        out: int | IO[bytes] | None = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            out = self._log_file
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv, env=self.env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True, cwd=str(REPO_ROOT))
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.returncode is not None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def stop(self, grace: float = 10.0) -> None:
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                await process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+async def wait_grpc_serving(address: str, *, timeout: float = _READY_TIMEOUT,
+                            process: ManagedProcess | None = None) -> None:
+    """Waits until the gRPC health service at `address` answers SERVING."""
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            _raise_if_exited(process)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"gRPC server at {address} was not SERVING within {timeout:g} s")
+            await asyncio.sleep(0.1)
+
+
+async def wait_http_ok(url: str, *, timeout: float = _READY_TIMEOUT,
+                       process: ManagedProcess | None = None) -> None:
+    """Waits until GET `url` answers 200."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            _raise_if_exited(process)
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"{url} did not answer 200 within {timeout:g} s")
+            await asyncio.sleep(0.1)
+
+
+def _raise_if_exited(process: ManagedProcess | None) -> None:
+    if process is not None and process.exited():
+        assert process.process is not None
+        raise StackError(
+            f"{process.name} exited with code {process.process.returncode} while starting"
+            + (f"; last log lines:\n{process.log_tail()}" if process.log_path else ""))
+
+
+class Stack:
+    """The processes of one running stack, started in dependency order, stopped in reverse."""
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None,
+                 *, log_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.env = dict(os.environ if env is None else env)
+        self.log_dir = log_dir
+        self.processes: list[ManagedProcess] = []
+
+    async def _spawn(self, name: str, argv: list[str],
+                     extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+        env = {**self.env, **(extra_env or {})}
+        log_path = self.log_dir / f"{name}.log" if self.log_dir else None
+        process = ManagedProcess(name, argv, env, log_path)
+        await process.start()
+        self.processes.append(process)
+        return process
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.gateway_port}"
+
+    async def start_simulated_model(self, port: int, *, record: Path | None = None) -> str:
+        """Starts the simulated OpenAI-compatible model; returns its `/v1` base URL."""
+        host = self.settings.host
+        argv = [sys.executable, "-m", "mipro.simulated_model", "--host", host,
+                "--port", str(port)]
+        if record is not None:
+            argv += ["--record", str(record)]
+        process = await self._spawn("simulated-model", argv)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process)
+        return f"http://{host}:{port}/v1"
+
+    async def start_task_app(self, port: int, environment_key: str, *,
+                             record: Path | None = None) -> str:
+        """Starts the example task app with `environment_key`; returns its URL."""
+        host = self.settings.host
+        argv = [sys.executable, str(EXAMPLE_TASK_APP), "--host", host, "--port", str(port)]
+        if record is not None:
+            argv += ["--record", str(record)]
+        process = await self._spawn("task-app", argv, {"ENVIRONMENT_API_KEY": environment_key})
+        await wait_http_ok(f"http://{host}:{port}/", process=process)
+        return f"http://{host}:{port}"
+
+    async def start_core(self) -> None:
+        """Starts the proposer service, the orchestrator and the Envoy gateway."""
+        from gateway import envoy_binary, render_envoy_yaml
+
+        s = self.settings
+        proposer = await self._spawn("proposer", [sys.executable, "-m", "proposer_service"])
+        await wait_grpc_serving(s.proposer_address, process=proposer)
+        orchestrator = await self._spawn("orchestrator", [sys.executable, "-m", "orchestrator"])
+        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator)
+        config_path = s.data_dir / "envoy.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(render_envoy_yaml(
+            listen_host=s.host, listen_port=s.gateway_port,
+            admin_host="127.0.0.1", admin_port=s.gateway_admin_port,
+            orchestrator_grpc=(s.host, s.orchestrator_port),
+            interceptor_http=(s.host, s.interceptor_port),
+            descriptor_path=str(REPO_ROOT / "gateway" / "mipro_v1.pb"),
+        ))
+        gateway = await self._spawn("gateway", [
+            envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
+            "--base-id", str(s.gateway_admin_port), "-l", "warning",
+        ])
+        await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway)
+        # The route to the orchestrator is usable once Envoy's active health check passed.
+        await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway)
+
+    def first_exited(self) -> ManagedProcess | None:
+        return next((p for p in self.processes if p.exited()), None)
+
+    async def stop(self) -> None:
+        """Stops every process it started, newest first, by pid."""
+        for process in reversed(self.processes):
+            await process.stop()
+        self.processes.clear()
+
+
+def stack_env(settings: Settings, base: Mapping[str, str] | None = None,
+              **overrides: str) -> dict[str, str]:
+    """The environment that makes child processes read `settings`."""
+    env = dict(os.environ if base is None else base)
+    env.update({
+        "MIPRO_HOST": settings.host,
+        "MIPRO_GATEWAY_PORT": str(settings.gateway_port),
+        "MIPRO_GATEWAY_ADMIN_PORT": str(settings.gateway_admin_port),
+        "MIPRO_ORCHESTRATOR_PORT": str(settings.orchestrator_port),
+        "MIPRO_INTERCEPTOR_PORT": str(settings.interceptor_port),
+        "MIPRO_PROPOSER_PORT": str(settings.proposer_port),
+        "MIPRO_PROPOSER_ADDRESS": settings.proposer_address,
+        "MIPRO_PUBLIC_BASE_URL": settings.public_base_url,
+        "MIPRO_DATA_DIR": str(settings.data_dir.resolve()),
+        "MIPRO_API_KEYS": ",".join(settings.api_keys),
+        "MIPRO_LOG_LEVEL": settings.log_level,
+        "MIPRO_LOG_FORMAT": "json" if settings.log_format == "auto" else settings.log_format,
+    })
+    env.update(overrides)
+    return env

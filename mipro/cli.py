@@ -1,0 +1,360 @@
+"""The `mipro` command: run the stack, run the offline demo, and talk to the job API.
+
+    mipro up                 orchestrator + proposer service + Envoy gateway, in the foreground
+    mipro demo               the stack + example task app + a model, one optimization, printed
+    mipro jobs submit FILE   POST a job (JSON as in the API docs); also get, list, cancel, events
+    mipro env-keys register  register the ENVIRONMENT_API_KEY sent to task apps
+
+Every job command talks REST to the gateway (`MIPRO_GATEWAY_URL`, default
+`http://127.0.0.1:8080`) with the key in `MIPRO_API_KEY` (else the first of `MIPRO_API_KEYS`,
+else the key `mipro up` saved in the data directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._settings import Settings, SettingsError
+from ._stack import REPO_ROOT, Stack, StackError, free_port, stack_env
+
+API_KEY_FILE = "api_key"
+JOBS_PATH = "/api/policy-optimization/online/jobs"
+EXAMPLE_JOB = REPO_ROOT / "examples" / "support_intents" / "job.json"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _print(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+# -- settings and keys ------------------------------------------------------------------------
+
+def _env_with_flags(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    for flag, variable in (
+        ("gateway_port", "MIPRO_GATEWAY_PORT"), ("orchestrator_port", "MIPRO_ORCHESTRATOR_PORT"),
+        ("proposer_port", "MIPRO_PROPOSER_PORT"), ("interceptor_port", "MIPRO_INTERCEPTOR_PORT"),
+        ("admin_port", "MIPRO_GATEWAY_ADMIN_PORT"), ("data_dir", "MIPRO_DATA_DIR"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[variable] = str(value)
+    return env
+
+
+def _saved_key_path(settings: Settings) -> Path:
+    return settings.data_dir / API_KEY_FILE
+
+
+def _new_api_key() -> str:
+    return "mk_" + secrets.token_urlsafe(24)
+
+
+def _client_api_key(settings: Settings) -> str:
+    key = os.environ.get("MIPRO_API_KEY", "")
+    if not key and settings.api_keys:
+        key = settings.api_keys[0]
+    if not key and _saved_key_path(settings).exists():
+        key = _saved_key_path(settings).read_text().strip()
+    if not key:
+        raise SystemExit("no API key: set MIPRO_API_KEY (or run `mipro up`, which makes one)")
+    return key
+
+
+def _gateway_url(settings: Settings) -> str:
+    return os.environ.get("MIPRO_GATEWAY_URL", f"http://{settings.host}:{settings.gateway_port}")
+
+
+# -- mipro up ---------------------------------------------------------------------------------
+
+async def _wait_for_stop_signal(stack: Stack) -> str:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        exited = stack.first_exited()
+        if exited is not None:
+            return f"{exited.name} exited unexpectedly (code {exited.process.returncode})"  # type: ignore[union-attr]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+    return ""
+
+
+async def _up(settings: Settings, env: dict[str, str]) -> int:
+    stack = Stack(settings, env)
+    try:
+        _print("starting proposer service, orchestrator and gateway ...")
+        await stack.start_core()
+        _print(f"ready: REST at {stack.gateway_url}, gRPC at "
+               f"{settings.host}:{settings.orchestrator_port}; data in {settings.data_dir}")
+        _print("press Ctrl-C to stop")
+        problem = await _wait_for_stop_signal(stack)
+        if problem:
+            _print(f"error: {problem}; stopping the rest")
+            return 1
+        _print("stopping ...")
+        return 0
+    except StackError as exc:
+        _print(f"error: {exc}")
+        return 1
+    finally:
+        await stack.stop()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    env = _env_with_flags(args)
+    settings = Settings.from_env(env)
+    if not settings.api_keys:
+        key = _new_api_key()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = _saved_key_path(settings)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        env["MIPRO_API_KEYS"] = key
+        settings = Settings.from_env(env)
+        _print(f"MIPRO_API_KEYS is unset; made an API key for this run: {key}")
+        _print(f"(saved to {path}; `mipro jobs ...` reads it from there)")
+    return asyncio.run(_up(settings, stack_env(settings, env)))
+
+
+# -- mipro demo -------------------------------------------------------------------------------
+
+def _demo_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+    env = _env_with_flags(args)
+    for variable in ("MIPRO_GATEWAY_PORT", "MIPRO_ORCHESTRATOR_PORT", "MIPRO_PROPOSER_PORT",
+                     "MIPRO_INTERCEPTOR_PORT", "MIPRO_GATEWAY_ADMIN_PORT"):
+        env.setdefault(variable, str(free_port()))
+    env.pop("MIPRO_PROPOSER_ADDRESS", None)
+    env.pop("MIPRO_PUBLIC_BASE_URL", None)
+    env["MIPRO_API_KEYS"] = _new_api_key()
+    env.setdefault("MIPRO_DATA_DIR", str(Path(".mipro") / "demo"))
+    settings = Settings.from_env(env)
+    return settings, stack_env(settings, env)
+
+
+def _uses_real_openai(env: dict[str, str]) -> bool:
+    return bool(env.get("OPENAI_API_KEY") or env.get("PROD_OPENAI_API_KEY")) and not (
+        env.get("MIPRO_PROVIDER_OPENAI_BASE_URL") or env.get("OPENAI_BASE_URL"))
+
+
+def _format_event(event: dict[str, Any]) -> str:
+    return f"  [{event.get('seq', '?'):>3}] {event.get('type', ''):<20} {event.get('message', '')}"
+
+
+async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespace) -> int:
+    log_dir = settings.data_dir / "logs"
+    stack = Stack(settings, env, log_dir=log_dir)
+    try:
+        if args.model == "simulated" or (args.model == "auto" and not _uses_real_openai(env)):
+            model_url = await stack.start_simulated_model(free_port())
+            stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
+            stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "simulated"
+            _print(f"model: the SIMULATED model at {model_url} (a deterministic stand-in "
+                   "that answers like a model; set OPENAI_API_KEY to use OpenAI)")
+        else:
+            _print("model: OpenAI (OPENAI_API_KEY is set); this run is billed to that key")
+        environment_key = "env_" + secrets.token_urlsafe(16)
+        task_app_url = await stack.start_task_app(free_port(), environment_key)
+        _print(f"task app: the example support-intents app at {task_app_url}")
+        await stack.start_core()
+        _print(f"stack: gateway {stack.gateway_url}, logs in {log_dir}")
+        job = json.loads(EXAMPLE_JOB.read_text())
+        job["policy_optimization"]["task_app_url"] = task_app_url
+        return await _run_demo_job(stack.gateway_url, settings.api_keys[0], environment_key, job)
+    except StackError as exc:
+        _print(f"error: {exc}")
+        return 1
+    finally:
+        await stack.stop()
+
+
+async def _run_demo_job(gateway: str, api_key: str, environment_key: str,
+                        job: dict[str, Any]) -> int:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=30.0) as client:
+        response = await client.post("/api/v1/env-keys",
+                                     json={"name": "ENVIRONMENT_API_KEY", "value": environment_key})
+        response.raise_for_status()
+        response = await client.post(JOBS_PATH, json=job)
+        if response.status_code != 200:
+            _print(f"error: submit answered {response.status_code}: {response.text}")
+            return 1
+        job_id = response.json()["job_id"]
+        _print(f"submitted job {job_id} (POST {JOBS_PATH}); live events:")
+        async with client.stream("GET", f"{JOBS_PATH}/{job_id}/events/stream",
+                                 timeout=httpx.Timeout(30.0, read=600.0)) as stream:
+            async for line in stream.aiter_lines():
+                if line.strip():
+                    _print(_format_event(json.loads(line)))
+        result = (await client.get(f"{JOBS_PATH}/{job_id}")).json()
+    _print_result(result)
+    return 0 if result.get("status") == "succeeded" else 1
+
+
+def _score(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _print_result(job: dict[str, Any]) -> None:
+    _print("")
+    _print(f"job {job['job_id']}: {job['status']} ({job.get('termination_reason') or '-'})")
+    if job.get("error"):
+        _print(f"error: {job['error']}")
+    _print(f"baseline score: {_score(job.get('baseline_score'))}")
+    _print(f"best score:     {_score(job.get('best_score'))}")
+    _print(f"rollouts: {job.get('rollouts_completed', 0)} completed, "
+           f"{job.get('rollouts_failed', 0)} failed; tokens: policy {job.get('policy_tokens', 0)}, "
+           f"proposer {job.get('proposer_tokens', 0)}")
+    _print("baseline instruction:")
+    _print("  " + (job.get("baseline_instruction") or "(none captured)"))
+    _print("best instruction:")
+    _print("  " + (job.get("best_instruction") or "(none)"))
+    _print("leaderboard:")
+    for c in job.get("candidates", []):
+        _print(f"  #{c['index']:<2} {_score(c.get('mean_score'))} on {c['seeds_scored']} seeds"
+               f" ({c['tip']}): {c['instruction'][:90]}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings, env = _demo_settings(args)
+    return asyncio.run(_demo(settings, env, args))
+
+
+# -- mipro jobs / env-keys --------------------------------------------------------------------
+
+def _api(settings: Settings) -> httpx.Client:
+    return httpx.Client(base_url=_gateway_url(settings), timeout=30.0,
+                        headers={"Authorization": f"Bearer {_client_api_key(settings)}"})
+
+
+def _show(response: httpx.Response) -> int:
+    try:
+        _print(json.dumps(response.json(), indent=2))
+    except ValueError:
+        _print(response.text)
+    return 0 if response.is_success else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(_env_with_flags(args))
+    with _api(settings) as api:
+        if args.action == "submit":
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+            return _show(api.post(JOBS_PATH, content=text,
+                                  headers={"Content-Type": "application/json"}))
+        if args.action == "get":
+            return _show(api.get(f"{JOBS_PATH}/{args.job_id}"))
+        if args.action == "list":
+            params = {k: v for k, v in (("status", args.status), ("limit", args.limit),
+                                        ("page_token", args.page_token)) if v}
+            return _show(api.get(JOBS_PATH, params=params))
+        if args.action == "cancel":
+            return _show(api.post(f"{JOBS_PATH}/{args.job_id}/cancel",
+                                  json={"reason": args.reason}))
+        if args.follow:
+            with api.stream("GET", f"{JOBS_PATH}/{args.job_id}/events/stream",
+                            params={"since_seq": args.since_seq},
+                            timeout=httpx.Timeout(30.0, read=None)) as stream:
+                if not stream.is_success:
+                    stream.read()
+                    return _show(stream)
+                for line in stream.iter_lines():
+                    if line.strip():
+                        _print(_format_event(json.loads(line)))
+            return 0
+        return _show(api.get(f"{JOBS_PATH}/{args.job_id}/events",
+                             params={"since_seq": args.since_seq, "limit": args.limit or 100}))
+
+
+def cmd_env_keys(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(_env_with_flags(args))
+    value = args.value if args.value is not None else os.environ.get(args.name, "")
+    if not value:
+        raise SystemExit(f"no value: pass --value or set {args.name} in the environment")
+    with _api(settings) as api:
+        return _show(api.post("/api/v1/env-keys", json={"name": args.name, "value": value}))
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+def _add_port_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway-port", type=int, help="REST port (MIPRO_GATEWAY_PORT, 8080)")
+    parser.add_argument("--orchestrator-port", type=int,
+                        help="gRPC port (MIPRO_ORCHESTRATOR_PORT, 50051)")
+    parser.add_argument("--proposer-port", type=int, help="MIPRO_PROPOSER_PORT, 50061")
+    parser.add_argument("--interceptor-port", type=int, help="MIPRO_INTERCEPTOR_PORT, 8081")
+    parser.add_argument("--admin-port", type=int, help="Envoy admin (MIPRO_GATEWAY_ADMIN_PORT)")
+    parser.add_argument("--data-dir", help="job store directory (MIPRO_DATA_DIR, ./.mipro)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mipro", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run orchestrator, proposer service and gateway")
+    _add_port_flags(up)
+    up.set_defaults(handler=cmd_up)
+
+    demo = commands.add_parser("demo", help="run one optimization of the bundled example")
+    _add_port_flags(demo)
+    demo.add_argument("--model", choices=("auto", "simulated", "openai"), default="auto",
+                      help="auto: OpenAI when OPENAI_API_KEY is set, else the simulated model")
+    demo.set_defaults(handler=cmd_demo)
+
+    jobs = commands.add_parser("jobs", help="talk to the job API through the gateway")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser("submit", help="create a job from a JSON file ('-' for stdin)")
+    submit.add_argument("file")
+    for name in ("get", "cancel", "events"):
+        action = actions.add_parser(name)
+        action.add_argument("job_id")
+    actions.choices["cancel"].add_argument("--reason", default="")
+    actions.choices["events"].add_argument("--since-seq", type=int, default=0)
+    actions.choices["events"].add_argument("--limit", type=int, default=0)
+    actions.choices["events"].add_argument("--follow", action="store_true",
+                                           help="stream live until the job ends")
+    listing = actions.add_parser("list")
+    listing.add_argument("--status", default="")
+    listing.add_argument("--limit", type=int, default=0)
+    listing.add_argument("--page-token", default="")
+    jobs.set_defaults(handler=cmd_jobs)
+
+    env_keys = commands.add_parser("env-keys", help="manage environment keys")
+    env_actions = env_keys.add_subparsers(dest="action", required=True)
+    register = env_actions.add_parser("register", help="register a task-app environment key")
+    register.add_argument("--name", default="ENVIRONMENT_API_KEY")
+    register.add_argument("--value", help="the key (default: $ENVIRONMENT_API_KEY)")
+    env_keys.set_defaults(handler=cmd_env_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SettingsError as exc:
+        _print(f"error: {exc}")
+        return 2
+    except httpx.ConnectError as exc:
+        _print(f"error: cannot reach the gateway ({exc}); is `mipro up` running?")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

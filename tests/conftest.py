@@ -1,0 +1,85 @@
+"""Shared fixtures: a real stack of processes for the end-to-end tests.
+
+`running_stack` starts, on free 127.0.0.1 ports and in a temporary data directory, the
+simulated model, the example task app (recording what it receives), the proposer service,
+the orchestrator and a real Envoy gateway, exactly as `mipro demo` does, and stops every
+one of them by pid at the end of the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from mipro._settings import Settings
+from mipro._stack import Stack, free_port, stack_env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """Addresses and secrets of the stack under test."""
+
+    gateway_url: str
+    grpc_address: str
+    api_key: str
+    environment_key: str
+    task_app_url: str
+    model_url: str
+    task_app_record: Path
+    model_record: Path
+    log_dir: Path
+    stack: Stack
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("stack")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def running_stack(session_tmp: Path) -> AsyncIterator[RunningStack]:
+    api_key = "mk_test_" + secrets.token_hex(8)
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("MIPRO_", "OPENAI_", "PROD_OPENAI_", "GROQ_"))}
+    env = {
+        **base_env,
+        "MIPRO_HOST": "127.0.0.1",
+        "MIPRO_GATEWAY_PORT": str(free_port()),
+        "MIPRO_GATEWAY_ADMIN_PORT": str(free_port()),
+        "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
+        "MIPRO_INTERCEPTOR_PORT": str(free_port()),
+        "MIPRO_PROPOSER_PORT": str(free_port()),
+        "MIPRO_DATA_DIR": str(session_tmp / "data"),
+        "MIPRO_API_KEYS": f"{api_key},mk_other_owner_key",
+        "MIPRO_LOG_FORMAT": "json",
+    }
+    settings = Settings.from_env(env)
+    log_dir = session_tmp / "logs"
+    stack = Stack(settings, stack_env(settings, env), log_dir=log_dir)
+    task_app_record = session_tmp / "task_app_record.jsonl"
+    model_record = session_tmp / "model_record.jsonl"
+    environment_key = "env_test_" + secrets.token_hex(8)
+    try:
+        model_url = await stack.start_simulated_model(free_port(), record=model_record)
+        stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
+        stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "simulated"
+        task_app_url = await stack.start_task_app(free_port(), environment_key,
+                                                  record=task_app_record)
+        await stack.start_core()
+        yield RunningStack(
+            gateway_url=stack.gateway_url,
+            grpc_address=f"127.0.0.1:{settings.orchestrator_port}",
+            api_key=api_key, environment_key=environment_key, task_app_url=task_app_url,
+            model_url=model_url, task_app_record=task_app_record, model_record=model_record,
+            log_dir=log_dir, stack=stack)
+    finally:
+        await asyncio.shield(stack.stop())
