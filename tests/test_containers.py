@@ -1,0 +1,72 @@
+"""docker-compose.yml describes the same stack the CLI runs (no Docker engine runs here).
+
+These checks catch drift: a service command that no longer exists, a port that the gateway
+config or the orchestrator no longer uses, an image that misses a package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mipro._settings import Settings
+
+from .conftest import REPO_ROOT
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def _envoy_compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "gateway" / "envoy.compose.yaml").read_text())
+
+
+def test_compose_has_the_whole_stack() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"model", "task-app", "proposer", "orchestrator", "gateway"}
+    for name, service in services.items():
+        assert service["build"] == "." and isinstance(service["command"], list), name
+
+
+def test_service_commands_are_the_ones_the_cli_runs() -> None:
+    services = _compose()["services"]
+    for name, module in (("orchestrator", "orchestrator"), ("proposer", "proposer_service"),
+                         ("model", "mipro.simulated_model")):
+        command = services[name]["command"]
+        assert command[:3] == ["python", "-m", module], name
+        assert importlib.util.find_spec(module) is not None, module
+    task_app = services["task-app"]["command"]
+    assert (REPO_ROOT / task_app[1]).is_file()
+    gateway = services["gateway"]["command"]
+    assert gateway[0] == "envoy" and "--disable-hot-restart" in gateway
+    assert gateway[gateway.index("-c") + 1] == "/app/gateway/envoy.compose.yaml"
+
+
+def test_ports_agree_between_compose_settings_and_gateway() -> None:
+    services = _compose()["services"]
+    orchestrator = Settings.from_env(services["orchestrator"]["environment"])
+    proposer = Settings.from_env(services["proposer"]["environment"])
+    assert orchestrator.proposer_address == f"proposer:{proposer.proposer_port}"
+    clusters = {c["name"]: c for c in _envoy_compose()["static_resources"]["clusters"]}
+    upstreams = {
+        (a["socket_address"]["address"], a["socket_address"]["port_value"])
+        for c in clusters.values()
+        for e in c["load_assignment"]["endpoints"] for lb in e["lb_endpoints"]
+        for a in [lb["endpoint"]["address"]]
+    }
+    assert ("orchestrator", orchestrator.orchestrator_port) in upstreams
+    assert ("orchestrator", orchestrator.interceptor_port) in upstreams
+    listener = _envoy_compose()["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert services["gateway"]["ports"] == [f"127.0.0.1:{listener['port_value']}:8080"]
+    assert orchestrator.public_base_url == f"http://gateway:{listener['port_value']}"
+
+
+def test_dockerfile_copies_every_package() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    for folder in ("mipro", "orchestrator", "proposer_service", "gateway", "examples"):
+        assert f"COPY {folder} ./{folder}" in dockerfile
+        assert Path(REPO_ROOT / folder).is_dir()
