@@ -1,4 +1,4 @@
-"""structlog set-up shared by every process: JSON lines to stdout, or console on a terminal.
+"""structlog set-up shared by every process: JSON lines to stderr, or console on a terminal.
 
 Standard-library loggers (grpc, httpx, uvicorn) go through the same formatter, so one process
 prints one format. Job code binds `job_id` with `structlog.contextvars`, so lines say which job.
