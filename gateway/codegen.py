@@ -21,6 +21,8 @@ STUB_DIR = REPO_ROOT / "mipro" / "v1"
 DESCRIPTOR_PATH = REPO_ROOT / "gateway" / "mipro_v1.pb"
 #: The protos the gateway transcodes; the proposer's internal service is left out on purpose.
 PUBLIC_PROTOS = ("mipro/v1/jobs.proto",)
+#: Error detail types the orchestrator attaches; the transcoder must know them to print them.
+ERROR_DETAIL_PROTOS = ("google/rpc/error_details.proto",)
 
 
 def _include_dirs() -> list[str]:
@@ -63,6 +65,7 @@ def generate(out_root: Path) -> tuple[Path, Path]:
             "--include_source_info",
             f"--descriptor_set_out={descriptor}",
             *PUBLIC_PROTOS,
+            *ERROR_DETAIL_PROTOS,
         ]
     )
     return stub_out / "mipro" / "v1", descriptor

@@ -57,7 +57,8 @@ class ManagedProcess:
         out: int | IO[bytes] | None = None
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            # Opening a local log file is instant; it is closed in stop().
+            self._log_file = open(self.log_path, "ab")  # noqa: ASYNC230
             out = self._log_file
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
@@ -182,7 +183,8 @@ class Stack:
 
     async def start_core(self) -> None:
         """Starts the proposer service, the orchestrator and the Envoy gateway."""
-        from gateway import envoy_binary, render_envoy_yaml
+        from gateway import envoy_binary
+        from gateway.config import render_envoy_yaml
 
         s = self.settings
         proposer = await self._spawn("proposer", [sys.executable, "-m", "proposer_service"])

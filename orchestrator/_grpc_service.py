@@ -96,9 +96,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @_unary
     async def GetJob(self, owner: str, request: jobs_pb2.GetJobRequest,
-                     context: grpc.aio.ServicerContext) -> jobs_pb2.GetJobResponse:
-        job = await self._jobs.get(owner, request.job_id)
-        return jobs_pb2.GetJobResponse(job=job_to_proto(job))
+                     context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+        return job_to_proto(await self._jobs.get(owner, request.job_id))
 
     @_unary
     async def ListJobs(self, owner: str, request: jobs_pb2.ListJobsRequest,
@@ -110,9 +109,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @_unary
     async def CancelJob(self, owner: str, request: jobs_pb2.CancelJobRequest,
-                        context: grpc.aio.ServicerContext) -> jobs_pb2.CancelJobResponse:
-        job = await self._jobs.cancel(owner, request.job_id, request.reason)
-        return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
+                        context: grpc.aio.ServicerContext) -> jobs_pb2.Job:
+        return job_to_proto(await self._jobs.cancel(owner, request.job_id, request.reason))
 
     @_unary
     async def ListJobEvents(self, owner: str, request: jobs_pb2.ListJobEventsRequest,
@@ -125,13 +123,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def StreamJobEvents(
         self, request: jobs_pb2.StreamJobEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[jobs_pb2.StreamJobEventsResponse]:
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
         structlog.contextvars.clear_contextvars()
         try:
             owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
             stream = self._jobs.stream_events(owner, request.job_id, request.since_seq)
             async for event in stream:
-                yield jobs_pb2.StreamJobEventsResponse(event=event_to_proto(event))
+                yield event_to_proto(event)
         except OrchestratorError as error:
             await _abort_with(context, error)
 

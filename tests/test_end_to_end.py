@@ -159,8 +159,8 @@ async def test_grpc_job_succeeds_the_same_way(running_stack: RunningStack) -> No
         assert created.job_id.startswith("pl_")
         deadline = time.monotonic() + JOB_TIMEOUT
         while True:
-            job = (await stub.GetJob(jobs_pb2.GetJobRequest(job_id=created.job_id),
-                                     metadata=metadata, timeout=10)).job
+            job = await stub.GetJob(jobs_pb2.GetJobRequest(job_id=created.job_id),
+                                    metadata=metadata, timeout=10)
             if job.status in ("succeeded", "failed", "cancelled"):
                 break
             assert time.monotonic() < deadline

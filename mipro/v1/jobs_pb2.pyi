@@ -107,12 +107,6 @@ class GetJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
-class GetJobResponse(_message.Message):
-    __slots__ = ("job",)
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    job: Job
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
-
 class Job(_message.Message):
     __slots__ = ("job_id", "status", "phase", "policy_optimization", "created_at", "started_at", "finished_at", "best_score", "best_instruction", "baseline_score", "baseline_instruction", "rollouts_completed", "rollouts_failed", "policy_tokens", "proposer_tokens", "cost_usd", "candidates", "error", "termination_reason", "baseline_test_score", "best_test_score", "failures_by_cause")
     class FailuresByCauseEntry(_message.Message):
@@ -210,12 +204,6 @@ class CancelJobRequest(_message.Message):
     reason: str
     def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
-class CancelJobResponse(_message.Message):
-    __slots__ = ("job",)
-    JOB_FIELD_NUMBER: _ClassVar[int]
-    job: Job
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
-
 class ListJobEventsRequest(_message.Message):
     __slots__ = ("job_id", "since_seq", "limit")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -241,12 +229,6 @@ class StreamJobEventsRequest(_message.Message):
     job_id: str
     since_seq: int
     def __init__(self, job_id: _Optional[str] = ..., since_seq: _Optional[int] = ...) -> None: ...
-
-class StreamJobEventsResponse(_message.Message):
-    __slots__ = ("event",)
-    EVENT_FIELD_NUMBER: _ClassVar[int]
-    event: JobEvent
-    def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("seq", "type", "message", "data", "created_at", "terminal")

@@ -43,7 +43,7 @@ class JobServiceStub:
         self.GetJob = channel.unary_unary(
                 '/mipro.v1.JobService/GetJob',
                 request_serializer=mipro_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=mipro_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/mipro.v1.JobService/ListJobs',
@@ -53,7 +53,7 @@ class JobServiceStub:
         self.CancelJob = channel.unary_unary(
                 '/mipro.v1.JobService/CancelJob',
                 request_serializer=mipro_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=mipro_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
         self.ListJobEvents = channel.unary_unary(
                 '/mipro.v1.JobService/ListJobEvents',
@@ -63,7 +63,7 @@ class JobServiceStub:
         self.StreamJobEvents = channel.unary_stream(
                 '/mipro.v1.JobService/StreamJobEvents',
                 request_serializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.SerializeToString,
-                response_deserializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsResponse.FromString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.JobEvent.FromString,
                 _registered_method=True)
 
 
@@ -80,6 +80,9 @@ class JobServiceServicer:
 
     def GetJob(self, request, context):
         """Returns one job of the caller's, with its progress and results so far.
+
+        Returns the `Job` itself rather than a wrapper: Envoy's transcoder cannot unwrap a
+        `response_body` field, and the REST body is documented as the job object.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +97,7 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """Cancels a queued or running job; the best result so far is kept.
+        Returns the job after cancellation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +112,7 @@ class JobServiceServicer:
 
     def StreamJobEvents(self, request, context):
         """Streams a job's events live; the stream always ends with the job's terminal event.
+        Through the gateway it is NDJSON, one bare event per line.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,7 +129,7 @@ def add_JobServiceServicer_to_server(servicer, server):
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=mipro_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
-                    response_serializer=mipro_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -134,7 +139,7 @@ def add_JobServiceServicer_to_server(servicer, server):
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=mipro_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
-                    response_serializer=mipro_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
             'ListJobEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobEvents,
@@ -144,7 +149,7 @@ def add_JobServiceServicer_to_server(servicer, server):
             'StreamJobEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamJobEvents,
                     request_deserializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.FromString,
-                    response_serializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsResponse.SerializeToString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -201,7 +206,7 @@ class JobService:
             target,
             '/mipro.v1.JobService/GetJob',
             mipro_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
-            mipro_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
+            mipro_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -255,7 +260,7 @@ class JobService:
             target,
             '/mipro.v1.JobService/CancelJob',
             mipro_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
-            mipro_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+            mipro_dot_v1_dot_jobs__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -309,7 +314,7 @@ class JobService:
             target,
             '/mipro.v1.JobService/StreamJobEvents',
             mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.SerializeToString,
-            mipro_dot_v1_dot_jobs__pb2.StreamJobEventsResponse.FromString,
+            mipro_dot_v1_dot_jobs__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,436 @@
+"""Builds the Envoy gateway's configuration: REST (and h2c gRPC) in front of the orchestrator.
+
+One HTTP listener (HTTP/1.1 and h2c, codec `AUTO`) carries four kinds of traffic, told apart
+by routes that match the request as it arrived (`match_incoming_request_route`):
+
+- native gRPC (`content-type: application/grpc`) for the orchestrator, passed through untouched;
+- the public job API as REST, translated to gRPC by the gRPC-JSON transcoder from the
+  `google.api.http` annotations in `protos/mipro/v1/jobs.proto` (descriptor
+  `gateway/mipro_v1.pb`, made by `python -m gateway.codegen`); the live event stream is NDJSON;
+- `/v1/...`, the policy-model interceptor, proxied as plain HTTP/1.1 (no transcoding);
+- `/healthz`, answered by Envoy itself.
+
+Filters, in order: `header_mutation` (drops the `grpc-*` headers from REST responses), `buffer`
+(caps a request body at 4 MiB, 413 beyond), the transcoder, the router.
+
+Every error Envoy produces itself (bad JSON, unknown path or query parameter, body too large,
+upstream down) is a JSON body `{"code": <http status>, "message": "..."}`; errors of the gRPC
+server come back as the transcoder's `{"code": <grpc code>, "message": "...", "details": [...]}`
+with the mapped HTTP status.
+
+`python -m gateway.config` rewrites the two committed renderings, `gateway/envoy.yaml` (local
+development, run from the repository root) and `gateway/envoy.compose.yaml` (docker-compose);
+`--check` exits 1 when either is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The gRPC services the transcoder exposes as REST.
+SERVICES = ("mipro.v1.JobService", "mipro.v1.EnvironmentKeyService")
+#: Largest request body the transcoder buffers (it needs the whole JSON body).
+MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
+#: Largest unary response body the transcoder buffers.
+MAX_RESPONSE_BODY_BYTES = 16 * 1024 * 1024
+#: Time limit of a unary call through the gateway.
+API_TIMEOUT = "60s"
+#: Time limit of a policy-model call through the interceptor (a slow completion included).
+INTERCEPTOR_TIMEOUT = "300s"
+#: TCP connect limit towards either upstream.
+CONNECT_TIMEOUT = "1s"
+#: The live event stream: a regex on the REST path (routes match REST paths because of
+#: `match_incoming_request_route`).
+EVENT_STREAM_PATH_REGEX = r"^/api/policy-optimization/online/jobs/[^/]+/events/stream$"
+#: Headers of the gRPC wire that mean nothing to a REST client.
+GRPC_RESPONSE_HEADERS = (
+    "grpc-status",
+    "grpc-message",
+    "grpc-accept-encoding",
+    "grpc-encoding",
+    "grpc-status-details-bin",
+)
+
+_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_HEADER_MUTATION = "envoy.filters.http.header_mutation"
+_BUFFER = "envoy.filters.http.buffer"
+_ROUTER = "envoy.filters.http.router"
+_ORCHESTRATOR_CLUSTER = "orchestrator_grpc"
+_INTERCEPTOR_CLUSTER = "interceptor_http"
+_DISABLED = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _cluster(name: str, host: str, port: int, *, http2: bool) -> dict[str, Any]:
+    """A one-host cluster; a DNS name (a compose service) is re-resolved, an IP is static."""
+    if http2:
+        protocol: dict[str, Any] = {
+            "http2_protocol_options": {
+                # Finds a dead orchestrator behind a long-lived event stream.
+                "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+            }
+        }
+    else:
+        protocol = {"http_protocol_options": {}}
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                ".HttpProtocolOptions",
+                "explicit_http_config": protocol,
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+            ],
+        },
+    }
+    if not _is_ip(host):
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def _orchestrator_cluster(host: str, port: int) -> dict[str, Any]:
+    cluster = _cluster(_ORCHESTRATOR_CLUSTER, host, port, http2=True)
+    cluster["health_checks"] = [
+        {
+            "timeout": "1s",
+            "interval": "5s",
+            # Without traffic (the host is unhealthy, so there is none) Envoy would otherwise
+            # check only every 60 s, and an orchestrator starting after the gateway would wait.
+            "no_traffic_interval": "2s",
+            "unhealthy_interval": "2s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": ""},
+        }
+    ]
+    # With one host, the default panic threshold would route to it even when unhealthy.
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    return cluster
+
+
+def _transcoder(descriptor_path: str) -> dict[str, Any]:
+    return {
+        "name": _TRANSCODER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
+            ".GrpcJsonTranscoder",
+            "proto_descriptor": descriptor_path,
+            "services": list(SERVICES),
+            "match_incoming_request_route": True,
+            "convert_grpc_status": True,
+            "print_options": {
+                "add_whitespace": False,
+                "always_print_primitive_fields": True,
+                "always_print_enums_as_ints": False,
+                "preserve_proto_field_names": True,
+                "stream_newline_delimited": True,
+            },
+            "request_validation_options": {
+                "reject_unknown_method": True,
+                "reject_unknown_query_parameters": True,
+            },
+            "max_request_body_size": MAX_REQUEST_BODY_BYTES,
+            "max_response_body_size": MAX_RESPONSE_BODY_BYTES,
+        },
+    }
+
+
+def _buffer() -> dict[str, Any]:
+    # The transcoder's own `max_request_body_size` bounds only its not-yet-parsed JSON: a
+    # 64 MiB body passed it whole (measured). This filter caps what any request may hold.
+    return {
+        "name": _BUFFER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": MAX_REQUEST_BODY_BYTES,
+        },
+    }
+
+
+def _header_mutation() -> dict[str, Any]:
+    # Placed before the transcoder, so on the way back it runs after the transcoder has
+    # turned the gRPC status into an HTTP status and a JSON body.
+    removals = [{"remove": name} for name in GRPC_RESPONSE_HEADERS]
+    return {
+        "name": _HEADER_MUTATION,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3"
+            ".HeaderMutation",
+            # Trailers are kept: an HTTP/1.1 client never sees them, and an HTTP/2 client
+            # learns from `grpc-status` there that a stream failed midway.
+            "mutations": {"response_mutations": removals},
+        },
+    }
+
+
+def _status_below(code: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "LE",
+                "value": {
+                    "default_value": code - 1,
+                    "runtime_key": "gateway.local_reply.keep_body_below_status",
+                },
+            }
+        }
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    body = {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}}
+    return {
+        "mappers": [
+            # A direct response that is not an error (`/healthz`) is already JSON: keep it.
+            {
+                "filter": _status_below(400),
+                "body_format_override": {**body, "content_type": "application/json"},
+            },
+        ],
+        "body_format": {
+            "json_format": {"code": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%"},
+            "content_type": "application/json",
+        },
+    }
+
+
+def _routes() -> list[dict[str, Any]]:
+    no_transcoding = {_TRANSCODER: _DISABLED}
+    # The interceptor streams its bodies through untouched: no transcoding, no buffering.
+    passthrough = {_TRANSCODER: _DISABLED, _BUFFER: _DISABLED}
+    return [
+        {
+            # Native gRPC (h2c, `content-type: application/grpc*`), passed through untouched: its
+            # clients need the `grpc-*` headers, set their own deadline (`grpc-timeout`), and
+            # the server enforces its own message size limit. Routes are chosen on the request
+            # as it arrived (`match_incoming_request_route`), before the transcoder rewrites a
+            # REST call into gRPC, so REST calls never match here.
+            "name": "grpc",
+            "match": {"prefix": "/", "grpc": {}},
+            "route": {
+                "cluster": _ORCHESTRATOR_CLUSTER,
+                "timeout": "0s",
+                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+            },
+            "typed_per_filter_config": {
+                _HEADER_MUTATION: _DISABLED,
+                _BUFFER: _DISABLED,
+                _TRANSCODER: _DISABLED,
+            },
+        },
+        {
+            "name": "healthz",
+            "match": {"path": "/healthz"},
+            "direct_response": {"status": 200, "body": {"inline_string": '{"status":"ok"}'}},
+            "typed_per_filter_config": no_transcoding,
+        },
+        {
+            # The interceptor's OpenAI-compatible API (`/v1/{trial}/chat/completions`). A
+            # prefix match starts at the first byte, so `/api/v1/env-keys` is not caught here.
+            "name": "interceptor",
+            "match": {"prefix": "/v1/"},
+            "route": {"cluster": _INTERCEPTOR_CLUSTER, "timeout": INTERCEPTOR_TIMEOUT},
+            "typed_per_filter_config": passthrough,
+        },
+        {
+            # A live stream lasts as long as its job: no overall or idle limit. A client that
+            # goes away resets the upstream stream; a dead orchestrator is found by keepalive.
+            "name": "event_stream",
+            "match": {"safe_regex": {"regex": EVENT_STREAM_PATH_REGEX}},
+            "route": {"cluster": _ORCHESTRATOR_CLUSTER, "timeout": "0s", "idle_timeout": "0s"},
+        },
+        {
+            # Every other REST path of the API, and native gRPC (h2c) calls.
+            "name": "api",
+            "match": {"prefix": "/"},
+            "route": {"cluster": _ORCHESTRATOR_CLUSTER, "timeout": API_TIMEOUT},
+        },
+    ]
+
+
+def build_envoy_config(
+    *,
+    listen_host: str,
+    listen_port: int,
+    admin_host: str,
+    admin_port: int,
+    orchestrator_grpc: tuple[str, int],
+    interceptor_http: tuple[str, int],
+    descriptor_path: str,
+) -> dict[str, Any]:
+    """Returns the Envoy bootstrap as a dict; `descriptor_path` is relative to Envoy's cwd."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "gateway",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "route_config": {
+            "name": "gateway",
+            "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": _routes()}],
+        },
+        "http_filters": [
+            _header_mutation(),
+            _buffer(),
+            _transcoder(descriptor_path),
+            {
+                "name": _ROUTER,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            },
+        ],
+        "local_reply_config": _local_reply_config(),
+    }
+    return {
+        "admin": {"address": _socket_address(admin_host, admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": _socket_address(listen_host, listen_port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                _orchestrator_cluster(*orchestrator_grpc),
+                _cluster(_INTERCEPTOR_CLUSTER, *interceptor_http, http2=False),
+            ],
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors"
+                        ".downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def render_envoy_yaml(*, header: str | None = None, **kwargs: Any) -> str:
+    """Renders `build_envoy_config(**kwargs)` as YAML, after `header` as `#` comment lines."""
+    body = yaml.safe_dump(build_envoy_config(**kwargs), sort_keys=False, default_flow_style=False)
+    if header is None:
+        return body
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    return comment + body
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """One committed rendering of the config: where it lives and what it is built from."""
+
+    path: Path
+    purpose: str
+    listen_host: str
+    orchestrator_grpc: tuple[str, int]
+    interceptor_http: tuple[str, int]
+    descriptor_path: str
+    listen_port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9901
+
+    def render(self) -> str:
+        header = (
+            f"Generated by `python -m gateway.config` from gateway/config.py; do not edit.\n"
+            f"{self.purpose}"
+        )
+        return render_envoy_yaml(
+            header=header,
+            listen_host=self.listen_host,
+            listen_port=self.listen_port,
+            admin_host=self.admin_host,
+            admin_port=self.admin_port,
+            orchestrator_grpc=self.orchestrator_grpc,
+            interceptor_http=self.interceptor_http,
+            descriptor_path=self.descriptor_path,
+        )
+
+
+RENDERINGS = (
+    Rendering(
+        path=REPO_ROOT / "gateway" / "envoy.yaml",
+        purpose="Local development; run from the repository root:\n"
+        "  envoy --disable-hot-restart -c gateway/envoy.yaml",
+        listen_host="127.0.0.1",
+        orchestrator_grpc=("127.0.0.1", 50051),
+        interceptor_http=("127.0.0.1", 8081),
+        descriptor_path="gateway/mipro_v1.pb",
+    ),
+    Rendering(
+        path=REPO_ROOT / "gateway" / "envoy.compose.yaml",
+        purpose="docker-compose: the `gateway` service in front of the `orchestrator` service.",
+        listen_host="0.0.0.0",
+        orchestrator_grpc=("orchestrator", 50051),
+        interceptor_http=("orchestrator", 8081),
+        descriptor_path="/app/gateway/mipro_v1.pb",
+    ),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Renders the gateway's Envoy configs.")
+    parser.add_argument("--check", action="store_true", help="fail if a rendering is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = [
+            str(r.path.relative_to(REPO_ROOT))
+            for r in RENDERINGS
+            if not r.path.exists() or r.path.read_text() != r.render()
+        ]
+        if stale:
+            print("stale Envoy configs (run `python -m gateway.config`): " + ", ".join(stale))
+            return 1
+        print("Envoy configs are up to date")
+        return 0
+    for rendering in RENDERINGS:
+        rendering.path.write_text(rendering.render())
+        print(f"wrote {rendering.path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
