@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -36,86 +35,13 @@ from gateway import (
 from gateway.config import RENDERINGS, REPO_ROOT, build_envoy_config, main
 from mipro._grpc import add_health_and_reflection, mark_serving
 from mipro.v1 import jobs_pb2 as pb
+from mipro.v1 import jobs_pb2_grpc
 
 DESCRIPTOR = REPO_ROOT / "gateway" / "mipro_v1.pb"
 JOBS = "/api/policy-optimization/online/jobs"
 GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding", "grpc-encoding")
 #: Every wait in this module is bounded by this many seconds.
 WAIT = 10.0
-
-
-# --- What the committed descriptor lacks (see the report that came with this file) ---------
-
-
-def _descriptor_problems(path: Path) -> list[str]:
-    """What keeps the descriptor from serving the documented REST API through Envoy 1.40."""
-    files = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes()).file
-    problems = [
-        f"{service.name}.{method.name} sets response_body (Envoy rejects it on non-HttpBody)"
-        for file in files
-        for service in file.service
-        for method in service.method
-        if method.options.Extensions[annotations_pb2.http].response_body
-    ]
-    if not any(file.name == "google/rpc/error_details.proto" for file in files):
-        problems.append("google/rpc/error_details.proto is missing (BadRequest details vanish)")
-    return problems
-
-
-_PROBLEMS = _descriptor_problems(DESCRIPTOR)
-_UNLOADABLE = [p for p in _PROBLEMS if "response_body" in p]
-_needs_loadable_descriptor = pytest.mark.xfail(
-    bool(_UNLOADABLE),
-    reason="the committed descriptor cannot be loaded by Envoy: " + "; ".join(_UNLOADABLE),
-    raises=EnvoyConfigError,
-    strict=True,
-)
-
-#: The proto change proposed with this file: Envoy's transcoder cannot unwrap a response
-#: field (`response_body`), so the methods documented as returning a job or an event return
-#: that message itself; the REST JSON is unchanged from what `response_body` meant.
-_PROPOSED_PROTO_EDITS = (
-    (
-        "rpc GetJob(GetJobRequest) returns (GetJobResponse)",
-        "rpc GetJob(GetJobRequest) returns (Job)",
-    ),
-    (
-        "rpc CancelJob(CancelJobRequest) returns (CancelJobResponse)",
-        "rpc CancelJob(CancelJobRequest) returns (Job)",
-    ),
-    ("returns (stream StreamJobEventsResponse)", "returns (stream JobEvent)"),
-    ('      response_body: "job"\n', ""),
-    ('      response_body: "event"\n', ""),
-)
-
-
-def _transcodable_descriptor(out: Path) -> Path:
-    """The committed descriptor if it has no problem, else one with the proposed changes."""
-    if not _PROBLEMS:
-        return DESCRIPTOR
-    from grpc_tools import protoc
-
-    from gateway import codegen
-
-    protos = out / "protos"
-    shutil.copytree(codegen.PROTO_ROOT, protos)
-    jobs = protos / "mipro" / "v1" / "jobs.proto"
-    text = jobs.read_text()
-    for old, new in _PROPOSED_PROTO_EDITS:
-        text = text.replace(old, new)
-    jobs.write_text(text)
-    include = [str(protos), *codegen._include_dirs()[1:]]
-    descriptor = out / "mipro_v1.pb"
-    argv = [
-        "protoc",
-        *(f"-I{d}" for d in include),
-        "--include_imports",
-        f"--descriptor_set_out={descriptor}",
-        *codegen.PUBLIC_PROTOS,
-        "google/rpc/error_details.proto",
-    ]
-    assert protoc.main(argv) == 0, argv
-    return descriptor
 
 
 # --- The committed renderings and Envoy's validation --------------------------------------------
@@ -129,12 +55,29 @@ def test_committed_renderings_are_up_to_date(capsys: pytest.CaptureFixture[str])
         assert yaml.safe_load(text) == yaml.safe_load(rendering.render())
 
 
-@_needs_loadable_descriptor
+def test_descriptor_stays_loadable_by_envoy_and_keeps_error_details() -> None:
+    """Guards the REST gateway against two descriptor regressions.
+
+    Envoy refuses to load the transcoder when a method sets `response_body` on a response
+    that is not `google.api.HttpBody`, and without `google/rpc/error_details.proto` in the
+    set the `BadRequest` details vanish from the JSON of a 400.
+    """
+    files = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR.read_bytes()).file
+    assert "google/rpc/error_details.proto" in {file.name for file in files}
+    unwrapped = [
+        f"{service.name}.{method.name}"
+        for file in files
+        for service in file.service
+        for method in service.method
+        if method.options.Extensions[annotations_pb2.http].response_body
+    ]
+    assert not unwrapped, f"these methods set response_body: {unwrapped}"
+
+
 def test_default_rendering_validates_from_the_repo_root() -> None:
     validate_config("gateway/envoy.yaml", cwd=REPO_ROOT)
 
 
-@_needs_loadable_descriptor
 def test_compose_rendering_validates(tmp_path: Path) -> None:
     compose = REPO_ROOT / "gateway" / "envoy.compose.yaml"
     local = tmp_path / "envoy.compose.yaml"
@@ -143,7 +86,7 @@ def test_compose_rendering_validates(tmp_path: Path) -> None:
     validate_config(local)
 
 
-def _config(descriptor: Path, **overrides: Any) -> dict[str, Any]:
+def _config(**overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "listen_host": "127.0.0.1",
         "listen_port": 18080,
@@ -151,7 +94,7 @@ def _config(descriptor: Path, **overrides: Any) -> dict[str, Any]:
         "admin_port": 19901,
         "orchestrator_grpc": ("127.0.0.1", 50051),
         "interceptor_http": ("127.0.0.1", 8081),
-        "descriptor_path": str(descriptor),
+        "descriptor_path": str(DESCRIPTOR),
     }
     return build_envoy_config(**{**settings, **overrides})
 
@@ -162,12 +105,12 @@ def _write(path: Path, config: dict[str, Any]) -> Path:
 
 
 def test_freshly_rendered_config_validates(tmp_path: Path) -> None:
-    config = _config(_transcodable_descriptor(tmp_path))
+    config = _config()
     validate_config(_write(tmp_path / "envoy.yaml", config))
 
 
 def test_wrong_service_name_fails_validation_clearly(tmp_path: Path) -> None:
-    config = _config(_transcodable_descriptor(tmp_path))
+    config = _config()
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     (transcoder,) = [
         f for f in hcm["typed_config"]["http_filters"] if f["name"].endswith("json_transcoder")
@@ -183,7 +126,7 @@ def test_wrong_service_name_fails_validation_clearly(tmp_path: Path) -> None:
 # --- A canned orchestrator ------------------------------------------------------------------
 
 
-class _Jobs:
+class _Jobs(jobs_pb2_grpc.JobServiceServicer):
     """`mipro.v1.JobService`, just the cases the gateway tests need."""
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
@@ -215,53 +158,13 @@ class _Jobs:
             yield pb.JobEvent(seq=seq, type="job.succeeded" if seq == 3 else "x", terminal=seq == 3)
 
 
-class _EnvironmentKeys:
+class _EnvironmentKeys(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
     """`mipro.v1.EnvironmentKeyService`."""
 
     async def CreateEnvironmentKey(
         self, request: pb.CreateEnvironmentKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateEnvironmentKeyResponse:
         return pb.CreateEnvironmentKeyResponse(name=request.name, fingerprint="0123abcd")
-
-
-def _add_services(server: grpc.aio.Server) -> None:
-    # Registered by hand with the message types of the proposed proto (GetJob returns a Job,
-    # the stream yields JobEvents); once the protos have that shape this is the same as
-    # `jobs_pb2_grpc.add_JobServiceServicer_to_server` and its EnvironmentKeyService twin.
-    jobs, keys = _Jobs(), _EnvironmentKeys()
-    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "mipro.v1.JobService",
-                {
-                    "GetJob": unary(
-                        jobs.GetJob, pb.GetJobRequest.FromString, pb.Job.SerializeToString
-                    ),
-                    "CreateJob": unary(
-                        jobs.CreateJob,
-                        pb.CreateJobRequest.FromString,
-                        pb.CreateJobResponse.SerializeToString,
-                    ),
-                    "StreamJobEvents": stream(
-                        jobs.StreamJobEvents,
-                        pb.StreamJobEventsRequest.FromString,
-                        pb.JobEvent.SerializeToString,
-                    ),
-                },
-            ),
-            grpc.method_handlers_generic_handler(
-                "mipro.v1.EnvironmentKeyService",
-                {
-                    "CreateEnvironmentKey": unary(
-                        keys.CreateEnvironmentKey,
-                        pb.CreateEnvironmentKeyRequest.FromString,
-                        pb.CreateEnvironmentKeyResponse.SerializeToString,
-                    )
-                },
-            ),
-        )
-    )
 
 
 # --- A stand-in interceptor ---------------------------------------------------------------------
@@ -321,10 +224,10 @@ def _free_ports(count: int) -> list[int]:
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Stack]:
     tmp = tmp_path_factory.mktemp("gateway")
-    descriptor = _transcodable_descriptor(tmp)
     async with contextlib.AsyncExitStack() as cleanup:
         server = grpc.aio.server()
-        _add_services(server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(_Jobs(), server)
+        jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(_EnvironmentKeys(), server)
         services = ["mipro.v1.JobService", "mipro.v1.EnvironmentKeyService"]
         health = add_health_and_reflection(server, services)
         grpc_port = server.add_insecure_port("127.0.0.1:0")
@@ -339,7 +242,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Stac
 
         listen_port, admin_port = _free_ports(2)
         config = _config(
-            descriptor,
             listen_port=listen_port,
             admin_port=admin_port,
             orchestrator_grpc=("127.0.0.1", grpc_port),
@@ -481,11 +383,7 @@ async def test_event_stream_is_ndjson(client: httpx.AsyncClient) -> None:
 
 async def test_native_grpc_passes_through(stack: _Stack) -> None:
     async with grpc.aio.insecure_channel(stack.url.removeprefix("http://")) as channel:
-        get_job = channel.unary_unary(
-            "/mipro.v1.JobService/GetJob",
-            request_serializer=pb.GetJobRequest.SerializeToString,
-            response_deserializer=pb.Job.FromString,
-        )
+        get_job = jobs_pb2_grpc.JobServiceStub(channel).GetJob
         job = await get_job(pb.GetJobRequest(job_id="pl_x"), timeout=WAIT)
         assert job.best_score == 0.875
         with pytest.raises(grpc.aio.AioRpcError) as caught:
