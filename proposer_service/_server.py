@@ -1,0 +1,144 @@
+"""The proposer's gRPC server: `mipro.v1.ProposerService` plus health and reflection.
+
+`ProposerServer` owns the lifecycle: `await start()` binds `host:port` (port 0 picks a free
+one, exposed as `port`), `await stop(grace)` drains and closes the model clients. The servicer
+only converts the request, calls the core and converts back; domain errors become gRPC
+statuses in exactly one place, `_abort_with`, with a stable reason in `google.rpc.ErrorInfo`
+and, for a bad field, its path in `google.rpc.BadRequest` (AIP-193).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from mipro._grpc import add_health_and_reflection, mark_not_serving, mark_serving
+from mipro._settings import Settings
+from mipro.v1 import proposer_pb2, proposer_pb2_grpc
+
+from ._convert import request_from_proto, result_to_proto
+from ._errors import InvalidRequest, ProposalsFailed, ProposerError, UnknownProvider
+from ._proposer import Proposer
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = proposer_pb2.DESCRIPTOR.services_by_name["ProposerService"].full_name
+_DOMAIN = "mipro.v1"
+#: Domain error → gRPC status code; the first matching class wins.
+_CODES: tuple[tuple[type[ProposerError], int], ...] = (
+    (UnknownProvider, code_pb2.INVALID_ARGUMENT),
+    (InvalidRequest, code_pb2.INVALID_ARGUMENT),
+    (ProposalsFailed, code_pb2.UNAVAILABLE),
+)
+
+R = TypeVar("R")
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, error: ProposerError) -> None:
+    code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.INTERNAL)
+    metadata = {"provider": error.provider} if isinstance(
+        error, UnknownProvider | ProposalsFailed) else {}
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=_DOMAIN,
+                                          metadata=metadata))
+    details = [info]
+    if isinstance(error, InvalidRequest):
+        bad_request = any_pb2.Any()
+        bad_request.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=error.field, description=error.description)]))
+        details.append(bad_request)
+    status = status_pb2.Status(code=code, message=str(error), details=details)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+def _mapped(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Binds the request's job id to the logs and maps domain errors to statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=method.__name__, job_id=request.job_id)
+        try:
+            return await method(self, request, context)
+        except ProposerError as error:
+            log.warning("request failed", reason=error.reason, detail=str(error))
+            await _abort_with(context, error)
+            raise AssertionError("abort returned") from None
+
+    return wrapper
+
+
+class ProposerServicer(proposer_pb2_grpc.ProposerServiceServicer):
+    """`mipro.v1.ProposerService` over the `Proposer` core."""
+
+    def __init__(self, proposer: Proposer) -> None:
+        self._proposer = proposer
+
+    @_mapped
+    async def ProposeInstructions(
+        self, request: proposer_pb2.ProposeInstructionsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> proposer_pb2.ProposeInstructionsResponse:
+        result = await self._proposer.propose(request_from_proto(request))
+        return result_to_proto(result)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class ProposerServer:
+    """Serves the proposer on `settings.host:settings.proposer_port` until stopped."""
+
+    def __init__(self, settings: Settings, *, proposer: Proposer | None = None) -> None:
+        self._settings = settings
+        self._proposer = proposer or Proposer()
+        self._grpc = grpc.aio.server()
+        self._health = add_health_and_reflection(self._grpc, [SERVICE_NAME])
+        proposer_pb2_grpc.add_ProposerServiceServicer_to_server(
+            ProposerServicer(self._proposer), self._grpc)
+        #: The bound port, known after `start()`.
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """`host:port` as clients dial it, after `start()`."""
+        return _address(self._settings.host, self.port)
+
+    async def start(self) -> None:
+        """Binds, starts serving and marks the service SERVING."""
+        requested = _address(self._settings.host, self._settings.proposer_port)
+        try:
+            self.port = self._grpc.add_insecure_port(requested)
+        except RuntimeError as error:
+            raise OSError(f"cannot bind the proposer service to {requested}: {error}") from None
+        if self.port == 0:
+            raise OSError(f"cannot bind the proposer service to {requested}")
+        await self._grpc.start()
+        await mark_serving(self._health, [SERVICE_NAME])
+        log.info("proposer service started", address=self.address)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Marks NOT_SERVING, lets calls in flight finish for `grace` seconds, closes clients."""
+        await mark_not_serving(self._health, [SERVICE_NAME])
+        await self._grpc.stop(grace)
+        await self._proposer.aclose()
+        log.info("proposer service stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self._grpc.wait_for_termination()
+
+    async def __aenter__(self) -> ProposerServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()

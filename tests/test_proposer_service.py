@@ -1,0 +1,601 @@
+"""The proposer service: its pure rules, and the real process over a real gRPC channel.
+
+Fast tests check the meta-prompt sections, the tips, reply parsing and the de-duplication
+rules as pure functions. The end-to-end tests start the simulated model
+(`python -m mipro.simulated_model`) and `python -m proposer_service` as real child processes
+on free ports, call the service with `grpc.aio`, and stop every process by its pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import openai
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+import proposer_service
+from mipro._providers import ProviderEndpoint
+from mipro.v1 import proposer_pb2, proposer_pb2_grpc
+from proposer_service import (
+    TIPS,
+    InvalidRequest,
+    Proposal,
+    ProposalsFailed,
+    Proposer,
+    ProposeRequest,
+    ProposerModel,
+    ScoredExample,
+    ScoredInstruction,
+    UnknownProvider,
+)
+from proposer_service._dedup import NEAR_DUPLICATE_JACCARD, clean_reply, dedupe, jaccard, word_set
+from proposer_service._meta_prompt import (
+    SECTION_HEADERS,
+    SYSTEM_PROMPT,
+    WRITE_REQUEST,
+    build_messages,
+    select_examples,
+)
+from proposer_service._proposer import validate_request
+from proposer_service._tips import assign_tips
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "mipro.v1.ProposerService"
+START_TIMEOUT_S = 20.0
+CALL_TIMEOUT_S = 20.0
+BASELINE = "You are a helpful assistant. Classify the customer's message."
+LABELS = ["card_arrival", "lost_or_stolen_card", "change_pin", "refund_request"]
+TASK_INFO = {"taskset": {"name": "support-intents",
+                         "description": "Classify a banking customer's message into one intent.",
+                         "labels": LABELS, "size": 300}}
+EXAMPLES = [
+    ("My new card still hasn't arrived, where is it?", "card_arrival", 1.0),
+    ("Someone stole my wallet with my card in it", "lost_or_stolen_card", 1.0),
+    ("How do I set a new PIN?", "change_pin", 1.0),
+    ("I want my money back for this order", "card_arrival", 0.0),
+    ("The card I ordered last week is not here", "refund_request", 0.0),
+    ("I think I lost my card at the station", "change_pin", 0.0),
+    ("Can I change my PIN at an ATM?", "change_pin", 1.0),
+]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _request(**overrides: object) -> ProposeRequest:
+    fields: dict[str, object] = dict(
+        job_id="pl_test", model=ProposerModel("local", "simulated", 0.7, 256),
+        num_candidates=4, baseline_instruction=BASELINE, task_info_json=json.dumps(TASK_INFO),
+        examples=tuple(ScoredExample(text, json.dumps({"intent": label}), reward)
+                       for text, label, reward in EXAMPLES),
+        seed=7)
+    fields.update(overrides)
+    return ProposeRequest(**fields)  # type: ignore[arg-type]
+
+
+def _proto_request(provider: str = "local", *, num_candidates: int = 5, seed: int = 7
+                   ) -> proposer_pb2.ProposeInstructionsRequest:
+    return proposer_pb2.ProposeInstructionsRequest(
+        job_id="pl_proposer_test",
+        model=proposer_pb2.ProposerModel(provider=provider, model="simulated",
+                                         temperature=0.7, max_tokens=256),
+        mode="instruction_only", num_candidates=num_candidates,
+        task_info_json=json.dumps(TASK_INFO), baseline_instruction=BASELINE,
+        examples=[proposer_pb2.ScoredExample(input=text, output=json.dumps({"intent": label}),
+                                             reward=reward) for text, label, reward in EXAMPLES],
+        seed=seed)
+
+
+def _sections(prompt: str) -> dict[str, str]:
+    """The user prompt's sections by header line."""
+    sections: dict[str, str] = {}
+    header = None
+    for line in prompt.splitlines():
+        if line.startswith("## "):
+            header = line
+            sections[header] = ""
+        elif header is not None:
+            sections[header] += line + "\n"
+    return {k: v.strip() for k, v in sections.items()}
+
+
+# --------------------------------------------------------------------------- public surface
+
+
+def test_exported_members() -> None:
+    assert sorted(proposer_service.__all__) == sorted([
+        "TIPS", "InvalidRequest", "Proposal", "ProposalsFailed", "ProposeRequest",
+        "ProposeResult", "Proposer", "ProposerError", "ProposerModel", "ProposerServer",
+        "ScoredExample", "ScoredInstruction", "Tip", "TokenUsage", "UnknownProvider"])
+
+
+# --------------------------------------------------------------------------- tips
+
+
+def test_tip_texts_are_the_ones_the_simulated_model_knows() -> None:
+    assert [(t.id, t.text) for t in TIPS] == [
+        ("none", "No particular style."),
+        ("be_concise", "Keep the instruction short and simple."),
+        ("be_creative", "Don't be afraid to be creative when writing the instruction!"),
+        ("describe_task",
+         "Make sure the instruction describes the task and every label in detail."),
+        ("high_stakes",
+         "The instruction should stress that the task is high-stakes and mistakes are costly."),
+        ("persona", "Include a persona that is an expert at this task in the instruction."),
+    ]
+
+
+def test_tip_assignment_is_seeded_and_varied() -> None:
+    assert assign_tips(3, 6) == assign_tips(3, 6)
+    assert len({t.id for t in assign_tips(3, 6)}) == 6  # every tip once
+    assert assign_tips(3, 14)[:6] == assign_tips(3, 14)[6:12]  # then the cycle repeats
+    assert assign_tips(3, 4) == assign_tips(3, 6)[:4]  # a prefix of the same order
+    assert len({tuple(t.id for t in assign_tips(seed, 6)) for seed in range(10)}) > 1
+
+
+# --------------------------------------------------------------------------- meta-prompt
+
+
+def test_meta_prompt_has_the_sections_in_order() -> None:
+    previous = (ScoredInstruction("Pick one\n  intent.", 0.5, 2),
+                ScoredInstruction("Name the intent label.", 0.6667, 3))
+    request = _request(previous_candidates=previous)
+    tip = TIPS[4]
+    system, user = build_messages(request, tip)
+    assert system == {"role": "system", "content": SYSTEM_PROMPT}
+    assert "instruction text only" in SYSTEM_PROMPT
+    assert user["role"] == "user"
+    headers = [line for line in user["content"].splitlines() if line.startswith("## ")]
+    assert headers == list(SECTION_HEADERS)
+    sections = _sections(user["content"])
+    task = sections["## Task"]
+    assert "Name: support-intents" in task
+    assert "Description: Classify a banking customer's message into one intent." in task
+    assert f"Labels: {', '.join(LABELS)}" in task.splitlines()
+    assert EXAMPLES[0][0] in task and EXAMPLES[1][0] in task and EXAMPLES[2][0] not in task
+    assert sections["## Current instruction"] == BASELINE
+    assert sections["## Earlier candidates"].splitlines() == [
+        "Score 0.67 on 3 seeds: Name the intent label.",
+        "Score 0.50 on 2 seeds: Pick one intent.",
+    ]
+    assert sections["## Tip"] == tip.text
+    assert sections["## Write"] == WRITE_REQUEST == (
+        "Write one new instruction for this task that will make the model score higher. "
+        "Reply with the instruction only.")
+
+
+def test_meta_prompt_scored_examples_mix_successes_and_failures() -> None:
+    user = build_messages(_request(), TIPS[0])[1]["content"]
+    blocks = _sections(user)["## Scored examples"].split("\n\n")
+    assert len(blocks) == 6
+    scores = []
+    for block in blocks:
+        lines = block.splitlines()
+        assert [line.split(":")[0] for line in lines] == ["Input", "Output", "Score"]
+        scores.append(float(lines[2].removeprefix("Score: ")))
+    assert scores == sorted(scores, reverse=True)
+    assert scores.count(1.0) == 3 and scores.count(0.0) == 3
+    assert "Output: {\"intent\": \"card_arrival\"}" in blocks[0]
+
+
+def test_meta_prompt_without_earlier_candidates_or_task_info() -> None:
+    request = _request(task_info_json="", previous_candidates=())
+    user = build_messages(request, TIPS[0])[1]["content"]
+    headers = [line for line in user.splitlines() if line.startswith("## ")]
+    assert "## Earlier candidates" not in headers
+    # The label set is revealed by the observed outputs (one-field tool-call arguments).
+    labels = [line for line in user.splitlines() if line.startswith("Labels: ")]
+    assert labels == ["Labels: card_arrival, lost_or_stolen_card, change_pin, refund_request"]
+
+
+def test_meta_prompt_truncates_long_values() -> None:
+    huge = "word " * 2000
+    request = _request(examples=(ScoredExample(huge, huge, 1.0),),
+                       task_info_json=json.dumps({"name": "t", "description": huge}))
+    user = build_messages(request, TIPS[0])[1]["content"]
+    assert len(user) < 3000
+    assert "..." in user
+    assert "Labels:" not in user  # free-text outputs reveal no label set
+
+
+def test_select_examples_keeps_best_and_worst() -> None:
+    examples = [ScoredExample(f"in {i}", "out", i / 10) for i in range(11)]
+    chosen = select_examples(examples, 4)
+    assert [e.input for e in chosen] == ["in 10", "in 9", "in 1", "in 0"]
+    assert select_examples([], 6) == []
+
+
+# --------------------------------------------------------------------------- parsing, de-dup
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("Classify the message.", "Classify the message."),
+    ('"Classify the message."', "Classify the message."),
+    ("Instruction: Classify the message.", "Classify the message."),
+    ("**New instruction:** \u201cClassify the message.\u201d", "Classify the message."),
+    ("Here is the new instruction:\n```text\nClassify   the message.\n```\n",
+     "Classify the message."),
+    ("<think>which label?</think>\nSystem prompt: Classify the message.",
+     "Classify the message."),
+    ("  You are an expert.  \n\n\n\nPick   one label. ",
+     "You are an expert.\n\nPick one label."),
+    ("Instruction:\nSort it.\nLabels:\n- a: about A.\n- b",
+     "Sort it.\nLabels:\n- a: about A.\n- b"),
+    ('"a" means A, "b" means B', '"a" means A, "b" means B'),
+    ("", ""),
+    ('  ""  ', ""),
+    ("Instruction:", ""),
+])
+def test_clean_reply(reply: str, expected: str) -> None:
+    assert clean_reply(reply) == expected
+
+
+def test_jaccard_threshold_is_documented_at_point_nine() -> None:
+    assert NEAR_DUPLICATE_JACCARD == 0.9
+    words = [f"w{i}" for i in range(20)]
+    one_changed = [*words[:19], "other"]
+    assert jaccard(word_set(" ".join(words)), word_set(" ".join(one_changed))) == 19 / 21
+
+
+def test_dedupe_drops_exact_near_and_baseline_copies() -> None:
+    long_text = ("You are an expert banking support agent. Read the customer's message carefully "
+                 "and answer with exactly one intent label from the list, nothing else at all")
+    proposals = [
+        Proposal("Classify the message into one label.", "none"),
+        Proposal("classify the   message into one label", "be_concise"),  # exact after normalise
+        Proposal(long_text, "persona"),
+        Proposal(long_text.replace("carefully", "closely"), "high_stakes"),  # 0.9 <= Jaccard
+        Proposal(BASELINE.upper(), "be_creative"),  # the baseline
+        Proposal(BASELINE.replace("helpful", "useful").replace(".", "!"), "describe_task"),
+        Proposal("Name the single intent label that fits the message best.", "be_creative"),
+    ]
+    kept, dropped = dedupe(proposals, [BASELINE])
+    assert [p.tip for p in kept] == ["none", "persona", "describe_task", "be_creative"]
+    assert dropped == 3
+    assert jaccard(word_set(long_text), word_set(proposals[3].instruction)) >= 0.9
+    # A reworded baseline that changes 1 of 9 words stays (Jaccard 8/10 < 0.9).
+    assert jaccard(word_set(BASELINE), word_set(proposals[5].instruction)) < 0.9
+
+
+def test_dedupe_drops_copies_of_earlier_candidates() -> None:
+    kept, dropped = dedupe([Proposal("Pick one intent.", "none")], ["", "pick one intent"])
+    assert (kept, dropped) == ([], 1)
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"num_candidates": 0}, "num_candidates"),
+    ({"num_candidates": 65}, "num_candidates"),
+    ({"mode": "instruction_and_demos"}, "mode"),
+    ({"model": ProposerModel("local", "", 0.7, 256)}, "model.model"),
+    ({"model": ProposerModel("", "m", 0.7, 256)}, "model.provider"),
+    ({"model": ProposerModel("local", "m", 2.5, 256)}, "model.temperature"),
+    ({"model": ProposerModel("local", "m", 0.7, -1)}, "model.max_tokens"),
+    ({"seed": -1}, "seed"),
+])
+def test_validation_names_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request(_request(**overrides))
+    assert caught.value.field == field
+    validate_request(_request(num_candidates=64))
+    validate_request(_request(num_candidates=1, model=ProposerModel("local", "m", 0.0, 0)))
+
+
+# --------------------------------------------------------------------------- the core, no network
+
+LOCAL_ENV = {"MIPRO_PROVIDER_LOCAL_BASE_URL": "http://model.invalid/v1",
+             "MIPRO_PROVIDER_LOCAL_API_KEY": "sk-unit-secret-123456"}
+
+
+def _mock_proposer(answer: Callable[[dict[str, Any]], httpx.Response],
+                   seen: list[dict[str, Any]]) -> Proposer:
+    """A core whose model calls go to `answer` through httpx's mock transport."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        return answer(body)
+
+    def factory(endpoint: ProviderEndpoint) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
+            http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+
+    return Proposer(env=LOCAL_ENV, client_factory=factory)
+
+
+def _completion(text: str) -> httpx.Response:
+    return httpx.Response(200, json={
+        "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}})
+
+
+async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
+    def answer(body: dict[str, Any]) -> httpx.Response:
+        index = body["seed"] % 1000
+        if index == 1:
+            return httpx.Response(500, json={"error": {"message": "overloaded"}})
+        return _completion({2: "  ", 3: f'"{BASELINE}"'}.get(index, f"Instruction: Plan {index}."))
+
+    seen: list[dict[str, Any]] = []
+    proposer = _mock_proposer(answer, seen)
+    try:
+        result = await proposer.propose(_request(num_candidates=5, seed=7))
+    finally:
+        await proposer.aclose()
+    assert sorted(body["seed"] for body in seen) == [7000, 7001, 7002, 7003, 7004]
+    assert {(b["model"], b["temperature"], b["max_tokens"]) for b in seen} == {
+        ("simulated", 0.7, 256)}
+    assert all(b["messages"][0]["content"] == SYSTEM_PROMPT for b in seen)
+    tips = assign_tips(7, 5)
+    assert [(p.instruction, p.tip) for p in result.proposals] == [
+        ("Plan 0.", tips[0].id), ("Plan 4.", tips[4].id)]
+    assert result.duplicates_dropped == 1  # the baseline, quoted
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.calls) == (
+        400, 40, 4)
+
+
+async def test_core_all_calls_failing_names_provider_and_hides_the_key() -> None:
+    def answer(body: dict[str, Any]) -> httpx.Response:
+        return httpx.Response(401, json={"error": {
+            "message": "Incorrect API key provided: sk-unit-secret-123456"}})
+
+    proposer = _mock_proposer(answer, [])
+    with pytest.raises(ProposalsFailed) as caught:
+        await proposer.propose(_request(num_candidates=3))
+    await proposer.aclose()
+    message = str(caught.value)
+    assert caught.value.provider == "local" and caught.value.retryable
+    assert "'local'" in message and "HTTP 401" in message and "model.invalid" in message
+    assert "sk-unit-secret" not in message
+
+
+async def test_core_unknown_provider() -> None:
+    proposer = Proposer(env={})
+    with pytest.raises(UnknownProvider) as caught:
+        await proposer.propose(_request(model=ProposerModel("nosuch", "m")))
+    assert caught.value.provider == "nosuch" and caught.value.field == "model.provider"
+    assert "nosuch" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_running(self) -> None:
+        if self.popen.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n"
+                                 f"{self.log_tail()}")
+
+    def stop(self, grace: float = 5.0) -> int:
+        """SIGTERM by pid, SIGKILL after `grace` seconds; the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=grace)
+        return self.popen.returncode
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MIPRO_", "OPENAI_", "PROD_OPENAI_", "GROQ_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> _Process:
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log_file:
+        popen = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT, start_new_session=True)
+    return _Process(name, popen, log_path)
+
+
+def _wait_http_ok(url: str, process: _Process, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        process.check_running()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer 200 within {timeout:g} s:\n"
+                                 f"{process.log_tail()}")
+        time.sleep(0.05)
+
+
+def _wait_serving(address: str, process: _Process, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            process.check_running()
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{address} was not SERVING within {timeout:g} s:\n"
+                                     f"{process.log_tail()}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("proposer_logs")
+
+
+@pytest.fixture(scope="module")
+def model_url(log_dir: Path) -> Iterator[str]:
+    """The simulated model, a real OpenAI-compatible server; its `/v1` base URL."""
+    port = _free_port()
+    process = _spawn("simulated-model", [sys.executable, "-m", "mipro.simulated_model",
+                                         "--host", "127.0.0.1", "--port", str(port)],
+                     _clean_env(), log_dir)
+    try:
+        _wait_http_ok(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.stop()
+
+
+def _start_proposer(model_url: str, log_dir: Path, name: str = "proposer") -> tuple[_Process, str]:
+    port = _free_port()
+    env = _clean_env(
+        MIPRO_HOST="127.0.0.1",
+        MIPRO_PROPOSER_PORT=str(port),
+        MIPRO_LOG_FORMAT="json",
+        MIPRO_PROVIDER_LOCAL_BASE_URL=model_url,
+        MIPRO_PROVIDER_LOCAL_API_KEY="sk-test-secret-do-not-log",
+        # Nothing listens here: a provider whose model server is down.
+        MIPRO_PROVIDER_DOWN_BASE_URL=f"http://127.0.0.1:{_free_port()}/v1",
+    )
+    process = _spawn(name, [sys.executable, "-m", "proposer_service"], env, log_dir)
+    address = f"127.0.0.1:{port}"
+    try:
+        _wait_serving(address, process)
+    except BaseException:
+        process.stop()
+        raise
+    return process, address
+
+
+@pytest.fixture(scope="module")
+def proposer(model_url: str, log_dir: Path) -> Iterator[tuple[_Process, str]]:
+    """`python -m proposer_service` pointed at the simulated model as provider `local`."""
+    process, address = _start_proposer(model_url, log_dir)
+    try:
+        yield process, address
+    finally:
+        process.stop()
+
+
+async def _propose(address: str, request: proposer_pb2.ProposeInstructionsRequest
+                   ) -> proposer_pb2.ProposeInstructionsResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = proposer_pb2_grpc.ProposerServiceStub(channel)
+        return await stub.ProposeInstructions(request, timeout=CALL_TIMEOUT_S)
+
+
+async def test_proposes_distinct_candidates_with_tips(proposer: tuple[_Process, str]) -> None:
+    _, address = proposer
+    response = await _propose(address, _proto_request(num_candidates=5))
+    instructions = [p.instruction for p in response.instructions]
+    assert len(instructions) == 5, response
+    assert len({i.casefold() for i in instructions}) == 5
+    assert all(i.strip() and i == i.strip() for i in instructions)
+    assert BASELINE not in instructions
+    tips = [p.tip for p in response.instructions]
+    assert len(set(tips)) == 5 and set(tips) <= {t.id for t in TIPS}
+    assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens > 0
+    assert response.usage.calls == 5
+
+
+async def test_same_request_proposes_the_same(proposer: tuple[_Process, str]) -> None:
+    _, address = proposer
+    first = await _propose(address, _proto_request(num_candidates=3, seed=11))
+    second = await _propose(address, _proto_request(num_candidates=3, seed=11))
+    assert [(p.instruction, p.tip) for p in first.instructions] == \
+        [(p.instruction, p.tip) for p in second.instructions]
+    assert len(first.instructions) == 3
+
+
+async def test_health_and_reflection(proposer: tuple[_Process, str]) -> None:
+    _, address = proposer
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service),
+                                       timeout=5.0)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5.0)
+        names = []
+        async for answer in call:
+            names = [s.name for s in answer.list_services_response.service]
+            break
+    assert SERVICE in names
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_unknown_provider_is_invalid_argument(proposer: tuple[_Process, str]) -> None:
+    _, address = proposer
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _propose(address, _proto_request("nosuchprovider"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nosuchprovider" in (caught.value.details() or "")
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.reason == "UNKNOWN_PROVIDER"
+    assert info.metadata["provider"] == "nosuchprovider"
+
+
+async def test_invalid_request_is_invalid_argument(proposer: tuple[_Process, str]) -> None:
+    _, address = proposer
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _propose(address, _proto_request(num_candidates=0))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "num_candidates" in (caught.value.details() or "")
+
+
+async def test_model_server_down_is_unavailable(proposer: tuple[_Process, str]) -> None:
+    process, address = proposer
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _propose(address, _proto_request("down", num_candidates=2))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = caught.value.details() or ""
+    assert "'down'" in details and "cannot connect" in details, details
+    # The key given to the provider never reaches a log line or an error.
+    assert "sk-test-secret" not in details
+    assert "sk-test-secret" not in process.log_path.read_text(errors="replace")
+
+
+def test_stops_cleanly_on_sigterm(model_url: str, log_dir: Path) -> None:
+    process, _ = _start_proposer(model_url, log_dir, name="proposer-sigterm")
+    try:
+        assert process.stop(grace=10.0) == 0, process.log_tail()
+        assert '"proposer service stopped"' in process.log_path.read_text()
+    finally:
+        process.stop()
