@@ -204,6 +204,15 @@ async def _run_demo_job(gateway: str, api_key: str, environment_key: str,
     return 0 if result.get("status") == "succeeded" else 1
 
 
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines()) if text else "  (none)"
+
+
 def _score(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -219,13 +228,13 @@ def _print_result(job: dict[str, Any]) -> None:
            f"{job.get('rollouts_failed', 0)} failed; tokens: policy {job.get('policy_tokens', 0)}, "
            f"proposer {job.get('proposer_tokens', 0)}")
     _print("baseline instruction:")
-    _print("  " + (job.get("baseline_instruction") or "(none captured)"))
+    _print(_indented(job.get("baseline_instruction", "")))
     _print("best instruction:")
-    _print("  " + (job.get("best_instruction") or "(none)"))
-    _print("leaderboard:")
+    _print(_indented(job.get("best_instruction", "")))
+    _print("leaderboard (mean validation reward, best first):")
     for c in job.get("candidates", []):
         _print(f"  #{c['index']:<2} {_score(c.get('mean_score'))} on {c['seeds_scored']} seeds"
-               f" ({c['tip']}): {c['instruction'][:90]}")
+               f" {c['tip']:<14} {_one_line(c['instruction'], 70)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

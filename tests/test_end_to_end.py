@@ -91,7 +91,8 @@ async def test_rest_job_succeeds_above_baseline(rest_job: dict[str, Any]) -> Non
     assert job["best_score"] >= job["baseline_score"]
     assert job["best_score"] > job["baseline_score"], "the example task should show a real gain"
     assert job["best_instruction"] and job["best_instruction"] != job["baseline_instruction"]
-    assert job["baseline_instruction"] == "You are a helpful assistant. Classify the customer's message."
+    baseline = "You are a helpful assistant. Classify the customer's message."
+    assert job["baseline_instruction"] == baseline
     assert job["rollouts_failed"] == 0 and job["rollouts_completed"] >= 5 + 3 * 2
     assert job["termination_reason"] == "completed"
     assert job["policy_tokens"] > 0 and job["proposer_tokens"] > 0
