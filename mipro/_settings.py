@@ -62,6 +62,8 @@ class Settings:
     log_level: str = "info"
     #: `MIPRO_LOG_FORMAT`: `json`, `console`, or `auto` (console on a terminal). Default `auto`.
     log_format: str = "auto"
+    #: `MIPRO_PRICES_FILE`: a JSON file of model prices that override the built-in table.
+    prices_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +96,7 @@ class Settings:
             max_running_jobs=max_running,
             log_level=env.get("MIPRO_LOG_LEVEL", "info").lower(),
             log_format=log_format,
+            prices_file=Path(env["MIPRO_PRICES_FILE"]) if env.get("MIPRO_PRICES_FILE") else None,
         )
 
     @property

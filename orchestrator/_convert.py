@@ -45,6 +45,8 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.PolicyOptimization:
         seed=spec.seed,
         env_name=spec.env_name,
         rollout_timeout_seconds=spec.rollout_timeout_seconds,
+        num_iterations=spec.num_iterations,
+        minibatch_size=spec.minibatch_size,
     )
     if spec.env_config:
         mipro.env_config.CopyFrom(_struct(spec.env_config))
@@ -52,6 +54,10 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.PolicyOptimization:
         mipro.termination_config.max_rollouts = spec.max_rollouts
     if spec.max_time_seconds is not None:
         mipro.termination_config.max_time_seconds = spec.max_time_seconds
+    if spec.max_cost_usd is not None:
+        mipro.termination_config.max_cost_usd = spec.max_cost_usd
+    if spec.max_tokens is not None:
+        mipro.termination_config.max_tokens = spec.max_tokens
     return jobs_pb2.PolicyOptimization(
         algorithm=spec.algorithm, task_app_url=spec.task_app_url, policy=policy, mipro=mipro)
 
@@ -76,6 +82,9 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
         error=job.error,
         termination_reason=job.termination_reason,
         failures_by_cause=job.failures_by_cause,
+        history=[jobs_pb2.HistoryPoint(rollouts=r, best_score=s, candidate=c)
+                 for r, s, c in job.history],
+        resumes=job.resumes,
     )
     for name in ("best_score", "baseline_score", "baseline_test_score", "best_test_score"):
         value = getattr(job, name)
@@ -83,11 +92,15 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
             setattr(message, name, value)
     ranked = sorted(
         job.candidates,
-        key=lambda c: (c.mean_score is None, -(c.mean_score or 0.0), -c.seeds_scored, c.index))
+        key=lambda c: (bool(c.excluded_reason), not c.fully_evaluated, c.mean_score is None,
+                       -(c.mean_score or 0.0), -c.seeds_scored, c.index))
     for candidate in ranked:
         entry = message.candidates.add(
             index=candidate.index, instruction=candidate.instruction, tip=candidate.tip,
-            seeds_scored=candidate.seeds_scored, failures=candidate.failures)
+            seeds_scored=candidate.seeds_scored, failures=candidate.failures,
+            round=candidate.round, fully_evaluated=candidate.fully_evaluated,
+            policy_tokens=min(candidate.policy_tokens, 2**31 - 1), cost_usd=candidate.cost_usd,
+            excluded_reason=candidate.excluded_reason)
         if candidate.mean_score is not None:
             entry.mean_score = candidate.mean_score
     return message

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import structlog
 
+from mipro._pricing import PriceTable
 from mipro._retry import RetryPolicy
 
 from ._engine import EngineContext, JobRun
@@ -42,13 +43,16 @@ class JobManager:
     """Creates jobs, runs them in the background and answers questions about them."""
 
     def __init__(self, store: JobStore, registry: TrialRegistry, proposer: ProposerClient,
-                 *, public_base_url: str, max_running_jobs: int,
+                 *, public_base_url: str, max_running_jobs: int, prices: PriceTable,
                  task_app_retry: RetryPolicy | None = None) -> None:
         self._store = store
         self._registry = registry
         self._proposer = proposer
         self._public_base_url = public_base_url
-        self._slots = asyncio.Semaphore(max_running_jobs)
+        self._prices = prices
+        self._max_running = max_running_jobs
+        self._running = 0
+        self._slot_freed = asyncio.Condition()
         self._retry = task_app_retry or RetryPolicy()
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
@@ -58,15 +62,10 @@ class JobManager:
         self._stopping = False
 
     async def start(self) -> None:
-        """Ends jobs a previous process left unfinished, so none stays `running` forever."""
+        """Resumes every job a previous process left queued or running, oldest first."""
         for job in await self._store.jobs_with_status((JobStatus.QUEUED, JobStatus.RUNNING)):
-            job.status = JobStatus.FAILED
-            job.error = "interrupted: the orchestrator stopped while the job was unfinished"
-            job.termination_reason = "failed"
-            job.finished_at = datetime.now(UTC)
-            await self._store.save_job(job)
-            await self._emit(job.job_id, "job.failed", f"job failed: {job.error}",
-                             {"status": "failed", "error": job.error}, True)
+            log.info("resuming job", job_id=job.job_id, status=job.status.value)
+            self._schedule(job)
 
     async def stop(self) -> None:
         """Cancels running jobs and closes outbound clients."""
@@ -93,31 +92,39 @@ class JobManager:
             return stored
         await self._emit(job.job_id, "job.created", "job created",
                          {"job_id": job.job_id}, False)
-        run_now = not self._slots.locked()
+        self._schedule(job)
+        return job
+
+    def _schedule(self, job: JobRecord) -> None:
+        """Starts the job now when a slot is free (reported `running`), else queues it."""
+        run_now = self._running < self._max_running
         if run_now:
-            await self._slots.acquire()
+            self._running += 1  # taken here, without an await, so the answer is exact
             job.status = JobStatus.RUNNING
         self._tasks[job.job_id] = asyncio.create_task(
             self._run(job, holding_slot=run_now), name=job.job_id)
-        return job
 
     async def _run(self, job: JobRecord, *, holding_slot: bool) -> None:
         try:
             if not holding_slot:
-                await self._slots.acquire()
+                async with self._slot_freed:
+                    await self._slot_freed.wait_for(lambda: self._running < self._max_running)
+                    self._running += 1
             try:
                 env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
                 task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
                                          retry=self._retry, rng=random.Random(job.spec.seed))
                 context = EngineContext(
                     store=self._store, registry=self._registry, proposer=self._proposer,
-                    public_base_url=self._public_base_url,
+                    public_base_url=self._public_base_url, prices=self._prices,
                     emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
                 run = JobRun(job, env_key, task_app, context)
                 self._live[job.job_id] = run
                 await run.run()
             finally:
-                self._slots.release()
+                self._running -= 1
+                async with self._slot_freed:
+                    self._slot_freed.notify()
         except asyncio.CancelledError:
             pass
         finally:

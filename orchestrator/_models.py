@@ -65,8 +65,12 @@ class JobSpec:
     env_name: str = ""
     env_config: dict[str, Any] = field(default_factory=dict)
     rollout_timeout_seconds: float = 120.0
+    num_iterations: int = 2
+    minibatch_size: int = 10
     max_rollouts: int | None = None
     max_time_seconds: float | None = None
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -79,6 +83,11 @@ class CandidateRecord:
     mean_score: float | None = None
     seeds_scored: int = 0
     failures: int = 0
+    round: int = 0
+    fully_evaluated: bool = False
+    policy_tokens: int = 0
+    cost_usd: float = 0.0
+    excluded_reason: str = ""
 
 
 @dataclass
@@ -102,6 +111,7 @@ class JobRecord:
     rollouts_failed: int = 0
     policy_tokens: int = 0
     proposer_tokens: int = 0
+    proposer_cost_usd: float = 0.0
     cost_usd: float = 0.0
     error: str = ""
     termination_reason: str = ""
@@ -109,6 +119,9 @@ class JobRecord:
     best_test_score: float | None = None
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     candidates: list[CandidateRecord] = field(default_factory=list)
+    #: (rollouts, best score, candidate) each time the best changed.
+    history: list[tuple[int, float, int]] = field(default_factory=list)
+    resumes: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,13 @@ class RolloutResult:
     failure_detail: str = ""
     tokens: int = 0
     trace: dict[str, Any] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """What the rollout measured: (phase, candidate, seed); unique within a job."""
+        return (self.phase, self.candidate_index, self.seed)
 
     @property
     def ok(self) -> bool:

@@ -26,12 +26,13 @@ class ProposerClient:
         self._stub = proposer_pb2_grpc.ProposerServiceStub(self._channel)
         self._retry = retry or RetryPolicy(max_attempts=4, initial_backoff=1.0)
         self._timeout = timeout_seconds
+        self._rng = random.Random()  # jitter only: it never changes what is proposed
 
     async def close(self) -> None:
         await self._channel.close()
 
     async def propose(
-        self, request: proposer_pb2.ProposeInstructionsRequest, rng: random.Random
+        self, request: proposer_pb2.ProposeInstructionsRequest
     ) -> proposer_pb2.ProposeInstructionsResponse:
         """The proposals; raises `JobFailure` naming the proposer when it cannot answer."""
         for attempt in range(1, self._retry.max_attempts + 1):
@@ -44,5 +45,5 @@ class ProposerClient:
                         f"proposer service at {self._address} failed: "
                         f"{code.name}: {exc.details()}"
                     ) from None
-                await asyncio.sleep(self._retry.backoff(attempt, rng))
+                await asyncio.sleep(self._retry.backoff(attempt, self._rng))
         raise AssertionError("unreachable")

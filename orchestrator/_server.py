@@ -15,6 +15,7 @@ import structlog
 import uvicorn
 
 from mipro._grpc import add_health_and_reflection, mark_not_serving, mark_serving
+from mipro._pricing import PriceTable
 from mipro._settings import Settings
 from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -47,7 +48,8 @@ class OrchestratorServer:
         self._interceptor = Interceptor(self._registry)
         self._jobs = JobManager(self._store, self._registry, self._proposer,
                                 public_base_url=settings.public_base_url,
-                                max_running_jobs=settings.max_running_jobs)
+                                max_running_jobs=settings.max_running_jobs,
+                                prices=PriceTable.load(settings.prices_file))
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)

@@ -85,6 +85,7 @@ def _job_state(job: JobRecord) -> str:
             "rollouts_failed": job.rollouts_failed,
             "policy_tokens": job.policy_tokens,
             "proposer_tokens": job.proposer_tokens,
+            "proposer_cost_usd": job.proposer_cost_usd,
             "cost_usd": job.cost_usd,
             "error": job.error,
             "termination_reason": job.termination_reason,
@@ -92,6 +93,8 @@ def _job_state(job: JobRecord) -> str:
             "best_test_score": job.best_test_score,
             "failures_by_cause": job.failures_by_cause,
             "candidates": candidates_to_list(job.candidates),
+            "history": job.history,
+            "resumes": job.resumes,
         }
     )
 
@@ -116,6 +119,7 @@ def _job_from_row(row: aiosqlite.Row) -> JobRecord:
         rollouts_failed=state["rollouts_failed"],
         policy_tokens=state["policy_tokens"],
         proposer_tokens=state["proposer_tokens"],
+        proposer_cost_usd=state.get("proposer_cost_usd", 0.0),
         cost_usd=state["cost_usd"],
         error=state["error"],
         termination_reason=state["termination_reason"],
@@ -123,6 +127,8 @@ def _job_from_row(row: aiosqlite.Row) -> JobRecord:
         best_test_score=state["best_test_score"],
         failures_by_cause=state["failures_by_cause"],
         candidates=candidates_from_list(state["candidates"]),
+        history=[tuple(point) for point in state.get("history", [])],  # type: ignore[misc]
+        resumes=state.get("resumes", 0),
     )
 
 
@@ -242,6 +248,8 @@ class SqliteJobStore(JobStore):
                 "failure_detail": result.failure_detail,
                 "tokens": result.tokens,
                 "trace": result.trace,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
             }
         )
         await self._conn.execute(

@@ -164,6 +164,18 @@ def validate_create_request(
             max_time, f"{field}.termination_config.max_time_seconds", low=0, high=7 * 86400,
             low_inclusive=False,
         )
+    max_cost = termination.max_cost_usd if termination.HasField("max_cost_usd") else None
+    if max_cost is not None:
+        _in_range(max_cost, f"{field}.termination_config.max_cost_usd", low=0, high=1e6,
+                  low_inclusive=False)
+    max_tokens = termination.max_tokens if termination.HasField("max_tokens") else None
+    if max_tokens is not None:
+        _in_range(max_tokens, f"{field}.termination_config.max_tokens", low=1, high=2**31 - 1)
+    iterations = mipro.num_iterations if mipro.HasField("num_iterations") else min(
+        2, num_candidates)
+    _in_range(iterations, f"{field}.num_iterations", low=1, high=min(16, num_candidates))
+    minibatch = mipro.minibatch_size if mipro.HasField("minibatch_size") else min(10, len(val))
+    _in_range(minibatch, f"{field}.minibatch_size", low=1, high=len(val))
     env_name = mipro.env_name.strip()
     if len(env_name) > 200:
         raise InvalidArgument(f"{field}.env_name", "must be at most 200 characters")
@@ -183,6 +195,10 @@ def validate_create_request(
         env_name=env_name,
         env_config=env_config,
         rollout_timeout_seconds=timeout,
+        num_iterations=iterations,
+        minibatch_size=minibatch,
         max_rollouts=max_rollouts,
         max_time_seconds=max_time,
+        max_cost_usd=max_cost,
+        max_tokens=max_tokens,
     )

@@ -52,7 +52,7 @@ class PolicyModel(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., temperature: _Optional[float] = ..., max_completion_tokens: _Optional[int] = ...) -> None: ...
 
 class MiproConfig(_message.Message):
-    __slots__ = ("mode", "bootstrap_train_seeds", "val_seeds", "proposer", "num_candidates", "max_concurrent", "test_seeds", "seed", "env_name", "env_config", "rollout_timeout_seconds", "termination_config")
+    __slots__ = ("mode", "bootstrap_train_seeds", "val_seeds", "proposer", "num_candidates", "max_concurrent", "test_seeds", "seed", "env_name", "env_config", "rollout_timeout_seconds", "termination_config", "num_iterations", "minibatch_size")
     MODE_FIELD_NUMBER: _ClassVar[int]
     BOOTSTRAP_TRAIN_SEEDS_FIELD_NUMBER: _ClassVar[int]
     VAL_SEEDS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,8 @@ class MiproConfig(_message.Message):
     ENV_CONFIG_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TERMINATION_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    NUM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    MINIBATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     mode: str
     bootstrap_train_seeds: _containers.RepeatedScalarFieldContainer[int]
     val_seeds: _containers.RepeatedScalarFieldContainer[int]
@@ -77,7 +79,9 @@ class MiproConfig(_message.Message):
     env_config: _struct_pb2.Struct
     rollout_timeout_seconds: float
     termination_config: TerminationConfig
-    def __init__(self, mode: _Optional[str] = ..., bootstrap_train_seeds: _Optional[_Iterable[int]] = ..., val_seeds: _Optional[_Iterable[int]] = ..., proposer: _Optional[_Union[ProposerConfig, _Mapping]] = ..., num_candidates: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., test_seeds: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., env_name: _Optional[str] = ..., env_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., rollout_timeout_seconds: _Optional[float] = ..., termination_config: _Optional[_Union[TerminationConfig, _Mapping]] = ...) -> None: ...
+    num_iterations: int
+    minibatch_size: int
+    def __init__(self, mode: _Optional[str] = ..., bootstrap_train_seeds: _Optional[_Iterable[int]] = ..., val_seeds: _Optional[_Iterable[int]] = ..., proposer: _Optional[_Union[ProposerConfig, _Mapping]] = ..., num_candidates: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., test_seeds: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., env_name: _Optional[str] = ..., env_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., rollout_timeout_seconds: _Optional[float] = ..., termination_config: _Optional[_Union[TerminationConfig, _Mapping]] = ..., num_iterations: _Optional[int] = ..., minibatch_size: _Optional[int] = ...) -> None: ...
 
 class ProposerConfig(_message.Message):
     __slots__ = ("mode", "model", "provider", "temperature", "max_tokens")
@@ -94,12 +98,16 @@ class ProposerConfig(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class TerminationConfig(_message.Message):
-    __slots__ = ("max_rollouts", "max_time_seconds")
+    __slots__ = ("max_rollouts", "max_time_seconds", "max_cost_usd", "max_tokens")
     MAX_ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
     MAX_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     max_rollouts: int
     max_time_seconds: float
-    def __init__(self, max_rollouts: _Optional[int] = ..., max_time_seconds: _Optional[float] = ...) -> None: ...
+    max_cost_usd: float
+    max_tokens: int
+    def __init__(self, max_rollouts: _Optional[int] = ..., max_time_seconds: _Optional[float] = ..., max_cost_usd: _Optional[float] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -108,7 +116,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "status", "phase", "policy_optimization", "created_at", "started_at", "finished_at", "best_score", "best_instruction", "baseline_score", "baseline_instruction", "rollouts_completed", "rollouts_failed", "policy_tokens", "proposer_tokens", "cost_usd", "candidates", "error", "termination_reason", "baseline_test_score", "best_test_score", "failures_by_cause")
+    __slots__ = ("job_id", "status", "phase", "policy_optimization", "created_at", "started_at", "finished_at", "best_score", "best_instruction", "baseline_score", "baseline_instruction", "rollouts_completed", "rollouts_failed", "policy_tokens", "proposer_tokens", "cost_usd", "candidates", "error", "termination_reason", "baseline_test_score", "best_test_score", "failures_by_cause", "history", "resumes")
     class FailuresByCauseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +146,8 @@ class Job(_message.Message):
     BASELINE_TEST_SCORE_FIELD_NUMBER: _ClassVar[int]
     BEST_TEST_SCORE_FIELD_NUMBER: _ClassVar[int]
     FAILURES_BY_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    RESUMES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: str
     phase: str
@@ -160,23 +170,45 @@ class Job(_message.Message):
     baseline_test_score: float
     best_test_score: float
     failures_by_cause: _containers.ScalarMap[str, int]
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_score: _Optional[float] = ..., best_instruction: _Optional[str] = ..., baseline_score: _Optional[float] = ..., baseline_instruction: _Optional[str] = ..., rollouts_completed: _Optional[int] = ..., rollouts_failed: _Optional[int] = ..., policy_tokens: _Optional[int] = ..., proposer_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., error: _Optional[str] = ..., termination_reason: _Optional[str] = ..., baseline_test_score: _Optional[float] = ..., best_test_score: _Optional[float] = ..., failures_by_cause: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
+    resumes: int
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_score: _Optional[float] = ..., best_instruction: _Optional[str] = ..., baseline_score: _Optional[float] = ..., baseline_instruction: _Optional[str] = ..., rollouts_completed: _Optional[int] = ..., rollouts_failed: _Optional[int] = ..., policy_tokens: _Optional[int] = ..., proposer_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., error: _Optional[str] = ..., termination_reason: _Optional[str] = ..., baseline_test_score: _Optional[float] = ..., best_test_score: _Optional[float] = ..., failures_by_cause: _Optional[_Mapping[str, int]] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., resumes: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("index", "instruction", "tip", "mean_score", "seeds_scored", "failures")
+    __slots__ = ("index", "instruction", "tip", "mean_score", "seeds_scored", "failures", "round", "fully_evaluated", "policy_tokens", "cost_usd", "excluded_reason")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     TIP_FIELD_NUMBER: _ClassVar[int]
     MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
     SEEDS_SCORED_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    FULLY_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_REASON_FIELD_NUMBER: _ClassVar[int]
     index: int
     instruction: str
     tip: str
     mean_score: float
     seeds_scored: int
     failures: int
-    def __init__(self, index: _Optional[int] = ..., instruction: _Optional[str] = ..., tip: _Optional[str] = ..., mean_score: _Optional[float] = ..., seeds_scored: _Optional[int] = ..., failures: _Optional[int] = ...) -> None: ...
+    round: int
+    fully_evaluated: bool
+    policy_tokens: int
+    cost_usd: float
+    excluded_reason: str
+    def __init__(self, index: _Optional[int] = ..., instruction: _Optional[str] = ..., tip: _Optional[str] = ..., mean_score: _Optional[float] = ..., seeds_scored: _Optional[int] = ..., failures: _Optional[int] = ..., round: _Optional[int] = ..., fully_evaluated: _Optional[bool] = ..., policy_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
+
+class HistoryPoint(_message.Message):
+    __slots__ = ("rollouts", "best_score", "candidate")
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    rollouts: int
+    best_score: float
+    candidate: int
+    def __init__(self, rollouts: _Optional[int] = ..., best_score: _Optional[float] = ..., candidate: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("status", "limit", "page_token")
