@@ -21,7 +21,20 @@ from dataclasses import dataclass, field
 import httpx
 import openai
 
-__all__ = ["ProviderEndpoint", "ProviderError", "make_async_client", "resolve_provider"]
+from ._retry import Retry, RetryPolicy, parse_retry_after
+
+__all__ = [
+    "PROVIDER_RETRY_POLICY",
+    "ProviderEndpoint",
+    "ProviderError",
+    "make_async_client",
+    "provider_retry_decision",
+    "resolve_provider",
+]
+
+#: How provider calls are retried (429, 5xx, timeouts, connection errors).
+PROVIDER_RETRY_POLICY = RetryPolicy(max_attempts=6, initial_backoff=0.5, max_backoff=30.0,
+                                    max_elapsed=180.0)
 
 _BUILTIN_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -80,10 +93,21 @@ def resolve_provider(name: str, env: Mapping[str, str] | None = None) -> Provide
     return ProviderEndpoint(name=name, base_url=base_url.rstrip("/"), api_key=api_key)
 
 
+def provider_retry_decision(error: BaseException) -> Retry | None:
+    """Whether a failed provider call is worth retrying: 429, 5xx, timeouts, lost connections."""
+    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+        return Retry()
+    if isinstance(error, openai.APIStatusError) and (
+            error.status_code == 429 or error.status_code >= 500):
+        return Retry(parse_retry_after(error.response.headers.get("retry-after")))
+    return None
+
+
 def make_async_client(
-    endpoint: ProviderEndpoint, *, timeout_seconds: float = 120.0, max_retries: int = 2
+    endpoint: ProviderEndpoint, *, timeout_seconds: float = 120.0, max_retries: int = 0
 ) -> openai.AsyncOpenAI:
-    """An `openai.AsyncOpenAI` for `endpoint`, with a bounded timeout and retry count."""
+    """An `openai.AsyncOpenAI` for `endpoint` with a bounded timeout. The SDK's own retries
+    are off by default: callers retry with `PROVIDER_RETRY_POLICY`, one policy for all."""
     return openai.AsyncOpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,

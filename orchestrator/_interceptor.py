@@ -25,7 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mipro._providers import ProviderError, make_async_client, resolve_provider
+from mipro._providers import (
+    PROVIDER_RETRY_POLICY,
+    ProviderError,
+    make_async_client,
+    provider_retry_decision,
+    resolve_provider,
+)
+from mipro._retry import call_with_retries
 
 from ._models import PolicySpec
 
@@ -139,8 +146,6 @@ class Interceptor:
         endpoint = resolve_provider(provider)
         cache_key = (endpoint.name, endpoint.base_url)
         if cache_key not in self._clients:
-            # Retries of the provider call are the interceptor's job only through the openai
-            # client's own bounded retries (429 and 5xx, honouring Retry-After).
             self._clients[cache_key] = make_async_client(endpoint, timeout_seconds=self._timeout)
         return self._clients[cache_key]
 
@@ -178,9 +183,13 @@ class Interceptor:
         started = time.perf_counter()
         try:
             client = self._client(trial.policy.provider)
-            raw = await client.chat.completions.with_raw_response.create(
-                **known, extra_body=extra or None
-            )
+            raw = await call_with_retries(
+                lambda: client.chat.completions.with_raw_response.create(
+                    **known, extra_body=extra or None),
+                PROVIDER_RETRY_POLICY, provider_retry_decision,
+                on_retry=lambda attempt, error, delay: log.info(
+                    "retrying policy call", job_id=trial.job_id, rollout_id=cid,
+                    attempt=attempt, delay_s=round(delay, 2), error=type(error).__name__))
             payload: dict[str, Any] = raw.http_response.json()
         except ProviderError as exc:
             return self._failed(trial, cid, body, started, 502, f"policy provider: {exc}")
