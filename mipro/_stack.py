@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -67,6 +67,16 @@ class ManagedProcess:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Sends `sig` to the process, by pid."""
+        if self.process is not None and self.process.returncode is None:
+            os.kill(self.process.pid, sig)
+
+    async def wait(self, timeout: float) -> int:
+        """Its exit code, waiting at most `timeout` seconds."""
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout=timeout)
 
     def exited(self) -> bool:
         return self.process is not None and self.process.returncode is not None
@@ -181,16 +191,49 @@ class Stack:
         await wait_http_ok(f"http://{host}:{port}/", process=process)
         return f"http://{host}:{port}"
 
+    async def start_http_proxy(self, module: str, upstream: str, port: int, *,
+                               log: Path | None = None, args: Sequence[str] = ()) -> str:
+        """Starts `python -m module` in front of `upstream` (a fault injector in tests);
+        returns its URL."""
+        host = self.settings.host
+        argv = [sys.executable, "-m", module, "--host", host, "--port", str(port),
+                "--upstream", upstream, *args]
+        if log is not None:
+            argv += ["--log", str(log)]
+        process = await self._spawn(module.rsplit(".", 1)[-1], argv)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process)
+        return f"http://{host}:{port}"
+
     async def start_core(self) -> None:
         """Starts the proposer service, the orchestrator and the Envoy gateway."""
+        await self.start_proposer()
+        await self.start_orchestrator()
+        await self.start_gateway()
+
+    async def start_proposer(self) -> ManagedProcess:
+        """Starts the proposer service and waits until it is SERVING."""
+        proposer = await self._spawn("proposer", [sys.executable, "-m", "proposer_service"])
+        await wait_grpc_serving(self.settings.proposer_address, process=proposer)
+        return proposer
+
+    async def start_orchestrator(self) -> ManagedProcess:
+        """Starts the orchestrator and waits until it is SERVING."""
+        s = self.settings
+        orchestrator = await self._spawn("orchestrator", [sys.executable, "-m", "orchestrator"])
+        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator)
+        return orchestrator
+
+    def process(self, name: str) -> ManagedProcess:
+        """The running process called `name` (the newest, if it was restarted)."""
+        return next(p for p in reversed(self.processes) if p.name == name and not p.exited())
+
+    async def start_gateway(self) -> ManagedProcess:
+        """Renders the Envoy config for these settings, starts Envoy and waits until the
+        route to the orchestrator is healthy."""
         from gateway import envoy_binary
         from gateway.config import render_envoy_yaml
 
         s = self.settings
-        proposer = await self._spawn("proposer", [sys.executable, "-m", "proposer_service"])
-        await wait_grpc_serving(s.proposer_address, process=proposer)
-        orchestrator = await self._spawn("orchestrator", [sys.executable, "-m", "orchestrator"])
-        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator)
         config_path = s.data_dir / "envoy.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(render_envoy_yaml(
@@ -207,6 +250,7 @@ class Stack:
         await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway)
         # The route to the orchestrator is usable once Envoy's active health check passed.
         await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway)
+        return gateway
 
     def first_exited(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.exited()), None)

@@ -128,7 +128,11 @@ class JobRun:
         self._task_app = task_app
         self._ctx = context
         self._exchanges: dict[str, list[Exchange]] = {}
+        #: Every stored result of the job, loaded at start (a resume) and added as rollouts end.
         self._results: dict[RolloutKey, RolloutResult] = {}
+        #: The results the plan has reached so far. Decisions (search batches, scores shown to
+        #: the proposer, budgets) read only these, so a resumed job replays the same plan.
+        self._visible: dict[RolloutKey, RolloutResult] = {}
         self._issued = 0  # rollout ids handed out, in plan order, replayed ones included
         self._in_flight = 0
         self._semaphore = asyncio.Semaphore(job.spec.max_concurrent)
@@ -310,7 +314,7 @@ class JobRun:
         if self.job.baseline_score is None:
             raise JobFailure(
                 "the baseline could not be scored on the validation seeds: "
-                + self._causes_summary([r for k, r in self._results.items()
+                + self._causes_summary([r for k, r in self._visible.items()
                                         if k[0] == "val" and k[1] == 0]))
 
     async def _test(self) -> None:
@@ -341,7 +345,7 @@ class JobRun:
         return self._trial_ids[index]
 
     def _used(self) -> int:
-        return len(self._results) + self._in_flight
+        return len(self._visible) + self._in_flight
 
     def _total_tokens(self) -> int:
         return self.job.policy_tokens + self.job.proposer_tokens
@@ -400,9 +404,12 @@ class JobRun:
                     await asyncio.sleep(0)  # let started rollouts take slots in plan order
         except* JobFailure as failures:
             raise failures.exceptions[0] from None
+        reached = [self._results[(phase, i, s)] for i, s in pairs if (phase, i, s) in self._results]
+        for result in reached:
+            self._visible[result.key] = result
         if exhausted is not None:
             raise exhausted
-        return [self._results[(phase, i, s)] for i, s in pairs if (phase, i, s) in self._results]
+        return reached
 
     def _rollout_payload(self, index: int, seed: int, rollout_id: str) -> dict[str, Any]:
         spec = self._spec
@@ -455,6 +462,7 @@ class JobRun:
         """Stores a finished rollout at once and folds it into the job's figures."""
         await self._ctx.store.record_rollout(self.job.job_id, result)
         self._results[result.key] = result
+        self._visible[result.key] = result
         self._recount()
         await self._save()
         data = {"rollout_id": result.rollout_id, "candidate": result.candidate_index,
@@ -502,7 +510,7 @@ class JobRun:
         return _search.SearchState(
             num_candidates=len(self.job.candidates),
             val_seeds=spec.val_seeds,
-            results={(k[1], k[2]): r.reward for k, r in self._results.items() if k[0] == "val"},
+            results={(k[1], k[2]): r.reward for k, r in self._visible.items() if k[0] == "val"},
             budget=budget,
             max_failure_rate=MAX_FAILURE_RATE,
             seed=spec.seed,
@@ -569,7 +577,7 @@ class JobRun:
                      "seeds_scored": candidate.seeds_scored, "failures": candidate.failures,
                      "fully_evaluated": candidate.fully_evaluated})
         if winner is not None and job.best_score is not None:
-            point = (len(self._results), job.best_score, winner)
+            point = (len(self._visible), job.best_score, winner)
             last = job.history[-1] if job.history else None
             if last is None or (last[1], last[2]) != (point[1], point[2]):
                 job.history.append(point)

@@ -45,8 +45,12 @@ def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("stack")
 
 
-@pytest_asyncio.fixture(scope="session")
-async def running_stack(session_tmp: Path) -> AsyncIterator[RunningStack]:
+async def launch_stack(tmp: Path, *, model_front: str | None = None) -> RunningStack:
+    """Starts the whole stack on free ports under `tmp`; the caller stops `.stack`.
+
+    `model_front`, when given, is a module run as a proxy in front of the simulated model
+    (`python -m MODULE --host --port --upstream`), e.g. a fault injector.
+    """
     api_key = "mk_test_" + secrets.token_hex(8)
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("MIPRO_", "OPENAI_", "PROD_OPENAI_", "GROQ_"))}
@@ -58,28 +62,42 @@ async def running_stack(session_tmp: Path) -> AsyncIterator[RunningStack]:
         "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
         "MIPRO_INTERCEPTOR_PORT": str(free_port()),
         "MIPRO_PROPOSER_PORT": str(free_port()),
-        "MIPRO_DATA_DIR": str(session_tmp / "data"),
+        "MIPRO_DATA_DIR": str(tmp / "data"),
         "MIPRO_API_KEYS": f"{api_key},mk_other_owner_key",
         "MIPRO_LOG_FORMAT": "json",
     }
     settings = Settings.from_env(env)
-    log_dir = session_tmp / "logs"
+    log_dir = tmp / "logs"
     stack = Stack(settings, stack_env(settings, env), log_dir=log_dir)
-    task_app_record = session_tmp / "task_app_record.jsonl"
-    model_record = session_tmp / "model_record.jsonl"
+    task_app_record = tmp / "task_app_record.jsonl"
+    model_record = tmp / "model_record.jsonl"
     environment_key = "env_test_" + secrets.token_hex(8)
     try:
         model_url = await stack.start_simulated_model(free_port(), record=model_record)
+        if model_front is not None:
+            model_url = await stack.start_http_proxy(model_front, model_url.removesuffix("/v1"),
+                                                     free_port(), log=tmp / "model_front.jsonl")
+            model_url += "/v1"
         stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
         stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "simulated"
         task_app_url = await stack.start_task_app(free_port(), environment_key,
                                                   record=task_app_record)
         await stack.start_core()
-        yield RunningStack(
-            gateway_url=stack.gateway_url,
-            grpc_address=f"127.0.0.1:{settings.orchestrator_port}",
-            api_key=api_key, environment_key=environment_key, task_app_url=task_app_url,
-            model_url=model_url, task_app_record=task_app_record, model_record=model_record,
-            log_dir=log_dir, stack=stack)
-    finally:
+    except BaseException:
         await asyncio.shield(stack.stop())
+        raise
+    return RunningStack(
+        gateway_url=stack.gateway_url,
+        grpc_address=f"127.0.0.1:{settings.orchestrator_port}",
+        api_key=api_key, environment_key=environment_key, task_app_url=task_app_url,
+        model_url=model_url, task_app_record=task_app_record, model_record=model_record,
+        log_dir=log_dir, stack=stack)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def running_stack(session_tmp: Path) -> AsyncIterator[RunningStack]:
+    running = await launch_stack(session_tmp)
+    try:
+        yield running
+    finally:
+        await asyncio.shield(running.stack.stop())
