@@ -45,8 +45,10 @@ async def test_cancel_a_running_job_keeps_what_it_has(running_stack: RunningStac
         while (await client.get(f"{JOBS}/{job_id}")).json()["phase"] != "evaluate":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
+        asked = time.monotonic()
         response = await client.post(f"{JOBS}/{job_id}/cancel", json={"reason": "enough"})
         assert response.status_code == 200, response.text
+        assert time.monotonic() - asked < 2.0  # in-flight rollouts were cut, not awaited
         cancelled = response.json()
         events = (await client.get(f"{JOBS}/{job_id}/events", params={"limit": 1000})).json()
     assert cancelled["status"] == "cancelled"
