@@ -1,7 +1,7 @@
 """The retry policy shared by every outbound call of the stack.
 
 A `RetryPolicy` says how many attempts a call gets and how long to wait between them
-(exponential backoff with full jitter, a server's `Retry-After` honoured up to a cap, and a
+(exponential backoff with jitter, a server's `Retry-After` honoured up to a cap, and a
 bound on the total time). Whether an error is worth retrying is decided by the caller, which
 knows its protocol: the task-app client, the interceptor's and the proposer's provider calls
 (`mipro._providers.provider_retry_decision`) and the orchestrator's proposer client.
@@ -45,7 +45,8 @@ class RetryPolicy:
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_backoff)
         ceiling = min(self.initial_backoff * self.multiplier ** (attempt - 1), self.max_backoff)
-        return rng.uniform(0, ceiling)
+        # "Equal jitter": half the backoff is fixed, so waits never collapse to nothing.
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -14,10 +14,9 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2
 
+from mipro._grpc import abort_with_details
 from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._auth import Authenticator
@@ -47,18 +46,9 @@ R = TypeVar("R")
 
 async def _abort_with(context: grpc.aio.ServicerContext, error: OrchestratorError) -> None:
     code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.INTERNAL)
-    details = []
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=_DOMAIN))
-    details.append(info)
-    if isinstance(error, InvalidArgument):
-        bad_request = any_pb2.Any()
-        bad_request.Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=error.field, description=error.description)]))
-        details.append(bad_request)
-    status = status_pb2.Status(code=code, message=str(error), details=details)
-    await context.abort_with_status(rpc_status.to_status(status))
+    violation = (error.field, error.description) if isinstance(error, InvalidArgument) else None
+    await abort_with_details(context, code, str(error), reason=error.reason, domain=_DOMAIN,
+                             field_violation=violation)
 
 
 def _unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:

@@ -24,7 +24,9 @@ class ProposerClient:
         self._address = address
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = proposer_pb2_grpc.ProposerServiceStub(self._channel)
-        self._retry = retry or RetryPolicy(max_attempts=4, initial_backoff=1.0)
+        # Patient enough to ride out a proposer restart or a rolling deployment.
+        self._retry = retry or RetryPolicy(max_attempts=8, initial_backoff=1.0, max_backoff=10.0,
+                                           max_elapsed=120.0)
         self._timeout = timeout_seconds
         self._rng = random.Random()  # jitter only: it never changes what is proposed
 

@@ -15,11 +15,14 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2
 
-from mipro._grpc import add_health_and_reflection, mark_not_serving, mark_serving
+from mipro._grpc import (
+    abort_with_details,
+    add_health_and_reflection,
+    mark_not_serving,
+    mark_serving,
+)
 from mipro._settings import Settings
 from mipro.v1 import proposer_pb2, proposer_pb2_grpc
 
@@ -45,18 +48,9 @@ async def _abort_with(context: grpc.aio.ServicerContext, error: ProposerError) -
     code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.INTERNAL)
     metadata = {"provider": error.provider} if isinstance(
         error, UnknownProvider | ProposalsFailed) else {}
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=_DOMAIN,
-                                          metadata=metadata))
-    details = [info]
-    if isinstance(error, InvalidRequest):
-        bad_request = any_pb2.Any()
-        bad_request.Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=error.field, description=error.description)]))
-        details.append(bad_request)
-    status = status_pb2.Status(code=code, message=str(error), details=details)
-    await context.abort_with_status(rpc_status.to_status(status))
+    violation = (error.field, error.description) if isinstance(error, InvalidRequest) else None
+    await abort_with_details(context, code, str(error), reason=error.reason, domain=_DOMAIN,
+                             metadata=metadata, field_violation=violation)
 
 
 def _mapped(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
