@@ -192,16 +192,18 @@ class Stack:
         return f"http://{host}:{port}"
 
     async def start_http_proxy(self, module: str, upstream: str, port: int, *,
-                               log: Path | None = None, args: Sequence[str] = ()) -> str:
-        """Starts `python -m module` in front of `upstream` (a fault injector in tests);
+                               log: Path | None = None, args: Sequence[str] = (),
+                               ready_path: str = "/health") -> str:
+        """Starts `python -m module --host --port --upstream [--log] *args` in front of
+        `upstream` (a fault injector in tests), waits until `ready_path` answers 200, and
         returns its URL."""
         host = self.settings.host
         argv = [sys.executable, "-m", module, "--host", host, "--port", str(port),
                 "--upstream", upstream, *args]
         if log is not None:
             argv += ["--log", str(log)]
-        process = await self._spawn(module.rsplit(".", 1)[-1], argv)
-        await wait_http_ok(f"http://{host}:{port}/health", process=process)
+        process = await self._spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv)
+        await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process)
         return f"http://{host}:{port}"
 
     async def start_core(self) -> None:

@@ -9,10 +9,8 @@ Two HTTP proxies, each run as its own process in front of a real server:
   with `Retry-After` in deterministic, count-based bursts.
 
 Both serve `GET /_faults/stats` themselves (always 200, no auth), which is also their
-readiness probe: `start_fault_server()` starts either one under a `mipro._stack.Stack`, so
-`Stack.stop()` stops it by pid with the rest. (`Stack.start_http_proxy()` waits on
-`/health` instead, which works for the model proxy but not for the task app proxy: the
-task app's `/health` needs the environment key.)
+readiness probe: `start_fault_server()` starts either one through
+`mipro._stack.Stack.start_http_proxy`, so `Stack.stop()` stops it by pid with the rest.
 
 This module also holds what both proxies share: forwarding one request to the upstream
 with one `httpx.AsyncClient`, turning the upstream's answer back into a response, and the
@@ -22,7 +20,6 @@ JSON-lines log.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,21 +104,7 @@ def upstream_response(resp: httpx.Response) -> Response:
 
 async def start_fault_server(stack: Stack, module: str, upstream: str, port: int, *,
                              log: Path | None = None, args: Sequence[str] = ()) -> str:
-    """Starts `python -m module --host --port --upstream [--log] *args` as a process of
-    `stack` (stopped by pid with it) and waits until `/_faults/stats` answers; returns its
-    base URL."""
-    from mipro._stack import ManagedProcess, wait_http_ok
-
-    host = stack.settings.host
-    argv = [sys.executable, "-m", module, "--host", host, "--port", str(port),
-            "--upstream", upstream, *args]
-    if log is not None:
-        argv += ["--log", str(log)]
-    name = f"{module.rsplit('.', 1)[-1]}-{port}"
-    log_path = stack.log_dir / f"{name}.log" if stack.log_dir else None
-    process = ManagedProcess(name, argv, dict(stack.env), log_path)
-    await process.start()
-    stack.processes.append(process)
-    url = f"http://{host}:{port}"
-    await wait_http_ok(f"{url}/_faults/stats", process=process)
-    return url
+    """Starts a fault server as a process of `stack` (stopped by pid with it), ready once its
+    own `/_faults/stats` answers (a task app's `/health` needs a key); returns its URL."""
+    return await stack.start_http_proxy(module, upstream, port, log=log, args=args,
+                                        ready_path="/_faults/stats")
