@@ -40,8 +40,8 @@ def _client(stack: RunningStack) -> httpx.AsyncClient:
                              headers={"Authorization": f"Bearer {stack.api_key}"})
 
 
-async def _submit(stack: RunningStack, **mipro: Any) -> str:
-    job = documented_job(stack.task_app_url)
+async def _submit(stack: RunningStack, task_app_url: str | None = None, **mipro: Any) -> str:
+    job = documented_job(task_app_url or stack.task_app_url)
     job["policy_optimization"]["mipro"].update(mipro)
     async with _client(stack) as client:
         key = await client.post("/api/v1/env-keys", json={

@@ -490,6 +490,7 @@ def test_record_file(client: httpx.Client, stub_model: StubModel, task_app: Task
         "run_id": "run-rec",
         "trace_correlation_id": "run-rec",
         "seed": 7,
+        "policy_id": "cand_004",
         "inference_url": url,
         "auth_headers": {"x-api-key": True, "x-api-keys": False, "authorization": True},
         "body_keys": sorted(body),

@@ -229,6 +229,7 @@ def record_entry(
         "run_id": body_dict.get("run_id"),
         "trace_correlation_id": body_dict.get("trace_correlation_id"),
         "seed": env.get("seed"),
+        "policy_id": policy.get("policy_id"),
         "inference_url": config.get("inference_url"),
         "auth_headers": header_matches(request.headers, request.app.state.environment_key),
         "body_keys": sorted(body_dict),
