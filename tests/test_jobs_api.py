@@ -119,3 +119,21 @@ async def test_gateway_healthz_and_unknown_path(running_stack: RunningStack) -> 
     assert unknown.status_code == 404
     assert unknown.headers["content-type"].startswith("application/json")
     assert "grpc-status" not in health.headers
+
+
+async def test_held_out_test_seeds_score_the_winner_and_the_baseline(
+        running_stack: RunningStack) -> None:
+    await _register_env_key(running_stack)
+    async with _client(running_stack) as client:
+        job_id = await _submit(client, running_stack, val_seeds=list(range(100, 130)),
+                               test_seeds=list(range(200, 260)), num_candidates=6, seed=5)
+        job = await _poll_until_done(client, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["best_score"] > job["baseline_score"]
+    assert job["baseline_test_score"] is not None and job["best_test_score"] is not None
+    # The gain holds on seeds the search never saw.
+    assert job["best_test_score"] > job["baseline_test_score"]
+    winner = job["candidates"][0]
+    assert winner["fully_evaluated"] and winner["seeds_scored"] == 30
+    assert job["history"] and job["history"][-1]["best_score"] == job["best_score"]
+    assert sum(c["policy_tokens"] for c in job["candidates"]) == job["policy_tokens"]
