@@ -1,0 +1,189 @@
+"""The budget-aware search: pure functions of a state, so no network and no engine here."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from bench.search_efficiency import instance_rng, make_instance, run_all, run_ours
+from orchestrator._search import SearchState, choose_winner, leaderboard, next_batch
+
+SEEDS = tuple(range(100, 140))  # 40 validation seeds, not starting at 0
+
+
+def _state(k: int, results: dict, budget: int | None, seeds=SEEDS, **kw) -> SearchState:
+    return SearchState(num_candidates=k, val_seeds=seeds, results=results, budget=budget, **kw)
+
+
+def _drive(k: int, budget: int | None, reward, results: dict | None = None, seeds=SEEDS,
+           seed: int = 0) -> tuple[dict, list[list[tuple[int, int]]]]:
+    """Runs the search to the end the way the engine does: batch, record all, ask again."""
+    results = dict(results or {})
+    batches = []
+    spent = 0
+    while True:
+        left = None if budget is None else budget - spent
+        batch = next_batch(_state(k, results, left, seeds, seed=seed))
+        if not batch:
+            return results, batches
+        assert len(set(batch)) == len(batch), "a pair twice in one batch"
+        for pair in batch:
+            assert pair not in results, f"{pair} asked again"
+            assert pair[0] in range(k) and pair[1] in seeds
+            results[pair] = reward(*pair)
+        spent += len(batch)
+        batches.append(batch)
+
+
+def _bernoulli(k: int, seed: int = 1):
+    rng = random.Random(seed)
+    rates = [0.5 + 0.02 * c for c in range(k)]
+    table = {(c, s): float(rng.random() < rates[c]) for c in range(k) for s in SEEDS}
+    return lambda c, s: table[(c, s)]
+
+
+def test_evaluates_everything_in_one_seed_major_batch_when_the_budget_allows():
+    k = 5
+    everything = [(c, s) for s in SEEDS for c in range(k)]
+    assert next_batch(_state(k, {}, None)) == everything
+    assert next_batch(_state(k, {}, k * len(SEEDS))) == everything
+    assert next_batch(_state(k, {}, 10 * k * len(SEEDS))) == everything
+
+
+def test_nothing_to_do():
+    assert next_batch(_state(0, {}, 100)) == []
+    assert next_batch(_state(3, {}, 100, seeds=())) == []
+    assert next_batch(_state(3, {}, 0)) == []
+    done = {(c, s): 1.0 for c in range(3) for s in SEEDS}
+    assert next_batch(_state(3, done, 1000)) == []
+
+
+@pytest.mark.parametrize("k", [2, 6, 9, 16])
+@pytest.mark.parametrize("share", [0.02, 0.1, 0.3, 0.5, 0.75, 0.97])
+def test_never_exceeds_the_budget_nor_repeats_a_pair(k, share):
+    budget = max(1, int(share * k * len(SEEDS)))
+    results, batches = _drive(k, budget, _bernoulli(k))
+    assert sum(map(len, batches)) == len(results) <= budget
+    # the budget is used, not left idle (a few rollouts may not fit the last step)
+    assert len(results) >= budget - max(k, len(SEEDS))
+
+
+@pytest.mark.parametrize("k", [4, 8, 16])
+@pytest.mark.parametrize("share", [0.25, 0.5, 0.75])
+def test_the_pick_is_fully_evaluated_when_affordable(k, share):
+    budget = int(share * k * len(SEEDS))
+    results, _ = _drive(k, budget, _bernoulli(k, seed=k))
+    state = _state(k, results, budget - len(results))
+    winner = choose_winner(state)
+    assert winner is not None
+    assert leaderboard(state)[winner].fully_evaluated
+
+
+def test_a_budget_below_one_full_evaluation_goes_as_deep_as_it_can():
+    k, budget = 8, 30  # fewer rollouts than validation seeds
+    results, _ = _drive(k, budget, _bernoulli(k))
+    assert len(results) <= budget
+    state = _state(k, results, budget - len(results))
+    winner = choose_winner(state)
+    board = leaderboard(state)
+    assert winner is not None
+    assert board[winner].seeds_scored == max(s.seeds_scored for s in board)
+
+
+def test_racing_batches_keep_the_workers_busy():
+    k = 16
+    _, batches = _drive(k, k * len(SEEDS) // 2, _bernoulli(k))
+    assert len(batches[0]) >= 32
+    assert len(batches) <= 20
+
+
+def test_same_state_same_batch():
+    k, budget = 8, 120
+    reward = _bernoulli(k)
+    results = {(c, s): reward(c, s) for c in range(k) for s in SEEDS[:6]}
+    first = next_batch(_state(k, results, budget))
+    shuffled = list(results.items())
+    random.Random(3).shuffle(shuffled)
+    assert next_batch(_state(k, dict(shuffled), budget)) == first
+    # and the whole search replays identically
+    assert _drive(k, 200, reward, seed=5) == _drive(k, 200, reward, seed=5)
+
+
+def test_reuses_partial_results():
+    k = 6
+    reward = _bernoulli(k)
+    # earlier proposal rounds screened candidates 0-3 on the first 10 seeds
+    screened = {(c, s): reward(c, s) for c in range(4) for s in SEEDS[:10]}
+    missing = [(c, s) for s in SEEDS for c in range(k) if (c, s) not in screened]
+    assert next_batch(_state(k, screened, len(missing))) == missing
+    budget = k * len(SEEDS) // 2
+    results, batches = _drive(k, budget, reward, results=screened)
+    assert not set(screened) & {p for b in batches for p in b}
+    state = _state(k, results, budget - (len(results) - len(screened)))
+    winner = choose_winner(state)
+    assert leaderboard(state)[winner].fully_evaluated
+    # the screened seeds are the first the race uses: unscreened candidates start there
+    first = batches[0]
+    assert {s for c, s in first if c >= 4} <= set(SEEDS[:10])
+
+
+def test_a_resumed_search_repeats_nothing():
+    k, budget = 8, 160
+    reward = _bernoulli(k)
+    full, batches = _drive(k, budget, reward)
+    # stop after two batches, then resume with what was stored
+    stored = {p: full[p] for b in batches[:2] for p in b}
+    spent = len(stored)
+    rest, more = _drive(k, budget - spent, reward, results=stored)
+    assert rest == full
+    assert more == batches[2:]
+
+
+def test_failures_are_left_out_of_means_not_scored_zero():
+    k = 2
+    results = {(0, s): 0.5 for s in SEEDS}
+    results.update({(1, s): (None if i % 4 == 0 else 0.6) for i, s in enumerate(SEEDS)})
+    state = _state(k, results, 0)
+    board = leaderboard(state)
+    assert board[1].mean == pytest.approx(0.6)
+    assert board[1].failures == 10 and board[1].seeds_scored == 30
+    assert board[1].fully_evaluated
+    assert choose_winner(state) == 1
+
+
+def test_a_candidate_failing_too_often_cannot_win():
+    results = {(0, s): 0.5 for s in SEEDS}
+    results.update({(1, s): (None if i % 3 else 1.0) for i, s in enumerate(SEEDS)})
+    assert choose_winner(_state(2, results, 0)) == 0
+    assert choose_winner(_state(2, results, 0, max_failure_rate=0.7)) == 1
+    # nobody eligible
+    only_failures = {(0, s): None for s in SEEDS}
+    assert choose_winner(_state(1, only_failures, 0)) is None
+    assert leaderboard(_state(1, only_failures, 0))[0].mean is None
+
+
+def test_ties_go_to_more_seeds_then_to_the_baseline():
+    tie = {(c, s): float(i % 2) for c in range(3) for i, s in enumerate(SEEDS)}
+    assert choose_winner(_state(3, tie, 0)) == 0
+    # fully evaluated candidates beat partial ones, whatever their partial means
+    partial = dict(tie)
+    partial[(1, SEEDS[0])] = 1.0
+    partial.update({(3, s): 1.0 for s in SEEDS[:5]})
+    assert choose_winner(_state(4, partial, 0)) == 1
+    # none complete: only those attempted on the most seeds compete
+    few = {(0, s): 0.4 for s in SEEDS[:20]}
+    few.update({(1, s): 0.9 for s in SEEDS[:3]})
+    assert choose_winner(_state(2, few, 0)) == 0
+
+
+def test_beats_the_naive_allocation_at_half_budget():
+    """Paired: same instances, same outcomes; half of K*V rollouts each."""
+    k, v, n = 8, 50, 300
+    ours, naive = [], []
+    for i in range(n):
+        instance = make_instance(instance_rng(11, k, v, i), k, v)
+        ours.append(instance.regret(run_ours(instance, k * v // 2, seed=i).pick))
+        naive.append(instance.regret(run_all(instance, k * v // 2).pick))
+    assert statistics.fmean(ours) < statistics.fmean(naive)
