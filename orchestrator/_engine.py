@@ -514,6 +514,7 @@ class JobRun:
             budget=budget,
             max_failure_rate=MAX_FAILURE_RATE,
             seed=spec.seed,
+            max_concurrent=spec.max_concurrent,
         )
 
     def _winner(self) -> int | None:

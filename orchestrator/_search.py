@@ -27,14 +27,23 @@ alike and cancels out of the comparison.
    left", so a large budget keeps several finalists and a small one narrows to one.
 2. *Race.* The race extends every candidate in it by a few seeds per batch (at least
    `max_concurrent` rollouts per batch while more than a few candidates remain). After
-   each batch, a candidate whose paired mean difference to the leader on the shared
-   prefix exceeds `RACING_Z` standard errors leaves the race at once.
-3. *Cut.* At the planned prefix the candidates are ranked by their mean on that prefix and
-   only the planned number stays; the rest of the race is re-planned from there, so
-   rollouts saved by racing go to the remaining candidates.
+   each batch, a candidate trailing the last one the planned cut would keep by more than
+   `RACING_Z` standard errors of their paired difference on the shared prefix leaves the
+   race at once; when that already brings the race down to the planned number, the cut is
+   made there.
+3. *Cut.* At the planned prefix the candidates are ranked by their mean on that prefix
+   (eligible first, then mean, seeds scored, index) and only the planned number stays; the
+   rest of the race is re-planned from there, so rollouts saved by racing go to the
+   remaining candidates.
 4. *Leftovers.* When the plan is done and budget is left (results from earlier rounds were
    reused, or a candidate left the race early), the best candidate not fully evaluated,
    judged against the leader on their shared seeds, is completed, if the budget covers it.
+
+When the budget cannot take even one candidate to the full set, the race halves down to one
+candidate and takes it as deep as the budget goes. The plan counts every pair of its own
+region, reused ones included; if results outside it (screening of candidates the race
+drops) leave the real budget short, the best candidates the real budget can still complete
+are completed instead.
 
 The whole schedule is replayed from the results at every call (a cut depends only on the
 results on its prefix and on the budget planned so far, never on completion order), so a
@@ -63,11 +72,9 @@ from dataclasses import dataclass
 #: A rollout's reward, or None for a failed rollout (left out of means, never scored 0).
 Result = float | None
 
-#: A candidate whose paired mean difference to the leader exceeds this many standard errors
-#: leaves the race before its planned cut.
-RACING_Z = 2.0
-RACE_TO_CUT = True
-REPLAN_ON_DROP = True
+#: Before a planned cut, a candidate trailing the last one the cut would keep by more than
+#: this many standard errors of their paired difference leaves the race at once.
+RACING_Z = 1.0
 #: No racing decision is taken on fewer shared seeds than this.
 RACING_MIN_SEEDS = 5
 #: The finalists' share of the rollouts left when a plan is made.
@@ -273,12 +280,12 @@ class _Race:
             left -= m * (to - n)
             n = to
             if n >= RACING_MIN_SEEDS and m > 1:
+                # race against the last candidate the planned cut would keep
                 ranked = self._ranked(alive, n)
-                line = ranked[min(survivors, m) - 1] if RACE_TO_CUT else ranked[0]
-                keep = ranked[: ranked.index(line) + 1]
-                alive = keep + [c for c in ranked[len(keep):]
-                                if self._z(line, c, n) <= RACING_Z]
-                if len(alive) <= survivors and REPLAN_ON_DROP:
+                line = ranked[min(survivors, m) - 1]
+                alive = ranked[:survivors] + [c for c in ranked[survivors:]
+                                              if self._z(line, c, n) <= RACING_Z]
+                if len(alive) <= survivors:  # the cut is made: plan the rest from here
                     plan = _plan(len(alive), n, left, v)
 
     def _deepen(self, alive: list[int], n: int, left: int) -> list[tuple[int, int]]:

@@ -187,3 +187,18 @@ def test_beats_the_naive_allocation_at_half_budget():
         ours.append(instance.regret(run_ours(instance, k * v // 2, seed=i).pick))
         naive.append(instance.regret(run_all(instance, k * v // 2).pick))
     assert statistics.fmean(ours) < statistics.fmean(naive)
+
+
+def test_screening_outside_the_plan_never_costs_the_full_evaluation():
+    k = 8
+    reward = _bernoulli(k)
+    # a heavy screening of candidates 1-7 on half the seeds, then little budget left
+    screened = {(c, s): reward(c, s) for c in range(1, k) for s in SEEDS[:20]}
+    for budget in (25, 45, 60, 100):
+        results, batches = _drive(k, budget, reward, results=screened)
+        spent = len(results) - len(screened)
+        assert spent <= budget
+        state = _state(k, results, budget - spent)
+        winner = choose_winner(state)
+        assert winner is not None
+        assert leaderboard(state)[winner].fully_evaluated, budget

@@ -1,0 +1,361 @@
+"""How well the search picks the best candidate for a given rollout budget.
+
+    python -m bench.search_efficiency              # the full run of BENCHMARKS.md
+    python -m bench.search_efficiency --quick      # a smoke run, 100 instances per cell
+
+A synthetic task with K candidates (0 is the baseline) and V validation seeds:
+
+* each candidate has a hidden true success rate p_k. The baseline's is uniform in
+  [0.25, 0.75]; every other candidate shifts it on the probit scale by a draw from a mixture:
+  75 % "a little better or worse" N(0, 0.10), 10 % "much better" N(+0.30, 0.10) and 15 %
+  "much worse" N(-0.40, 0.20). Around p = 0.5 a probit shift of 0.1 is about 4 percentage
+  points, so most candidates are within a few points of the baseline and a few are 10-15
+  points better or worse;
+* each seed has a difficulty d_v ~ N(0, 1.5^2) shared by every candidate, and candidate k
+  succeeds on seed v with probability Phi(a_k - d_v), where a_k = Phi^-1(p_k) sqrt(1 + 1.5^2)
+  makes the success rate over seeds exactly p_k. About 40 % of the seeds are nearly always
+  solved or nearly never solved whatever the prompt, the rest separate the candidates;
+* the rewards of one instance (a 0/1 outcome for every candidate on every seed) are drawn
+  once, and every strategy reads the same table: the comparison is paired.
+
+Strategies, each capped by the cell's budget B (a quarter, half, three quarters or all of
+K*V rollouts):
+
+* ``ours``: `orchestrator._search.next_batch` until it returns [], then `choose_winner`:
+  the very code the orchestrator runs;
+* ``all@B``: every candidate on the first B/K seeds, the best mean wins (``all`` at B=K*V is
+  every candidate on every seed);
+* ``ref``: a re-creation of DSPy MIPROv2's schedule: the baseline on the full set first
+  (and entered into the study as a trial); then Optuna TPE (``TPESampler(seed,
+  multivariate=True)``) over the candidate index, each trial on a fresh random minibatch of
+  35 seeds; after every 5 trials (and after the last one) the candidate with the best mean
+  minibatch score not yet fully evaluated is evaluated on the full set and entered into the
+  study; the winner is the best full-set score, the baseline keeping ties. Every rollout it
+  runs counts against B (nothing is reused), and it gets the largest number of trials whose
+  schedule fits in B.
+
+Reported per cell: P(best), the share of instances where the pick is the truly best
+candidate, and the mean regret, true rate of the best minus that of the pick, in percentage
+points. Even ``all`` misses the best often: V seeds of Bernoulli rewards cannot separate
+candidates a point or two apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+from orchestrator import _search
+
+SEED_DIFFICULTY_SD = 1.5
+BASELINE_RANGE = (0.25, 0.75)
+#: (share, mean, sd) of a candidate's probit shift from the baseline.
+SHIFT_MIXTURE = ((0.75, 0.0, 0.10), (0.10, 0.30, 0.10), (0.15, -0.40, 0.20))
+GRID = ((8, 50), (8, 100), (16, 50), (16, 100))
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+REF_MINIBATCH = 35
+REF_FULL_EVAL_STEPS = 5
+
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One synthetic task: true success rates and the outcome table all strategies read."""
+
+    quality: tuple[float, ...]
+    outcomes: tuple[tuple[int, ...], ...]  # outcomes[candidate][seed], 0 or 1
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.quality)
+
+    @property
+    def num_seeds(self) -> int:
+        return len(self.outcomes[0])
+
+    def regret(self, pick: int | None) -> float:
+        """True rate of the best minus that of `pick`, in percentage points."""
+        best = max(self.quality)
+        return 100.0 * (best - (self.quality[pick] if pick is not None else self.quality[0]))
+
+    def is_best(self, pick: int | None) -> bool:
+        return pick is not None and self.quality[pick] == max(self.quality)
+
+
+def make_instance(rng: random.Random, num_candidates: int, num_seeds: int) -> Instance:
+    """Draws true rates, seed difficulties and the 0/1 outcome of every pair."""
+    z0 = _NORMAL.inv_cdf(rng.uniform(*BASELINE_RANGE))
+    latent = [z0]
+    for _ in range(num_candidates - 1):
+        u, acc, component = rng.random(), 0.0, SHIFT_MIXTURE[-1]
+        for option in SHIFT_MIXTURE:
+            acc += option[0]
+            if u < acc:
+                component = option
+                break
+        latent.append(z0 + rng.gauss(component[1], component[2]))
+    scale = math.sqrt(1.0 + SEED_DIFFICULTY_SD**2)
+    difficulty = [rng.gauss(0.0, SEED_DIFFICULTY_SD) for _ in range(num_seeds)]
+    outcomes = tuple(
+        tuple(1 if z * scale - d - rng.gauss(0.0, 1.0) > 0 else 0 for d in difficulty)
+        for z in latent)
+    return Instance(tuple(_NORMAL.cdf(z) for z in latent), outcomes)
+
+
+def instance_rng(seed: int, num_candidates: int, num_seeds: int, index: int) -> random.Random:
+    return random.Random(f"{seed}:{num_candidates}:{num_seeds}:{index}")
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    pick: int | None
+    rollouts: int
+
+
+def run_ours(instance: Instance, budget: int, seed: int = 0) -> Outcome:
+    """The orchestrator's search, batch after batch, on the instance's outcome table."""
+    seeds = tuple(range(instance.num_seeds))
+    results: dict[tuple[int, int], float | None] = {}
+    spent = 0
+    while True:
+        state = _search.SearchState(instance.num_candidates, seeds, results, budget - spent,
+                                    seed=seed)
+        batch = _search.next_batch(state)
+        if not batch:
+            break
+        for c, s in batch:
+            if (c, s) in results:
+                raise AssertionError(f"pair {(c, s)} asked twice")
+            results[(c, s)] = float(instance.outcomes[c][s])
+        spent += len(batch)
+        if spent > budget:
+            raise AssertionError(f"spent {spent} > budget {budget}")
+    state = _search.SearchState(instance.num_candidates, seeds, results, budget - spent,
+                                seed=seed)
+    return Outcome(_search.choose_winner(state), spent)
+
+
+def run_all(instance: Instance, budget: int) -> Outcome:
+    """Every candidate on the first budget/K seeds; the best mean (baseline on ties) wins."""
+    k = instance.num_candidates
+    n = min(instance.num_seeds, budget // k)
+    means = [sum(row[:n]) for row in instance.outcomes]
+    best = max(range(k), key=lambda c: (means[c], -c))
+    return Outcome(best if n else 0, k * n)
+
+
+def _reference_cost(num_trials: int, num_seeds: int) -> int:
+    """Rollouts of DSPy's schedule with `num_trials` minibatch trials."""
+    steps = REF_FULL_EVAL_STEPS
+    adjusted = num_trials + num_trials // steps + 1 + (1 if num_trials % steps else 0)
+    cost, number = num_seeds, 1  # the default program's full evaluation is trial 0
+    for _ in range(num_trials):
+        trial_num = number + 1
+        cost += REF_MINIBATCH
+        number += 1
+        if trial_num % (steps + 1) == 0 or trial_num == adjusted - 1:
+            cost += num_seeds
+            number += 1  # the full evaluation is added to the study as a trial
+    return cost
+
+
+def reference_trials(budget: int, num_seeds: int, limit: int = 500) -> int:
+    """The largest number of trials whose whole schedule fits in `budget` (0 if none)."""
+    trials = 0
+    while trials < limit and _reference_cost(trials + 1, num_seeds) <= budget:
+        trials += 1
+    return trials
+
+
+def run_reference(instance: Instance, budget: int, seed: int) -> Outcome:
+    """DSPy MIPROv2's minibatch schedule with Optuna TPE (see the module's docstring)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    k, v = instance.num_candidates, instance.num_seeds
+    rows = instance.outcomes
+    name = "0_predictor_instruction"
+    space = {name: CategoricalDistribution(range(k))}
+    rng = random.Random(f"ref:{seed}")
+    default_score = sum(rows[0]) / v
+    best_score, best = default_score, 0
+    spent = v
+    num_trials = reference_trials(budget, v)
+    if num_trials == 0:
+        return Outcome(0, spent)
+    steps = REF_FULL_EVAL_STEPS
+    adjusted = num_trials + num_trials // steps + 1 + (1 if num_trials % steps else 0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sampler = optuna.samplers.TPESampler(seed=seed % 2**31, multivariate=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.add_trial(optuna.trial.create_trial(params={name: 0}, distributions=space,
+                                                  value=default_score))
+        scores: dict[int, list[float]] = {}
+        fully: set[int] = set()
+        for _ in range(num_trials):
+            trial = study.ask(space)
+            trial_num = trial.number + 1
+            c = int(trial.params[name])
+            batch = rng.sample(range(v), REF_MINIBATCH)
+            score = sum(rows[c][s] for s in batch) / REF_MINIBATCH
+            spent += REF_MINIBATCH
+            scores.setdefault(c, []).append(score)
+            if trial_num % (steps + 1) == 0 or trial_num == adjusted - 1:
+                ranked = sorted(scores, key=lambda x: statistics.fmean(scores[x]), reverse=True)
+                pick = next((x for x in ranked if x not in fully), ranked[0])
+                full_score = sum(rows[pick]) / v
+                spent += v
+                study.add_trial(optuna.trial.create_trial(params={name: pick},
+                                                          distributions=space,
+                                                          value=full_score))
+                fully.add(pick)
+                if full_score > best_score:
+                    best_score, best = full_score, pick
+            study.tell(trial, score)
+    return Outcome(best, spent)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+STRATEGIES = ("ours", "all@B", "ref")
+
+
+@dataclass
+class Tally:
+    hits: int = 0
+    regret: float = 0.0
+    rollouts: int = 0
+    count: int = 0
+
+    def add(self, instance: Instance, outcome: Outcome) -> None:
+        self.hits += instance.is_best(outcome.pick)
+        self.regret += instance.regret(outcome.pick)
+        self.rollouts += outcome.rollouts
+        self.count += 1
+
+
+@dataclass
+class Cell:
+    k: int
+    v: int
+    budget: int
+    tallies: dict[str, Tally] = field(default_factory=lambda: {s: Tally() for s in STRATEGIES})
+    #: Per instance: ours' regret minus the reference's (for a paired standard error).
+    diffs: list[float] = field(default_factory=list)
+
+
+def _work(args: tuple[int, int, int, int, int, tuple[float, ...]]) -> list[Cell]:
+    seed, k, v, start, stop, fractions = args
+    cells = [Cell(k, v, round(f * k * v)) for f in fractions]
+    for i in range(start, stop):
+        instance = make_instance(instance_rng(seed, k, v, i), k, v)
+        for cell in cells:
+            ours = run_ours(instance, cell.budget, seed=i)
+            cell.tallies["ours"].add(instance, ours)
+            cell.tallies["all@B"].add(instance, run_all(instance, cell.budget))
+            ref = run_reference(instance, cell.budget, seed=seed * 1_000_003 + i)
+            cell.tallies["ref"].add(instance, ref)
+            cell.diffs.append(instance.regret(ours.pick) - instance.regret(ref.pick))
+    return cells
+
+
+def run(instances: int, seed: int, jobs: int, grid: Iterable[tuple[int, int]] = GRID,
+        fractions: tuple[float, ...] = FRACTIONS,
+        progress: Callable[[str], None] | None = None) -> list[Cell]:
+    """Every cell of the grid over `instances` paired instances, on `jobs` processes."""
+    chunk = max(1, math.ceil(instances / (4 * max(1, jobs))))
+    tasks = [(seed, k, v, a, min(instances, a + chunk), fractions)
+             for k, v in grid for a in range(0, instances, chunk)]
+    merged: dict[tuple[int, int, int], Cell] = {}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for n, cells in enumerate(pool.map(_work, tasks), start=1):
+            for cell in cells:
+                into = merged.setdefault((cell.k, cell.v, cell.budget),
+                                         Cell(cell.k, cell.v, cell.budget))
+                for name, t in cell.tallies.items():
+                    mine = into.tallies[name]
+                    mine.hits += t.hits
+                    mine.regret += t.regret
+                    mine.rollouts += t.rollouts
+                    mine.count += t.count
+                into.diffs += cell.diffs
+            if progress:
+                progress(f"{n}/{len(tasks)} chunks")
+    return [merged[key] for key in sorted(merged)]
+
+
+def report(cells: list[Cell]) -> str:
+    """The markdown table and the two checks of issue #3."""
+    full = {(c.k, c.v): c.tallies["all@B"] for c in cells if c.budget == c.k * c.v}
+    lines = [
+        "| K | V | budget | ours P(best) | ours regret | ours rollouts | all@B P(best) "
+        "| all@B regret | ref P(best) | ref regret | ref rollouts | ours - ref regret (±2 SE) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    regret_ok, ratio_lines = True, []
+    for c in cells:
+        t = c.tallies
+        n = t["ours"].count
+        frac = c.budget / (c.k * c.v)
+        mean_diff = statistics.fmean(c.diffs)
+        se = statistics.stdev(c.diffs) / math.sqrt(len(c.diffs)) if len(c.diffs) > 1 else 0.0
+        regret_ok &= t["ours"].regret < t["ref"].regret
+        lines.append(
+            f"| {c.k} | {c.v} | {frac:.2f} ({c.budget}) "
+            f"| {t['ours'].hits / n:.3f} | {t['ours'].regret / n:.2f} "
+            f"| {t['ours'].rollouts / n:.0f} "
+            f"| {t['all@B'].hits / n:.3f} | {t['all@B'].regret / n:.2f} "
+            f"| {t['ref'].hits / n:.3f} | {t['ref'].regret / n:.2f} "
+            f"| {t['ref'].rollouts / n:.0f} | {mean_diff:+.2f} ± {2 * se:.2f} |")
+        if abs(frac - 0.5) < 1e-9 and (c.k, c.v) in full:
+            p_all = full[(c.k, c.v)].hits / full[(c.k, c.v)].count
+            p_ours = t["ours"].hits / n
+            ratio_lines.append(
+                f"- K={c.k}, V={c.v}: ours at half budget {p_ours:.3f} vs all at full budget "
+                f"{p_all:.3f}: ratio {p_ours / p_all:.3f} "
+                f"({'meets' if p_ours >= 0.9 * p_all else 'misses'} 0.9)")
+    lines += ["", f"Our mean regret is lower than the reference's in every cell: "
+              f"{'yes' if regret_ok else 'no'}.", "",
+              "P(best) at half of all's rollouts versus all at its full budget:", *ratio_lines]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.search_efficiency",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=1000,
+                        help="paired instances per (K, V) (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the instances (default 0)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes (default 2)")
+    parser.add_argument("--quick", action="store_true", help="100 instances, a smoke run")
+    args = parser.parse_args(argv)
+    instances = 100 if args.quick else args.instances
+    started = time.perf_counter()
+    cells = run(instances, args.seed, args.jobs,
+                progress=lambda s: print(s, file=sys.stderr, flush=True))
+    elapsed = time.perf_counter() - started
+    print(f"{instances} paired instances per cell, seed {args.seed}, {args.jobs} processes, "
+          f"{elapsed:.0f} s\n")
+    print(report(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
