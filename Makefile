@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo up test check lint protos clean
+.PHONY: setup demo up test check lint protos bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,11 @@ check: setup
 ## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, model)
 test: check
 	$(PY) -m pytest -q
+
+## bench: the search-efficiency benchmark (about 2 minutes on 2 cores; prints a table)
+bench: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench.search_efficiency
 
 ## protos: regenerate stubs, the descriptor set and the rendered Envoy configs
 protos: setup
