@@ -21,7 +21,7 @@ A synthetic task with K candidates (0 is the baseline) and V validation seeds:
 Strategies, each capped by the cell's budget B (a quarter, half, three quarters or all of
 K*V rollouts):
 
-* ``ours``: `orchestrator._search.next_batch` until it returns [], then `choose_winner`:
+* ``ours``: `orchestrator._search.next_batch` until it returns [], then the scoreboard's winner:
   the very code the orchestrator runs;
 * ``all@B``: every candidate on the first B/K seeds, the best mean wins (``all`` at B=K*V is
   every candidate on every seed);
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from orchestrator import _search
+from orchestrator._scoreboard import Scoreboard
 
 SEED_DIFFICULTY_SD = 1.5
 BASELINE_RANGE = (0.25, 0.75)
@@ -144,9 +145,8 @@ def run_ours(instance: Instance, budget: int, seed: int = 0) -> Outcome:
         spent += len(batch)
         if spent > budget:
             raise AssertionError(f"spent {spent} > budget {budget}")
-    state = _search.SearchState(instance.num_candidates, seeds, results, budget - spent,
-                                seed=seed)
-    return Outcome(_search.choose_winner(state), spent)
+    board = Scoreboard.from_results(seeds, results)
+    return Outcome(board.winner(instance.num_candidates), spent)
 
 
 def run_all(instance: Instance, budget: int) -> Outcome:

@@ -9,6 +9,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from mipro.v1 import jobs_pb2
 
 from ._models import JobEvent, JobRecord, JobSpec
+from ._scoreboard import rank_key
 
 
 def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -63,7 +64,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.PolicyOptimization:
 
 
 def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
-    """The job as the API shows it; candidates best first."""
+    """The job as the API shows it; candidates best first (the scoreboard's ranking)."""
     message = jobs_pb2.Job(
         job_id=job.job_id,
         status=job.status.value,
@@ -90,10 +91,8 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
         value = getattr(job, name)
         if value is not None:
             setattr(message, name, value)
-    ranked = sorted(
-        job.candidates,
-        key=lambda c: (bool(c.excluded_reason), not c.fully_evaluated, c.mean_score is None,
-                       -(c.mean_score or 0.0), -c.seeds_scored, c.index))
+    ranked = sorted(job.candidates, key=lambda c: rank_key(
+        c.index, c.mean_score, c.seeds_scored, c.failures))
     for candidate in ranked:
         entry = message.candidates.add(
             index=candidate.index, instruction=candidate.instruction, tip=candidate.tip,

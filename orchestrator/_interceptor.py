@@ -1,21 +1,20 @@
 """The interceptor: the OpenAI-compatible endpoint that task apps send their model calls to.
 
-A rollout's `inference_url` is `<public base>/v1/<trial_id>?cid=<rollout id>`. For the trial,
-the interceptor swaps the candidate's instruction into the system message (the baseline trial
-passes messages through), applies the job's policy model settings, forwards the call to the
-provider through the shared provider factory, records the exchange under the rollout id, and
+A rollout's `inference_url` is `<public base>/v1/<trial_id>?cid=<rollout id>`. A call is
+served only while that rollout is open in the `ExchangeLedger` and names its trial; any other
+(unknown, forged or finished rollout) is refused before anything is forwarded. For the
+candidate's trial, the interceptor swaps the candidate's instruction into the system message
+(the baseline passes messages through), applies the job's policy model settings, forwards the
+call to the provider through the shared provider factory (the openai SDK's own retries are
+this hop's one retry layer), reports the exchange to the ledger, meters its tokens, and
 returns the provider's JSON unchanged.
 """
 
 from __future__ import annotations
 
-import copy
 import hmac
 import inspect
-import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -25,15 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mipro._providers import (
-    PROVIDER_RETRY_POLICY,
-    ProviderError,
-    make_async_client,
-    provider_retry_decision,
-    resolve_provider,
-)
-from mipro._retry import call_with_retries
+from mipro._providers import ProviderError, make_async_client, resolve_provider
 
+from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant
 from ._models import PolicySpec
 
 log = structlog.get_logger(__name__)
@@ -41,51 +34,9 @@ log = structlog.get_logger(__name__)
 _CREATE_PARAMETERS = frozenset(
     inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
 ) - {"self", "extra_headers", "extra_query", "extra_body", "timeout", "stream"}
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One model call made through the interceptor."""
-
-    messages: list[dict[str, Any]]
-    response: dict[str, Any] | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    error: str = ""
-
-
-@dataclass
-class Trial:
-    """What the interceptor needs to serve one candidate's calls."""
-
-    job_id: str
-    candidate_index: int
-    #: The candidate's instruction; None passes the task app's messages through (baseline).
-    instruction: str | None
-    policy: PolicySpec
-    environment_key: str = field(repr=False)
-    #: Called with (rollout id, exchange) after each call; the engine collects them.
-    on_exchange: Callable[[str, Exchange], None] = field(repr=False, default=lambda c, e: None)
-
-
-class TrialRegistry:
-    """Trials in flight, by unguessable id; the id in a URL is the capability to use it."""
-
-    def __init__(self) -> None:
-        self._trials: dict[str, Trial] = {}
-
-    def register(self, trial: Trial) -> str:
-        trial_id = f"t_{secrets.token_urlsafe(12)}"
-        self._trials[trial_id] = trial
-        return trial_id
-
-    def get(self, trial_id: str) -> Trial | None:
-        return self._trials.get(trial_id)
-
-    def remove_job(self, job_id: str) -> None:
-        for trial_id in [t for t, trial in self._trials.items() if trial.job_id == job_id]:
-            del self._trials[trial_id]
+#: Retries of a failed provider call (429, 5xx, timeouts, lost connections), by the openai
+#: SDK, which honours Retry-After: 4 attempts per model call.
+PROVIDER_MAX_RETRIES = 3
 
 
 def _error(status: int, message: str, *, type_: str = "invalid_request_error") -> JSONResponse:
@@ -102,13 +53,13 @@ def _presented_key(request: Request) -> str:
 
 
 def rewrite_messages(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
-    """Replaces the first system message's content with `instruction`, or prepends one."""
-    rewritten = copy.deepcopy(messages)
-    for message in rewritten:
-        if message.get("role") in ("system", "developer"):
-            message["content"] = instruction
-            return rewritten
-    return [{"role": "system", "content": instruction}, *rewritten]
+    """Replaces the first system message's content with `instruction`, or prepends one; the
+    task app's own message objects are left as they were."""
+    for position, message in enumerate(messages):
+        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+            return [*messages[:position], {**message, "content": instruction},
+                    *messages[position + 1:]]
+    return [{"role": "system", "content": instruction}, *messages]
 
 
 def _apply_policy(body: dict[str, Any], policy: PolicySpec) -> dict[str, Any]:
@@ -125,9 +76,11 @@ def _apply_policy(body: dict[str, Any], policy: PolicySpec) -> dict[str, Any]:
 class Interceptor:
     """The ASGI app serving `/v1/{trial_id}/chat/completions`."""
 
-    def __init__(self, registry: TrialRegistry, *, provider_timeout: float = 120.0) -> None:
-        self._registry = registry
+    def __init__(self, ledger: ExchangeLedger, *, provider_timeout: float = 120.0,
+                 provider_max_retries: int = PROVIDER_MAX_RETRIES) -> None:
+        self._ledger = ledger
         self._timeout = provider_timeout
+        self._max_retries = provider_max_retries
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.app = Starlette(
             routes=[
@@ -146,7 +99,8 @@ class Interceptor:
         endpoint = resolve_provider(provider)
         cache_key = (endpoint.name, endpoint.base_url)
         if cache_key not in self._clients:
-            self._clients[cache_key] = make_async_client(endpoint, timeout_seconds=self._timeout)
+            self._clients[cache_key] = make_async_client(
+                endpoint, timeout_seconds=self._timeout, max_retries=self._max_retries)
         return self._clients[cache_key]
 
     async def _health(self, request: Request) -> JSONResponse:
@@ -156,11 +110,13 @@ class Interceptor:
         return _error(404, "the inference URL must name a trial: /v1/<trial_id>/chat/completions")
 
     async def _chat(self, request: Request) -> JSONResponse:
-        trial = self._registry.get(request.path_params["trial_id"])
-        if trial is None:
-            return _error(404, "unknown or finished trial", type_="not_found_error")
+        cid = request.query_params.get("cid", "")
+        try:
+            grant = self._ledger.admit(cid, request.path_params["trial_id"])
+        except CallRefused as refused:
+            return _error(refused.status, str(refused), type_=refused.kind)
         presented = _presented_key(request)
-        if not presented or not hmac.compare_digest(presented, trial.environment_key):
+        if not presented or not hmac.compare_digest(presented, grant.environment_key):
             return _error(401, "X-API-Key must carry the job's environment key",
                           type_="authentication_error")
         try:
@@ -171,60 +127,55 @@ class Interceptor:
             return _error(400, "the request body must be an object with a messages list")
         if body.get("stream"):
             return _error(400, "stream=true is not supported by the interceptor")
-        if trial.instruction is not None:
-            body["messages"] = rewrite_messages(body["messages"], trial.instruction)
-        body = _apply_policy(body, trial.policy)
-        cid = request.query_params.get("cid", "")
-        return await self._forward(trial, cid, body)
+        if grant.instruction is not None:
+            body["messages"] = rewrite_messages(body["messages"], grant.instruction)
+        return await self._forward(grant, _apply_policy(body, grant.policy))
 
-    async def _forward(self, trial: Trial, cid: str, body: dict[str, Any]) -> JSONResponse:
+    async def _forward(self, grant: RolloutGrant, body: dict[str, Any]) -> JSONResponse:
         known = {k: v for k, v in body.items() if k in _CREATE_PARAMETERS}
         extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMETERS and k != "stream"}
         started = time.perf_counter()
         try:
-            client = self._client(trial.policy.provider)
-            raw = await call_with_retries(
-                lambda: client.chat.completions.with_raw_response.create(
-                    **known, extra_body=extra or None),
-                PROVIDER_RETRY_POLICY, provider_retry_decision,
-                on_retry=lambda attempt, error, delay: log.info(
-                    "retrying policy call", job_id=trial.job_id, rollout_id=cid,
-                    attempt=attempt, delay_s=round(delay, 2), error=type(error).__name__))
+            client = self._client(grant.policy.provider)
+            raw = await client.chat.completions.with_raw_response.create(
+                **known, extra_body=extra or None)
             payload: dict[str, Any] = raw.http_response.json()
         except ProviderError as exc:
-            return self._failed(trial, cid, body, started, 502, f"policy provider: {exc}")
+            return self._failed(grant, body, started, 502, f"policy provider: {exc}")
         except openai.APIStatusError as exc:
             try:
                 provider_body = exc.response.json()
             except ValueError:
                 provider_body = {"error": {"message": exc.response.text[:500]}}
-            self._record_failure(trial, cid, body, started, f"provider answered {exc.status_code}")
+            self._record_failure(grant, body, started,
+                                 f"policy provider answered {exc.status_code}")
             return JSONResponse(provider_body, exc.status_code)
         except openai.APIError as exc:
-            message = f"policy provider {trial.policy.provider!r} unreachable: {exc}"
-            return self._failed(trial, cid, body, started, 502, message)
-        usage = payload.get("usage") or {}
-        exchange = Exchange(
-            messages=body["messages"],
-            response=payload,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-        trial.on_exchange(cid, exchange)
+            message = f"policy provider {grant.policy.provider!r} unreachable: {exc}"
+            return self._failed(grant, body, started, 502, message)
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = _count(usage.get("prompt_tokens")), _count(
+            usage.get("completion_tokens"))
+        grant.on_usage(prompt, completion)
+        self._ledger.record(grant.rollout_id, Exchange(
+            messages=body["messages"], response=payload, prompt_tokens=prompt,
+            completion_tokens=completion, latency_ms=(time.perf_counter() - started) * 1000))
         return JSONResponse(payload)
 
-    def _record_failure(
-        self, trial: Trial, cid: str, body: dict[str, Any], started: float, error: str
-    ) -> None:
-        exchange = Exchange(body["messages"], None, 0, 0,
-                            (time.perf_counter() - started) * 1000, error)
-        trial.on_exchange(cid, exchange)
-        log.warning("policy call failed", job_id=trial.job_id, rollout_id=cid, error=error)
+    def _record_failure(self, grant: RolloutGrant, body: dict[str, Any], started: float,
+                        error: str) -> None:
+        self._ledger.record(grant.rollout_id, Exchange(
+            body["messages"], None, 0, 0, (time.perf_counter() - started) * 1000, error))
+        log.warning("policy call failed", job_id=grant.job_id, rollout_id=grant.rollout_id,
+                    error=error)
 
-    def _failed(
-        self, trial: Trial, cid: str, body: dict[str, Any], started: float, status: int,
-        message: str,
-    ) -> JSONResponse:
-        self._record_failure(trial, cid, body, started, message)
+    def _failed(self, grant: RolloutGrant, body: dict[str, Any], started: float, status: int,
+                message: str) -> JSONResponse:
+        self._record_failure(grant, body, started, message)
         return _error(status, message, type_="api_error")
+
+
+def _count(value: Any) -> int:
+    """A token count from a provider's usage, or 0 when it is not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

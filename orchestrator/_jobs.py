@@ -1,7 +1,8 @@
 """The transport-free core of the job API: create, read, list, cancel, events, env keys.
 
-The gRPC servicers only adapt this class. It owns the running `JobRun`s: at most
-`max_running_jobs` run at once and the rest wait `queued`.
+The gRPC servicers only adapt this class. It owns the running `JobRunner`s: at most
+`max_running_jobs` run at once and the rest wait `queued`. A running job is read from its
+runner's live snapshot, never from the store.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import structlog
 from mipro._pricing import PriceTable
 from mipro._retry import RetryPolicy
 
-from ._engine import EngineContext, JobRun
 from ._errors import FailedPrecondition, InvalidArgument, NotFound
-from ._interceptor import TrialRegistry
+from ._exchanges import ExchangeLedger
 from ._models import JobEvent, JobRecord, JobSpec, JobStatus
 from ._proposer_client import ProposerClient
+from ._runner import JobRunner, end_job
 from ._store import JobStore
 from ._task_app import TaskAppClient
 
@@ -42,11 +43,13 @@ def new_job_id() -> str:
 class JobManager:
     """Creates jobs, runs them in the background and answers questions about them."""
 
-    def __init__(self, store: JobStore, registry: TrialRegistry, proposer: ProposerClient,
+    def __init__(self, store: JobStore, ledger: ExchangeLedger, proposer: ProposerClient,
                  *, public_base_url: str, max_running_jobs: int, prices: PriceTable,
-                 task_app_retry: RetryPolicy | None = None) -> None:
+                 task_app_retry: RetryPolicy | None = None,
+                 summary_flush_seconds: float = 0.25) -> None:
         self._store = store
-        self._registry = registry
+        self._ledger = ledger
+        self._flush = summary_flush_seconds
         self._proposer = proposer
         self._public_base_url = public_base_url
         self._prices = prices
@@ -57,7 +60,7 @@ class JobManager:
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._live: dict[str, JobRun] = {}
+        self._live: dict[str, JobRunner] = {}
         self._event_signals: dict[str, asyncio.Event] = {}
         self._stopping = False
 
@@ -114,11 +117,11 @@ class JobManager:
                 env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
                 task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
                                          retry=self._retry, rng=random.Random(job.spec.seed))
-                context = EngineContext(
-                    store=self._store, registry=self._registry, proposer=self._proposer,
-                    public_base_url=self._public_base_url, prices=self._prices,
+                run = JobRunner(
+                    job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
+                    store=self._store, ledger=self._ledger, prices=self._prices,
+                    public_base_url=self._public_base_url, flush_interval=self._flush,
                     emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
-                run = JobRun(job, env_key, task_app, context)
                 self._live[job.job_id] = run
                 await run.run()
             finally:
@@ -132,11 +135,13 @@ class JobManager:
             self._tasks.pop(job.job_id, None)
 
     async def get(self, owner: str, job_id: str) -> JobRecord:
+        live = self._live.get(job_id)
+        if live is not None and live.job.owner == owner:
+            return live.snapshot()  # a running job: from memory, a moment ahead of the store
         job = await self._store.get_job(job_id, owner)
         if job is None:
             raise NotFound(f"job {job_id!r} not found")
-        live = self._live.get(job_id)
-        return live.job if live is not None else job  # the live record is a moment ahead
+        return job
 
     async def list(self, owner: str, *, status: str, limit: int,
                    page_token: str) -> tuple[list[JobRecord], str]:
@@ -169,13 +174,9 @@ class JobManager:
             await asyncio.gather(task, return_exceptions=True)
         job = await self.get(owner, job_id)
         if not job.status.is_terminal:  # it was still queued: no run ever started
-            job.status = JobStatus.CANCELLED
-            job.termination_reason = "cancelled"
-            job.finished_at = datetime.now(UTC)
-            job.phase = "done"
+            ending = end_job(job, JobStatus.CANCELLED, "cancelled")
             await self._store.save_job(job)
-            await self._emit(job_id, "job.cancelled", "job cancelled",
-                             {"status": "cancelled"}, True)
+            await self._emit(job_id, ending.type, ending.message, ending.data, True)
         return job
 
     # -- events ------------------------------------------------------------------------------

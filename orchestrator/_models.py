@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import _defaults as defaults
+
 
 class JobStatus(enum.StrEnum):
     """A job's lifecycle state, spelled as the REST API spells it."""
@@ -42,9 +44,9 @@ class ProposerSpec:
 
     model: str
     provider: str
-    mode: str = "instruction_only"
-    temperature: float = 0.7
-    max_tokens: int = 512
+    mode: str = defaults.PROPOSER_MODE
+    temperature: float = defaults.PROPOSER_TEMPERATURE.default
+    max_tokens: int = defaults.PROPOSER_MAX_TOKENS.default
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,14 @@ class JobSpec:
     test_seeds: tuple[int, ...] = ()
     algorithm: str = "mipro"
     mode: str = "offline"
-    num_candidates: int = 6
-    max_concurrent: int = 8
-    seed: int = 0
+    num_candidates: int = defaults.NUM_CANDIDATES.default
+    max_concurrent: int = defaults.MAX_CONCURRENT.default
+    seed: int = defaults.SEED.default
     env_name: str = ""
     env_config: dict[str, Any] = field(default_factory=dict)
-    rollout_timeout_seconds: float = 120.0
-    num_iterations: int = 2
-    minibatch_size: int = 10
+    rollout_timeout_seconds: float = defaults.ROLLOUT_TIMEOUT_SECONDS.default
+    num_iterations: int = defaults.NUM_ITERATIONS.default
+    minibatch_size: int = defaults.MINIBATCH_SIZE.default
     max_rollouts: int | None = None
     max_time_seconds: float | None = None
     max_cost_usd: float | None = None
@@ -122,6 +124,12 @@ class JobRecord:
     #: (rollouts, best score, candidate) each time the best changed.
     history: list[tuple[int, float, int]] = field(default_factory=list)
     resumes: int = 0
+
+
+def rollout_id(job_id: str, phase: str, candidate: int, seed: int) -> str:
+    """The id of the rollout measuring (phase, candidate, seed): the same after a resume, so
+    a repeated rollout is recognisable, and unique within the job."""
+    return f"{job_id}_{phase[0]}{candidate:02d}s{seed}"
 
 
 @dataclass(frozen=True)

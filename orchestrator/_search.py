@@ -51,15 +51,10 @@ batch is a pure function of the state and a resumed job plans the same batches. 
 already in `results` is never asked for again, and the rollouts of all batches never add up
 to more than `budget`.
 
-The winner rule
----------------
-Eligible candidates have a mean (at least one scored seed) and failed at most
-`max_failure_rate` of the validation rollouts they were attempted on. Among the eligible
-candidates fully evaluated (attempted on every validation seed), or, when none is, among
-the eligible candidates attempted on the most seeds, the highest mean over scored seeds wins;
-ties go to the candidate with more seeds scored, then to the lower index, so the baseline
-(candidate 0) wins a tie. A failed rollout (`None`) never counts as 0: it is left out of
-the mean and only counts against the failure share.
+The winner
+----------
+The search decides what to run; which candidate wins is the scoreboard's rule
+(`_scoreboard.py`), and the race ranks on a prefix with the same `rank_key`.
 """
 
 from __future__ import annotations
@@ -68,6 +63,8 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from ._scoreboard import rank_key
 
 #: A rollout's reward, or None for a failed rollout (left out of means, never scored 0).
 Result = float | None
@@ -105,58 +102,6 @@ class SearchState:
     """Orders the seeds not scored yet; the same seed gives the same plan."""
     max_concurrent: int = 32
     """Rollouts the engine runs at once: racing batches are made at least this large."""
-
-
-@dataclass(frozen=True)
-class CandidateStanding:
-    """One candidate's figures on the validation seeds."""
-
-    index: int
-    mean: float | None
-    """Mean reward over the scored seeds; None when no seed was scored."""
-    seeds_scored: int
-    failures: int
-    fully_evaluated: bool
-    """Attempted (scored or failed) on every validation seed."""
-
-
-# -- the winner ------------------------------------------------------------------------------
-
-
-def leaderboard(state: SearchState) -> list[CandidateStanding]:
-    """Every candidate's mean, seeds scored, failures and completeness, by index."""
-    seeds = _unique(state.val_seeds)
-    out = []
-    for c in range(state.num_candidates):
-        total, scored, attempted = 0.0, 0, 0
-        for s in seeds:
-            r = state.results.get((c, s), _MISSING)
-            if r is _MISSING:
-                continue
-            attempted += 1
-            if r is not None:
-                total += float(r)  # type: ignore[arg-type]
-                scored += 1
-        out.append(CandidateStanding(c, total / scored if scored else None, scored,
-                                     attempted - scored, bool(seeds) and attempted == len(seeds)))
-    return out
-
-
-def _eligible(standing: CandidateStanding, max_failure_rate: float) -> bool:
-    attempted = standing.seeds_scored + standing.failures
-    return standing.mean is not None and standing.failures <= max_failure_rate * attempted
-
-
-def choose_winner(state: SearchState) -> int | None:
-    """The winning candidate's index (see the module's docstring), or None if none is eligible."""
-    board = [s for s in leaderboard(state) if _eligible(s, state.max_failure_rate)]
-    if not board:
-        return None
-    pool = [s for s in board if s.fully_evaluated]
-    if not pool:
-        most = max(s.seeds_scored + s.failures for s in board)
-        pool = [s for s in board if s.seeds_scored + s.failures == most]
-    return max(pool, key=lambda s: (s.mean, s.seeds_scored, -s.index)).index
 
 
 # -- the next batch --------------------------------------------------------------------------
@@ -227,10 +172,9 @@ class _Race:
         scored and index."""
         rate = self.state.max_failure_rate
 
-        def key(c: int) -> tuple[bool, float, int, int]:
+        def key(c: int) -> tuple[bool, int, float, int, int]:
             mean, scored, failed = self._mean(c, n)
-            ok = scored > 0 and failed <= rate * (scored + failed)
-            return (not ok, -mean, -scored, c)
+            return rank_key(c, mean if scored else None, scored, failed, rate)
 
         return sorted(alive, key=key)
 

@@ -20,8 +20,9 @@ from mipro._settings import Settings
 from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._auth import Authenticator
+from ._exchanges import ExchangeLedger
 from ._grpc_service import EnvironmentKeyServicer, JobServicer
-from ._interceptor import Interceptor, TrialRegistry
+from ._interceptor import Interceptor
 from ._jobs import JobManager
 from ._proposer_client import ProposerClient
 from ._store import JobStore
@@ -43,10 +44,10 @@ class OrchestratorServer:
             raise ValueError("MIPRO_API_KEYS is empty: the job API needs at least one key")
         self._settings = settings
         self._store = store or SqliteJobStore(settings.database_path)
-        self._registry = TrialRegistry()
+        self._ledger = ExchangeLedger()
         self._proposer = ProposerClient(settings.proposer_address)
-        self._interceptor = Interceptor(self._registry)
-        self._jobs = JobManager(self._store, self._registry, self._proposer,
+        self._interceptor = Interceptor(self._ledger)
+        self._jobs = JobManager(self._store, self._ledger, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
                                 prices=PriceTable.load(settings.prices_file))

@@ -1,7 +1,9 @@
 """`JobStore` on SQLite (the embedded default), through aiosqlite so the event loop never blocks.
 
 WAL mode with `synchronous=NORMAL` keeps every committed write across a process kill; each
-write is one transaction.
+write is one transaction. A rollout result is one row of `rollout_results`, written once (its
+cost does not grow with the job); `PRAGMA user_version` records the schema version, and
+`open()` upgrades an older file in place without losing a row.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from ._store import (
     spec_to_dict,
 )
 
+#: The schema version this module writes (1: rollouts as JSON blobs; 2: one column each).
+SCHEMA_VERSION = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -35,12 +40,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, job_id DESC);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (owner, request_id)
     WHERE request_id != '';
-CREATE TABLE IF NOT EXISTS rollouts (
+CREATE TABLE IF NOT EXISTS rollout_results (
+    position INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
     rollout_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    result_json TEXT NOT NULL,
-    PRIMARY KEY (job_id, rollout_id)
+    phase TEXT NOT NULL,
+    candidate INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    reward REAL,
+    failure_cause TEXT NOT NULL,
+    failure_detail TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    trace_json TEXT,
+    UNIQUE (job_id, rollout_id)
 );
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
@@ -165,6 +178,32 @@ class SqliteJobStore(JobStore):
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.executescript(_SCHEMA)
+        await self._upgrade()
+
+    async def _upgrade(self) -> None:
+        """Moves version-1 rollouts (one JSON blob per row) into `rollout_results`."""
+        conn = self._conn
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        if row is not None and row[0] >= SCHEMA_VERSION:
+            return
+        async with conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'rollouts'") as c:
+            old = await c.fetchone()
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if old is not None:
+                async with conn.execute(
+                        "SELECT job_id, result_json FROM rollouts ORDER BY job_id, position") as c:
+                    rows = list(await c.fetchall())
+                for job_id, payload in rows:
+                    await self._insert_rollout(job_id, RolloutResult(**json.loads(payload)))
+                await conn.execute("DROP TABLE rollouts")
+            await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -237,33 +276,34 @@ class SqliteJobStore(JobStore):
         )
 
     async def record_rollout(self, job_id: str, result: RolloutResult) -> None:
-        payload = json.dumps(
-            {
-                "rollout_id": result.rollout_id,
-                "candidate_index": result.candidate_index,
-                "seed": result.seed,
-                "phase": result.phase,
-                "reward": result.reward,
-                "failure_cause": result.failure_cause,
-                "failure_detail": result.failure_detail,
-                "tokens": result.tokens,
-                "trace": result.trace,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-            }
-        )
+        await self._insert_rollout(job_id, result)
+
+    async def _insert_rollout(self, job_id: str, result: RolloutResult) -> None:
         await self._conn.execute(
-            "INSERT OR IGNORE INTO rollouts (job_id, rollout_id, position, result_json)"
-            " SELECT ?, ?, COALESCE(MAX(position), 0) + 1, ? FROM rollouts WHERE job_id = ?",
-            (job_id, result.rollout_id, payload, job_id),
+            "INSERT OR IGNORE INTO rollout_results (job_id, rollout_id, phase, candidate, seed,"
+            " reward, failure_cause, failure_detail, prompt_tokens, completion_tokens,"
+            " trace_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, result.rollout_id, result.phase, result.candidate_index, result.seed,
+             result.reward, result.failure_cause, result.failure_detail, result.prompt_tokens,
+             result.completion_tokens,
+             json.dumps(result.trace) if result.trace is not None else None),
         )
 
     async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
         async with self._conn.execute(
-            "SELECT result_json FROM rollouts WHERE job_id = ? ORDER BY position", (job_id,)
+            "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
+            " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
+            " WHERE job_id = ? ORDER BY position", (job_id,)
         ) as cursor:
             rows = await cursor.fetchall()
-        return [RolloutResult(**json.loads(r["result_json"])) for r in rows]
+        return [
+            RolloutResult(
+                rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
+                failure_cause=r[5], failure_detail=r[6], prompt_tokens=r[7],
+                completion_tokens=r[8], tokens=r[7] + r[8],
+                trace=json.loads(r[9]) if r[9] is not None else None)
+            for r in rows
+        ]
 
     async def append_event(
         self, job_id: str, type: str, message: str, data: dict[str, Any], *, terminal: bool

@@ -1,16 +1,22 @@
 """The one client the orchestrator uses to talk to a user's task app.
 
 It sends the registered environment key in all three headers task apps read, builds the v1
-rollout request, extracts the reward in the contract's order, and turns every way a rollout
-can go wrong into a `RolloutOutcome` with a named cause: a failure is never a score of 0.
+rollout request from a `RolloutCall`, extracts the reward in the contract's order, and turns
+every way a rollout can go wrong into a `RolloutOutcome` with a `FailureCause`: a failure is
+never a score of 0. It is also the task-app hop's one retry layer: transient failures
+(connection errors, timeouts, 429, 5xx) are retried per its `RetryPolicy`, unless the caller
+says the failure came from a model call the interceptor already retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
+import math
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -26,13 +32,87 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_QUOTED_BODY = 300
 
 
+class FailureCause(enum.StrEnum):
+    """Why a rollout produced no reward."""
+
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    AUTH_REJECTED = "auth_rejected"
+    HTTP_STATUS = "http_status"
+    """A non-2xx answer; reported as `http_<status>`."""
+    INVALID_JSON = "invalid_json"
+    NO_REWARD = "no_reward"
+    POLICY_MODEL = "policy_model_error"
+    """The policy model call failed in the interceptor (after its own retries)."""
+
+
 @dataclass(frozen=True)
 class RolloutOutcome:
     """What one rollout call produced: a reward, or a failure cause and detail."""
 
     reward: float | None
-    failure_cause: str = ""
+    cause: FailureCause | None = None
     failure_detail: str = ""
+    status: int = 0
+    """The task app's HTTP status, when it answered."""
+
+    @property
+    def failure_cause(self) -> str:
+        """The cause as reported in `failures_by_cause`: `http_502`, `timeout`, ..."""
+        if self.cause is None:
+            return ""
+        if self.cause is FailureCause.HTTP_STATUS:
+            return f"http_{self.status}"
+        return self.cause.value
+
+
+@dataclass(frozen=True)
+class RolloutCall:
+    """One rollout to run: what the v1 request says."""
+
+    rollout_id: str
+    seed: int
+    candidate_index: int
+    inference_url: str
+    model: str
+    provider: str
+    timeout_seconds: float
+    temperature: float | None = None
+    max_completion_tokens: int | None = None
+    #: The candidate's instruction, offered to task apps that apply prompts themselves.
+    instruction: str | None = None
+    env_name: str = ""
+    env_config: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The v1 rollout request (both `trace_correlation_id` and `run_id`/`ops`/`mode`)."""
+        config: dict[str, Any] = {
+            "model": self.model,
+            "provider": self.provider,
+            "inference_url": self.inference_url,
+            "trace_correlation_id": self.rollout_id,
+        }
+        if self.temperature is not None:
+            config["temperature"] = self.temperature
+        if self.max_completion_tokens is not None:
+            config["max_completion_tokens"] = self.max_completion_tokens
+        if self.instruction is not None:
+            config["prompt_template"] = {"system": self.instruction}
+        env: dict[str, Any] = {"config": self.env_config, "seed": self.seed}
+        if self.env_name:
+            env["env_name"] = self.env_name
+        return {
+            "run_id": self.rollout_id,
+            "trace_correlation_id": self.rollout_id,
+            "env": env,
+            "policy": {"policy_id": f"cand_{self.candidate_index:03d}", "policy_name": "mipro",
+                       "config": config},
+            "ops": ["agent", "env"],
+            "record": {"trajectories": True, "return_trace": False, "trace_format": "compact"},
+            "on_done": "reset",
+            "safety": {"max_ops": 100000, "max_time_s": self.timeout_seconds},
+            "mode": "eval",
+        }
 
 
 def _quote(text: str) -> str:
@@ -43,7 +123,8 @@ def _quote(text: str) -> str:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def extract_reward(body: Any) -> float | None:
@@ -148,12 +229,17 @@ class TaskAppClient:
             return None
         return body if isinstance(body, dict) else None
 
-    async def rollout(self, payload: dict[str, Any], *, timeout: float) -> RolloutOutcome:
-        """Runs one rollout with retries for transient failures; never raises for HTTP errors."""
-        outcome = RolloutOutcome(None, "not_attempted")
+    async def rollout(self, call: RolloutCall, *,
+                      may_retry: Callable[[], bool] = lambda: True) -> RolloutOutcome:
+        """Runs one rollout, retrying transient failures while `may_retry()` says so (it
+        says no when the failure came from a model call already retried); never raises for
+        HTTP errors."""
+        payload = call.payload()
+        outcome = RolloutOutcome(None, FailureCause.CONNECT_ERROR, "not attempted")
         for attempt in range(1, self._retry.max_attempts + 1):
-            outcome, retry_after, retryable = await self._rollout_once(payload, timeout)
-            if outcome.reward is not None or not retryable:
+            outcome, retry_after, retryable = await self._rollout_once(
+                payload, call.timeout_seconds)
+            if outcome.reward is not None or not retryable or not may_retry():
                 return outcome
             if attempt < self._retry.max_attempts:
                 await asyncio.sleep(self._retry.backoff(attempt, self._rng, retry_after))
@@ -167,24 +253,26 @@ class TaskAppClient:
                 f"{self._base_url}/rollout", json=payload, headers=self._headers, timeout=timeout
             )
         except httpx.TimeoutException:
-            return RolloutOutcome(None, "timeout", f"no answer within {timeout:g} s"), None, True
+            return RolloutOutcome(None, FailureCause.TIMEOUT,
+                                  f"no answer within {timeout:g} s"), None, True
         except httpx.HTTPError as exc:
             detail = f"{type(exc).__name__}: {exc}"
-            return RolloutOutcome(None, "connect_error", detail), None, True
+            return RolloutOutcome(None, FailureCause.CONNECT_ERROR, detail), None, True
         if (cause := _is_auth_rejection(response)) is not None:
-            return RolloutOutcome(None, "auth_rejected", cause), None, False
+            return RolloutOutcome(None, FailureCause.AUTH_REJECTED, cause,
+                                  response.status_code), None, False
         if response.status_code >= 300:
-            outcome = RolloutOutcome(
-                None, f"http_{response.status_code}", _quote(response.text)
-            )
+            outcome = RolloutOutcome(None, FailureCause.HTTP_STATUS, _quote(response.text),
+                                     response.status_code)
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             return outcome, retry_after, response.status_code in _RETRYABLE_STATUS
         try:
             body = response.json()
         except (ValueError, json.JSONDecodeError):
-            return RolloutOutcome(None, "invalid_json", _quote(response.text)), None, False
+            return RolloutOutcome(None, FailureCause.INVALID_JSON,
+                                  _quote(response.text)), None, False
         reward = extract_reward(body)
         if reward is None:
-            detail = "the response carries no reward in metrics or reward_info"
-            return RolloutOutcome(None, "no_reward", detail), None, False
+            detail = "the response carries no finite reward in metrics or reward_info"
+            return RolloutOutcome(None, FailureCause.NO_REWARD, detail), None, False
         return RolloutOutcome(reward), None, False

@@ -6,7 +6,9 @@ checked here: required fields, allowed modes, seed lists, numeric ranges and pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf.json_format import MessageToDict
@@ -14,12 +16,14 @@ from google.protobuf.json_format import MessageToDict
 from mipro._providers import ProviderError, resolve_provider
 from mipro.v1 import jobs_pb2
 
+from . import _defaults as defaults
+from ._defaults import Knob
 from ._errors import InvalidArgument
 from ._models import JobSpec, PolicySpec, ProposerSpec
 
 _ROOT = "policy_optimization"
-_MAX_SEEDS = 10_000
 _MIN_PORT, _MAX_PORT = 1, 65535
+N = TypeVar("N", int, float)
 
 
 def _required(value: str, field: str) -> str:
@@ -28,13 +32,29 @@ def _required(value: str, field: str) -> str:
     return value.strip()
 
 
-def _in_range(
-    value: float, field: str, *, low: float, high: float, low_inclusive: bool = True
-) -> None:
-    too_low = value < low if low_inclusive else value <= low
-    if too_low or value > high:
-        bound = "[" if low_inclusive else "("
-        raise InvalidArgument(field, f"must be in {bound}{low:g}, {high:g}], got {value:g}")
+def _checked(value: N, field: str, knob: Knob[N], *, high: float | None = None) -> N:
+    """`value`, if the table's range (narrowed to `high`) allows it."""
+    if high is not None and high < knob.high:
+        knob = Knob(knob.default, knob.low, type(knob.high)(high), knob.low_inclusive)
+    if math.isnan(value) or math.isinf(value) or not knob.allows(value):
+        raise InvalidArgument(field, f"must be {knob.describe()}, got {value:g}")
+    return value
+
+
+def _optional(message: Any, name: str, field: str, knob: Knob[N], *,
+              default: N | None = None, high: float | None = None) -> N | None:
+    """The field's value checked against `knob`, or `default` when it is not set."""
+    if not message.HasField(name):
+        return default
+    value: N = getattr(message, name)
+    return _checked(value, f"{field}.{name}", knob, high=high)
+
+
+def _setting(message: Any, name: str, field: str, knob: Knob[N], *,
+             default: N | None = None, high: float | None = None) -> N:
+    """Like `_optional`, defaulting to `default` or the table's default."""
+    value = _optional(message, name, field, knob, default=default, high=high)
+    return knob.default if value is None else value
 
 
 def _seeds(values: Sequence[int], field: str, *, required: bool) -> tuple[int, ...]:
@@ -42,8 +62,9 @@ def _seeds(values: Sequence[int], field: str, *, required: bool) -> tuple[int, .
         if required:
             raise InvalidArgument(field, "must be a non-empty list of seeds")
         return ()
-    if len(values) > _MAX_SEEDS:
-        raise InvalidArgument(field, f"has {len(values)} seeds; at most {_MAX_SEEDS} are allowed")
+    if len(values) > defaults.MAX_SEEDS:
+        raise InvalidArgument(
+            field, f"has {len(values)} seeds; at most {defaults.MAX_SEEDS} are allowed")
     seen: set[int] = set()
     for position, seed in enumerate(values):
         if seed < 0:
@@ -83,19 +104,12 @@ def _policy(msg: jobs_pb2.PolicyOptimization, env: Mapping[str, str] | None) -> 
     if not msg.HasField("policy"):
         raise InvalidArgument(field, "is required (the policy model: model and provider)")
     policy = msg.policy
-    temperature = policy.temperature if policy.HasField("temperature") else None
-    if temperature is not None:
-        _in_range(temperature, f"{field}.temperature", low=0.0, high=2.0)
-    max_tokens = (
-        policy.max_completion_tokens if policy.HasField("max_completion_tokens") else None
-    )
-    if max_tokens is not None:
-        _in_range(max_tokens, f"{field}.max_completion_tokens", low=1, high=131_072)
     return PolicySpec(
         model=_required(policy.model, f"{field}.model"),
         provider=_provider(policy.provider, f"{field}.provider", env),
-        temperature=temperature,
-        max_completion_tokens=max_tokens,
+        temperature=_optional(policy, "temperature", field, defaults.POLICY_TEMPERATURE),
+        max_completion_tokens=_optional(policy, "max_completion_tokens", field,
+                                        defaults.POLICY_MAX_COMPLETION_TOKENS),
     )
 
 
@@ -105,18 +119,15 @@ def _proposer(mipro: jobs_pb2.MiproConfig, env: Mapping[str, str] | None) -> Pro
         raise InvalidArgument(field, "is required (mode, model and provider)")
     proposer = mipro.proposer
     mode = _required(proposer.mode, f"{field}.mode")
-    if mode != "instruction_only":
-        raise InvalidArgument(f"{field}.mode", f'must be "instruction_only", got {mode!r}')
-    temperature = proposer.temperature if proposer.HasField("temperature") else 0.7
-    _in_range(temperature, f"{field}.temperature", low=0.0, high=2.0)
-    max_tokens = proposer.max_tokens if proposer.HasField("max_tokens") else 512
-    _in_range(max_tokens, f"{field}.max_tokens", low=16, high=32_768)
+    if mode not in defaults.PROPOSER_MODES:
+        allowed = " or ".join(f'"{m}"' for m in defaults.PROPOSER_MODES)
+        raise InvalidArgument(f"{field}.mode", f"must be {allowed}, got {mode!r}")
     return ProposerSpec(
         model=_required(proposer.model, f"{field}.model"),
         provider=_provider(proposer.provider, f"{field}.provider", env),
         mode=mode,
-        temperature=temperature,
-        max_tokens=max_tokens,
+        temperature=_setting(proposer, "temperature", field, defaults.PROPOSER_TEMPERATURE),
+        max_tokens=_setting(proposer, "max_tokens", field, defaults.PROPOSER_MAX_TOKENS),
     )
 
 
@@ -146,36 +157,22 @@ def validate_create_request(
     policy = _policy(msg, env)
     proposer = _proposer(mipro, env)
 
-    num_candidates = mipro.num_candidates if mipro.HasField("num_candidates") else 6
-    _in_range(num_candidates, f"{field}.num_candidates", low=1, high=64)
-    max_concurrent = mipro.max_concurrent if mipro.HasField("max_concurrent") else 8
-    _in_range(max_concurrent, f"{field}.max_concurrent", low=1, high=256)
-    seed = mipro.seed if mipro.HasField("seed") else 0
-    _in_range(seed, f"{field}.seed", low=0, high=2**31 - 1)
-    timeout = mipro.rollout_timeout_seconds if mipro.HasField("rollout_timeout_seconds") else 120.0
-    _in_range(timeout, f"{field}.rollout_timeout_seconds", low=0, high=3600, low_inclusive=False)
+    num_candidates = _setting(mipro, "num_candidates", field, defaults.NUM_CANDIDATES)
+    max_concurrent = _setting(mipro, "max_concurrent", field, defaults.MAX_CONCURRENT)
+    seed = _setting(mipro, "seed", field, defaults.SEED)
+    timeout = _setting(mipro, "rollout_timeout_seconds", field,
+                       defaults.ROLLOUT_TIMEOUT_SECONDS)
     termination = mipro.termination_config
-    max_rollouts = termination.max_rollouts if termination.HasField("max_rollouts") else None
-    if max_rollouts is not None:
-        _in_range(max_rollouts, f"{field}.termination_config.max_rollouts", low=1, high=10**7)
-    max_time = termination.max_time_seconds if termination.HasField("max_time_seconds") else None
-    if max_time is not None:
-        _in_range(
-            max_time, f"{field}.termination_config.max_time_seconds", low=0, high=7 * 86400,
-            low_inclusive=False,
-        )
-    max_cost = termination.max_cost_usd if termination.HasField("max_cost_usd") else None
-    if max_cost is not None:
-        _in_range(max_cost, f"{field}.termination_config.max_cost_usd", low=0, high=1e6,
-                  low_inclusive=False)
-    max_tokens = termination.max_tokens if termination.HasField("max_tokens") else None
-    if max_tokens is not None:
-        _in_range(max_tokens, f"{field}.termination_config.max_tokens", low=1, high=2**31 - 1)
-    iterations = mipro.num_iterations if mipro.HasField("num_iterations") else min(
-        2, num_candidates)
-    _in_range(iterations, f"{field}.num_iterations", low=1, high=min(16, num_candidates))
-    minibatch = mipro.minibatch_size if mipro.HasField("minibatch_size") else min(10, len(val))
-    _in_range(minibatch, f"{field}.minibatch_size", low=1, high=len(val))
+    limits = f"{field}.termination_config"
+    max_rollouts = _optional(termination, "max_rollouts", limits, defaults.MAX_ROLLOUTS)
+    max_time = _optional(termination, "max_time_seconds", limits, defaults.MAX_TIME_SECONDS)
+    max_cost = _optional(termination, "max_cost_usd", limits, defaults.MAX_COST_USD)
+    max_tokens = _optional(termination, "max_tokens", limits, defaults.MAX_TOKENS)
+    iterations = _setting(mipro, "num_iterations", field, defaults.NUM_ITERATIONS,
+                          default=min(defaults.NUM_ITERATIONS.default, num_candidates),
+                          high=num_candidates)
+    minibatch = _setting(mipro, "minibatch_size", field, defaults.MINIBATCH_SIZE,
+                         default=min(defaults.MINIBATCH_SIZE.default, len(val)), high=len(val))
     env_name = mipro.env_name.strip()
     if len(env_name) > 200:
         raise InvalidArgument(f"{field}.env_name", "must be at most 200 characters")

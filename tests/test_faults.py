@@ -70,8 +70,7 @@ async def test_flaky_task_app_failures_are_counted_not_zeroed(own_stack: Running
     for record in _lines(own_stack.task_app_record):
         run_id = record["run_id"] or ""
         if run_id.startswith(job_id) and record["reward"] is not None:
-            number = int(run_id.rsplit("_r", 1)[1])
-            if number >= BOOTSTRAP_ROLLOUTS:
+            if run_id.removeprefix(job_id + "_").startswith("v"):  # a validation rollout
                 rewards[int(record["policy_id"].removeprefix("cand_"))][run_id] = record["reward"]
     for candidate in job["candidates"]:
         got = list(rewards[candidate["index"]].values())

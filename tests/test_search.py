@@ -8,13 +8,30 @@ import statistics
 import pytest
 
 from bench.search_efficiency import instance_rng, make_instance, run_all, run_ours
-from orchestrator._search import SearchState, choose_winner, leaderboard, next_batch
+from orchestrator._scoreboard import Scoreboard, Standing
+from orchestrator._search import SearchState, next_batch
 
 SEEDS = tuple(range(100, 140))  # 40 validation seeds, not starting at 0
 
 
 def _state(k: int, results: dict, budget: int | None, seeds=SEEDS, **kw) -> SearchState:
     return SearchState(num_candidates=k, val_seeds=seeds, results=results, budget=budget, **kw)
+
+
+def _board(state: SearchState) -> Scoreboard:
+    return Scoreboard.from_results(state.val_seeds, state.results,
+                                   max_failure_rate=state.max_failure_rate)
+
+
+def choose_winner(state: SearchState) -> int | None:
+    """The scoreboard's winner over the search's results."""
+    return _board(state).winner(state.num_candidates)
+
+
+def leaderboard(state: SearchState) -> list[Standing]:
+    """Every candidate's standing, by index."""
+    board = _board(state)
+    return [board.standing(c) for c in range(state.num_candidates)]
 
 
 def _drive(k: int, budget: int | None, reward, results: dict | None = None, seeds=SEEDS,

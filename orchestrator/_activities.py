@@ -1,0 +1,263 @@
+"""The side effects of a job, as activities with narrow typed inputs and outputs.
+
+The plan (`_plan.py`) only decides; everything that talks to the outside runs here:
+
+- `preflight()`: the task app's `/health` and `/task_info`;
+- `run_rollouts(items) -> BatchOutcome`: rollouts on the task app, at most `max_concurrent`
+  at once, each started only while the budget allows, each result stored as one row;
+- `propose(request) -> Proposals`: one call to the proposer service.
+
+The same signatures are what a Temporal worker would register as activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from mipro.v1 import proposer_pb2
+
+from ._budget import Meter
+from ._errors import JobFailure, TaskAppUnavailable
+from ._exchanges import ExchangeLedger, RolloutGrant, provider_failure, trace_of
+from ._models import JobSpec, RolloutResult, rollout_id
+from ._proposer_client import ProposerClient
+from ._scoreboard import Phase
+from ._store import JobStore
+from ._task_app import FailureCause, RolloutCall, RolloutOutcome, TaskAppClient
+
+log = structlog.get_logger(__name__)
+
+#: Failures in a row, by unreachable or overloaded task app, after which its health is checked.
+OUTAGE_STREAK = 5
+_OUTAGE_CAUSES = frozenset({"connect_error", "timeout", "http_502", "http_503", "http_504"})
+_SEED_MODULUS = 2**31
+
+
+@dataclass(frozen=True)
+class RolloutItem:
+    """One rollout the plan asks for: what it measures."""
+
+    phase: Phase
+    candidate: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """The results of the items that ran, and the budget that stopped the rest, if any."""
+
+    results: tuple[RolloutResult, ...]
+    exhausted: str | None = None
+
+
+@dataclass(frozen=True)
+class Example:
+    """A scored bootstrap trace shown to the proposer."""
+
+    input: str
+    output: str
+    reward: float
+
+
+@dataclass(frozen=True)
+class ScoredInstruction:
+    instruction: str
+    score: float
+    seeds_scored: int
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    """What one proposal round asks the proposer for."""
+
+    round: int
+    size: int
+    seed: int
+    baseline_instruction: str
+    examples: tuple[Example, ...]
+    previous: tuple[ScoredInstruction, ...]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    instruction: str
+    tip: str
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """What the proposer returned, with its token usage."""
+
+    proposals: tuple[Proposal, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    duplicates_dropped: int
+
+
+ResultSink = Callable[[RolloutResult, int, int], Awaitable[None]]
+
+
+class JobActivities:
+    """The activities of one job, bound to its task app, proposer, store and meter."""
+
+    def __init__(self, *, job_id: str, spec: JobSpec, environment_key: str,
+                 task_app: TaskAppClient, proposer: ProposerClient, store: JobStore,
+                 ledger: ExchangeLedger, meter: Meter, public_base_url: str,
+                 instruction_of: Callable[[int], str | None], on_result: ResultSink) -> None:
+        self._job_id = job_id
+        self._spec = spec
+        self._env_key = environment_key
+        self._task_app = task_app
+        self._proposer = proposer
+        self._store = store
+        self._ledger = ledger
+        self._meter = meter
+        self._public_base_url = public_base_url
+        self._instruction_of = instruction_of
+        self._on_result = on_result
+        self._trial_ids: dict[int, str] = {}
+        self._task_info: dict[str, Any] | None = None
+        self._outage_streak = 0
+        self._last_outage = ""
+
+    # -- preflight ---------------------------------------------------------------------------
+
+    async def preflight(self) -> bool:
+        """Checks the task app's health (raising `JobFailure` with the cause) and reads its
+        `/task_info`; True when it gave one."""
+        await self._task_app.check_health()
+        self._task_info = await self._task_app.task_info()
+        return self._task_info is not None
+
+    # -- rollouts ----------------------------------------------------------------------------
+
+    async def run_rollouts(self, items: Sequence[RolloutItem]) -> BatchOutcome:
+        """Runs `items`, started in their order, at most `max_concurrent` at once; stops
+        starting new ones when a budget runs out. The results come back in the items' order,
+        whatever order they finished in. Raises `JobFailure` when the task app stays down."""
+        results: list[RolloutResult] = []
+        exhausted: str | None = None
+        position = 0
+
+        async def worker() -> None:
+            nonlocal position, exhausted
+            while position < len(items) and exhausted is None:
+                reason = self._meter.exhausted()
+                if reason is not None:
+                    exhausted = reason
+                    return
+                item = items[position]
+                position += 1
+                self._meter.rollouts += 1
+                result = await self._rollout(item)
+                await self._store.record_rollout(self._job_id, result)
+                if item.phase is not Phase.BOOTSTRAP:
+                    result = dataclasses.replace(result, trace=None)  # stored, not kept
+                results.append(result)
+                await self._on_result(result, len(results), len(items))
+                await self._watch_for_outage(result)
+
+        workers = min(self._spec.max_concurrent, len(items))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(worker())
+        except* JobFailure as failures:
+            raise failures.exceptions[0] from None
+        order = {(i.phase.value, i.candidate, i.seed): n for n, i in enumerate(items)}
+        results.sort(key=lambda r: order[(r.phase, r.candidate_index, r.seed)])
+        return BatchOutcome(tuple(results), exhausted)
+
+    def _trial_id(self, candidate: int) -> str:
+        trial = self._trial_ids.get(candidate)
+        if trial is None:
+            trial = self._trial_ids[candidate] = f"t_{secrets.token_urlsafe(12)}"
+        return trial
+
+    async def _rollout(self, item: RolloutItem) -> RolloutResult:
+        spec, policy = self._spec, self._spec.policy
+        rid = rollout_id(self._job_id, item.phase, item.candidate, item.seed)
+        trial = self._trial_id(item.candidate)
+        instruction = self._instruction_of(item.candidate) if item.candidate else None
+        self._ledger.open(RolloutGrant(
+            job_id=self._job_id, rollout_id=rid, trial_id=trial,
+            candidate_index=item.candidate, instruction=instruction, policy=policy,
+            environment_key=self._env_key, on_usage=self._meter.add_policy_usage))
+        call = RolloutCall(
+            rollout_id=rid, seed=item.seed, candidate_index=item.candidate,
+            inference_url=f"{self._public_base_url}/v1/{trial}?cid={rid}",
+            model=policy.model, provider=policy.provider,
+            timeout_seconds=spec.rollout_timeout_seconds, temperature=policy.temperature,
+            max_completion_tokens=policy.max_completion_tokens, instruction=instruction,
+            env_name=spec.env_name, env_config=spec.env_config)
+        try:
+            outcome = await self._task_app.rollout(
+                call, may_retry=lambda: not self._ledger.provider_error(rid))
+        finally:
+            exchanges = self._ledger.close(rid)
+        model_error = provider_failure(exchanges)
+        if outcome.reward is None and model_error:
+            outcome = RolloutOutcome(None, FailureCause.POLICY_MODEL, model_error)
+        prompt = sum(e.prompt_tokens for e in exchanges)
+        completion = sum(e.completion_tokens for e in exchanges)
+        return RolloutResult(
+            rollout_id=rid, candidate_index=item.candidate, seed=item.seed,
+            phase=item.phase.value, reward=outcome.reward, failure_cause=outcome.failure_cause,
+            failure_detail=outcome.failure_detail, tokens=prompt + completion,
+            trace=trace_of(exchanges), prompt_tokens=prompt, completion_tokens=completion)
+
+    async def _watch_for_outage(self, result: RolloutResult) -> None:
+        """Fails the job when the task app stays down: a streak of connection failures
+        followed by a failed health check."""
+        if result.ok or result.failure_cause not in _OUTAGE_CAUSES:
+            self._outage_streak = 0
+            return
+        self._outage_streak += 1
+        self._last_outage = f"{result.failure_cause}: {result.failure_detail}"
+        if self._outage_streak < OUTAGE_STREAK:
+            return
+        self._outage_streak = 0
+        try:
+            await self._task_app.check_health(timeout=10.0)
+        except TaskAppUnavailable as exc:
+            raise JobFailure(f"{exc}; last rollout error: {self._last_outage}") from None
+
+    # -- proposals ---------------------------------------------------------------------------
+
+    async def propose(self, request: ProposalRequest) -> Proposals:
+        """One round of proposals from the proposer service (raises `JobFailure` naming it
+        when it cannot answer)."""
+        spec = self._spec.proposer
+        message = proposer_pb2.ProposeInstructionsRequest(
+            job_id=self._job_id,
+            model=proposer_pb2.ProposerModel(
+                provider=spec.provider, model=spec.model, temperature=spec.temperature,
+                max_tokens=spec.max_tokens),
+            mode=spec.mode,
+            num_candidates=request.size,
+            task_info_json=(json.dumps(self._task_info, sort_keys=True)
+                            if self._task_info else ""),
+            baseline_instruction=request.baseline_instruction,
+            examples=[proposer_pb2.ScoredExample(input=e.input, output=e.output,
+                                                 reward=e.reward) for e in request.examples],
+            previous_candidates=[
+                proposer_pb2.ScoredInstruction(instruction=p.instruction, score=p.score,
+                                               seeds_scored=p.seeds_scored)
+                for p in request.previous],
+            seed=request.seed % _SEED_MODULUS,
+        )
+        response = await self._proposer.propose(message)
+        usage = response.usage
+        self._meter.add_proposer_usage(usage.prompt_tokens, usage.completion_tokens)
+        return Proposals(
+            proposals=tuple(Proposal(p.instruction, p.tip) for p in response.instructions),
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            duplicates_dropped=response.duplicates_dropped)

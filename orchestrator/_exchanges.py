@@ -1,0 +1,155 @@
+"""What the interceptor saw of each rollout's model calls, and the one interface it reports to.
+
+The rollout activity `open`s a rollout before calling the task app and `close`s it when the
+task app answers; in between, the interceptor serves the rollout's model calls and `record`s
+each exchange. The ledger is bounded: only open rollouts have an entry, each keeps at most
+`max_calls` exchanges, and a call for an unknown or closed rollout is never kept (the
+interceptor refuses it before forwarding anything).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._models import PolicySpec
+
+_MAX_TRACE_TEXT = 2000
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One model call made through the interceptor."""
+
+    messages: list[dict[str, Any]]
+    response: dict[str, Any] | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    #: Why the provider call failed; "" when it answered.
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutGrant:
+    """What the interceptor needs to serve one rollout's model calls."""
+
+    job_id: str
+    rollout_id: str
+    trial_id: str
+    candidate_index: int
+    #: The candidate's instruction; None passes the task app's messages through (baseline).
+    instruction: str | None
+    policy: PolicySpec
+    environment_key: str = field(repr=False)
+    #: Meters the tokens of every answered call against the job's budgets, late ones too.
+    on_usage: Callable[[int, int], None] = field(repr=False, default=lambda p, c: None)
+
+
+@dataclass
+class _Entry:
+    grant: RolloutGrant
+    exchanges: list[Exchange] = field(default_factory=list)
+    calls: int = 0
+
+
+class CallRefused(Exception):
+    """The interceptor must not forward this call; `status` and the message say why."""
+
+    def __init__(self, status: int, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+class ExchangeLedger:
+    """Open rollouts and their exchanges, keyed by rollout id."""
+
+    def __init__(self, *, max_calls_per_rollout: int = 32) -> None:
+        self._open: dict[str, _Entry] = {}
+        self._max_calls = max_calls_per_rollout
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def open(self, grant: RolloutGrant) -> None:
+        self._open[grant.rollout_id] = _Entry(grant)
+
+    def admit(self, rollout_id: str, trial_id: str) -> RolloutGrant:
+        """The grant for a model call of `rollout_id` through `trial_id`'s URL, counting the
+        call; raises `CallRefused` for an unknown or finished rollout, a URL of another
+        trial, or a rollout over its number of model calls."""
+        entry = self._open.get(rollout_id)
+        if entry is None or entry.grant.trial_id != trial_id:
+            raise CallRefused(404, "unknown or finished rollout", "not_found_error")
+        if entry.calls >= self._max_calls:
+            raise CallRefused(429, f"a rollout may make at most {self._max_calls} model calls",
+                              "rate_limit_error")
+        entry.calls += 1
+        return entry.grant
+
+    def record(self, rollout_id: str, exchange: Exchange) -> bool:
+        """Keeps `exchange` if its rollout is still open; False when it is not."""
+        entry = self._open.get(rollout_id)
+        if entry is None:
+            return False
+        entry.exchanges.append(exchange)
+        return True
+
+    def provider_error(self, rollout_id: str) -> str:
+        """The error of the open rollout's first failed model call, or ""."""
+        entry = self._open.get(rollout_id)
+        return provider_failure(entry.exchanges) if entry is not None else ""
+
+    def close(self, rollout_id: str) -> list[Exchange]:
+        """Ends the rollout's entry and returns its exchanges."""
+        entry = self._open.pop(rollout_id, None)
+        return entry.exchanges if entry is not None else []
+
+
+# -- what a rollout's exchanges tell ---------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TRACE_TEXT else text[:_MAX_TRACE_TEXT] + "…"
+
+
+def trace_of(exchanges: Sequence[Exchange]) -> dict[str, Any] | None:
+    """The first answered exchange as a compact trace: instruction, input, output."""
+    for exchange in exchanges:
+        if exchange.response is None:
+            continue
+        system = next(
+            (_text(m.get("content")) for m in exchange.messages
+             if m.get("role") in ("system", "developer")), "")
+        user = next(
+            (_text(m.get("content")) for m in reversed(exchange.messages)
+             if m.get("role") == "user"), "")
+        choices = exchange.response.get("choices") or [{}]
+        message = (choices[0] if isinstance(choices, list) and choices else {}) or {}
+        message = message.get("message") or {} if isinstance(message, dict) else {}
+        calls = message.get("tool_calls") or []
+        if len(calls) > 1:
+            output = json.dumps([c.get("function", {}).get("arguments") for c in calls])
+        elif calls:
+            output = calls[0].get("function", {}).get("arguments", "")
+        else:
+            output = _text(message.get("content"))
+        return {"instruction": _clip(system), "input": _clip(user), "output": _clip(output or ""),
+                "latency_ms": round(exchange.latency_ms, 1), "tool_calls": len(calls)}
+    return None
+
+
+def provider_failure(exchanges: Sequence[Exchange]) -> str:
+    """The first failed provider call's error, or "" when every call was answered."""
+    return next((e.error for e in exchanges if e.error), "")

@@ -1,0 +1,314 @@
+"""The in-process host of a job's plan: runs it over the activities, keeps its live snapshot,
+writes its summary and ends it.
+
+- Stored rollouts are loaded once at start; when the plan asks for them again (a resume) they
+  are answered from there, so nothing stored runs twice and the plan replays exactly.
+- Fresh results are folded into the scoreboard as they arrive, so a GetJob of a running job
+  (answered from `snapshot()`, never from the store) shows progress; the plan itself decides
+  only at batch boundaries.
+- The job's summary row is written at batch boundaries and at most every `flush_interval`
+  seconds in between, not per rollout: a rollout result is its own row, written once.
+- `end_job` is the one place a job becomes terminal, whether it succeeded, failed or was
+  cancelled (also when a queued job is cancelled before it ever ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from mipro._pricing import PriceTable
+
+from ._activities import (
+    BatchOutcome,
+    JobActivities,
+    ProposalRequest,
+    Proposals,
+    RolloutItem,
+)
+from ._budget import Budget, BudgetExhausted, Meter
+from ._errors import JobFailure
+from ._exchanges import ExchangeLedger
+from ._models import CandidateRecord, JobRecord, JobStatus, RolloutResult
+from ._plan import JobPlan
+from ._proposer_client import ProposerClient
+from ._scoreboard import Phase, Scoreboard
+from ._store import JobStore
+from ._task_app import TaskAppClient
+
+log = structlog.get_logger(__name__)
+
+#: emit(type, message, data, terminal)
+EventSink = Callable[[str, str, dict[str, Any], bool], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A job's terminal event, made by `end_job`."""
+
+    type: str
+    message: str
+    data: dict[str, Any]
+
+
+def end_job(job: JobRecord, status: JobStatus, reason: str, error: str = "") -> Ending:
+    """Makes `job` terminal and returns the event that says so; the one place jobs end."""
+    job.status = status
+    job.termination_reason = reason
+    job.error = error
+    job.finished_at = datetime.now(UTC)
+    job.phase = "done"
+    message = {
+        JobStatus.SUCCEEDED: "job succeeded",
+        JobStatus.FAILED: f"job failed: {error}",
+        JobStatus.CANCELLED: "job cancelled",
+    }[status]
+    data = {"status": status.value, "best_score": job.best_score,
+            "baseline_score": job.baseline_score, "best_instruction": job.best_instruction,
+            "rollouts_completed": job.rollouts_completed,
+            "rollouts_failed": job.rollouts_failed,
+            "termination_reason": reason, "error": error}
+    return Ending(f"job.{status.value}", message, data)
+
+
+def _key(phase: str, candidate: int, seed: int) -> tuple[str, int, int]:
+    return (phase, candidate, seed)
+
+
+class JobRunner:
+    """Runs (or resumes) one job; `run()` returns when it is terminal or interrupted."""
+
+    def __init__(self, job: JobRecord, *, environment_key: str, task_app: TaskAppClient,
+                 proposer: ProposerClient, store: JobStore, ledger: ExchangeLedger,
+                 prices: PriceTable, public_base_url: str, emit: EventSink,
+                 flush_interval: float = 0.25) -> None:
+        self.job = job
+        spec = job.spec
+        self._store = store
+        self._prices = prices
+        self._emit_event = emit
+        self._flush_interval = flush_interval
+        self._last_flush = 0.0
+        self._announced: dict[int, tuple[int, int]] = {}
+        self._stored: dict[tuple[str, int, int], RolloutResult] = {}
+        self.board = Scoreboard(spec.val_seeds)
+        self.meter = Meter(Budget.of(spec), started_at=job.started_at or datetime.now(UTC),
+                           prices=prices, policy_model=spec.policy.model,
+                           proposer_model=spec.proposer.model)
+        self._activities = JobActivities(
+            job_id=job.job_id, spec=spec, environment_key=environment_key, task_app=task_app,
+            proposer=proposer, store=store, ledger=ledger, meter=self.meter,
+            public_base_url=public_base_url, instruction_of=self._instruction_of,
+            on_result=self._on_result)
+        #: Set when the process shuts down: the job is left unfinished instead of cancelled.
+        self.interrupted = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        job = self.job
+        structlog.contextvars.bind_contextvars(job_id=job.job_id)
+        try:
+            await self._start()
+            await JobPlan(job.spec, self.board, job.candidates, self).run()
+            await self._finish(JobStatus.SUCCEEDED, "completed")
+        except BudgetExhausted as exc:
+            await self._finish(JobStatus.SUCCEEDED, exc.reason)
+        except JobFailure as exc:
+            await self._finish(JobStatus.FAILED, "failed", str(exc))
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                await asyncio.shield(self._finish(JobStatus.CANCELLED, "cancelled"))
+            raise
+        except Exception as exc:  # a bug must still end the job with a cause, not hang it
+            log.exception("job crashed")
+            await self._finish(JobStatus.FAILED, "failed",
+                               f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id")
+
+    async def _start(self) -> None:
+        job = self.job
+        for result in await self._store.list_rollouts(job.job_id):
+            if result.phase != Phase.BOOTSTRAP:
+                result = replace(result, trace=None)
+            self._stored[_key(result.phase, result.candidate_index, result.seed)] = result
+        self.meter.proposer_tokens = job.proposer_tokens
+        self.meter.proposer_cost_usd = job.proposer_cost_usd
+        resumed = job.started_at is not None
+        job.status = JobStatus.RUNNING
+        if resumed:
+            job.resumes += 1
+        else:
+            job.started_at = datetime.now(UTC)
+        await self._save()
+        if resumed:
+            await self.emit("job.resumed",
+                            f"job resumed with {len(self._stored)} rollouts already stored",
+                            {"stored_rollouts": len(self._stored), "resumes": job.resumes})
+        else:
+            await self.emit("job.started", "job started",
+                            {"task_app_url": job.spec.task_app_url})
+
+    async def _finish(self, status: JobStatus, reason: str, error: str = "") -> None:
+        self.snapshot()
+        if status is JobStatus.SUCCEEDED and self.job.best_score is None:
+            status, error = JobStatus.FAILED, (
+                f"budget {reason} ran out before any candidate was scored")
+            reason = "failed"
+        ending = end_job(self.job, status, reason, error)
+        await self._save()
+        level = "error" if status is JobStatus.FAILED else "info"
+        getattr(log, level)(ending.message, event_type=ending.type)
+        await self._emit_event(ending.type, ending.message, ending.data, True)
+
+    # -- the snapshot ------------------------------------------------------------------------
+
+    def snapshot(self) -> JobRecord:
+        """Brings the job record up to date from the scoreboard and the meter; O(candidates)."""
+        job, board, meter, model = self.job, self.board, self.meter, self.job.spec.policy.model
+        job.rollouts_completed = board.completed
+        job.rollouts_failed = board.failed
+        job.failures_by_cause = dict(board.failures_by_cause)
+        job.policy_tokens = meter.policy_tokens
+        job.proposer_tokens = meter.proposer_tokens
+        job.proposer_cost_usd = meter.proposer_cost_usd
+        job.cost_usd = meter.cost_usd
+        if not job.candidates:
+            return job
+        for candidate in job.candidates:
+            standing = board.standing(candidate.index)
+            usage = board.candidate_usage(candidate.index)
+            candidate.mean_score = standing.mean
+            candidate.seeds_scored = standing.seeds_scored
+            candidate.failures = standing.failures
+            candidate.fully_evaluated = standing.fully_evaluated
+            candidate.excluded_reason = standing.excluded_reason
+            candidate.policy_tokens = usage.total
+            candidate.cost_usd = round(self._prices.cost_usd(
+                model, usage.prompt_tokens, usage.completion_tokens), 6)
+        job.baseline_score = job.candidates[0].mean_score
+        winner = board.winner(len(job.candidates))
+        if winner is not None:
+            job.best_score = job.candidates[winner].mean_score
+            job.best_instruction = job.candidates[winner].instruction
+            if job.spec.test_seeds and board.tally(Phase.TEST, 0).attempted:
+                job.baseline_test_score = board.tally(Phase.TEST, 0).mean
+                job.best_test_score = board.tally(Phase.TEST, winner).mean
+        return job
+
+    async def _save(self) -> None:
+        self.snapshot()
+        self._last_flush = time.monotonic()
+        await self._store.save_job(self.job)
+
+    # -- the plan's host ---------------------------------------------------------------------
+
+    async def preflight(self) -> bool:
+        return await self._activities.preflight()
+
+    async def run_rollouts(self, items: Sequence[RolloutItem]) -> BatchOutcome:
+        stored: list[RolloutResult] = []
+        fresh: list[RolloutItem] = []
+        for item in items:
+            result = self._stored.pop(_key(item.phase, item.candidate, item.seed), None)
+            if result is None:
+                fresh.append(item)
+            else:
+                stored.append(result)
+                self.meter.rollouts += 1
+                self.meter.add_policy_usage(result.prompt_tokens, result.completion_tokens)
+        if not fresh:
+            return BatchOutcome(tuple(stored))
+        outcome = await self._activities.run_rollouts(fresh)
+        order = {_key(i.phase, i.candidate, i.seed): n for n, i in enumerate(items)}
+        merged = sorted((*stored, *outcome.results),
+                        key=lambda r: order[_key(r.phase, r.candidate_index, r.seed)])
+        return BatchOutcome(tuple(merged), outcome.exhausted)
+
+    async def propose(self, request: ProposalRequest) -> Proposals:
+        self.meter.check()
+        return await self._activities.propose(request)
+
+    async def enter_phase(self, phase: str) -> None:
+        if self.job.phase == phase:
+            return
+        self.job.phase = phase
+        await self._save()
+        await self.emit("phase.started", f"{phase} started", {"phase": phase})
+
+    async def emit(self, type_: str, message: str, data: dict[str, Any], *,
+                   level: str = "info") -> None:
+        getattr(log, level)(message, event_type=type_)
+        await self._emit_event(type_, message, data, False)
+
+    async def candidates_added(self, candidates: Sequence[CandidateRecord]) -> None:
+        job = self.job
+        job.candidates.extend(candidates)
+        if job.candidates and not job.baseline_instruction:
+            job.baseline_instruction = job.candidates[0].instruction
+        await self._save()
+
+    async def batch_done(self) -> None:
+        job = self.snapshot()
+        for candidate in job.candidates:
+            current = (candidate.seeds_scored, candidate.failures)
+            if current != self._announced.get(candidate.index) and any(current):
+                self._announced[candidate.index] = current
+                score = "n/a" if candidate.mean_score is None else f"{candidate.mean_score:.3f}"
+                await self.emit(
+                    "candidate.scored",
+                    f"candidate {candidate.index} scored {score} on {candidate.seeds_scored} seeds",
+                    {"candidate": candidate.index, "mean_score": candidate.mean_score,
+                     "seeds_scored": candidate.seeds_scored, "failures": candidate.failures,
+                     "fully_evaluated": candidate.fully_evaluated})
+        winner = self.board.winner(len(job.candidates))
+        if winner is not None and job.best_score is not None:
+            point = (len(self.board.val_results), job.best_score, winner)
+            last = job.history[-1] if job.history else None
+            if last is None or (last[1], last[2]) != (point[1], point[2]):
+                job.history.append(point)
+                await self.emit("best.updated",
+                                f"best so far: candidate {winner} at {job.best_score:.3f}",
+                                {"candidate": winner, "mean_score": job.best_score,
+                                 "rollouts": point[0]})
+        await self._save()
+
+    def check_budget(self) -> None:
+        self.meter.check()
+
+    def rollouts_left(self, reserve: int) -> int | None:
+        return self.meter.rollouts_left(reserve)
+
+    # -- activity callbacks ------------------------------------------------------------------
+
+    def _instruction_of(self, index: int) -> str | None:
+        return self.job.candidates[index].instruction if index < len(self.job.candidates) \
+            else None
+
+    async def _on_result(self, result: RolloutResult, done: int, planned: int) -> None:
+        """A fresh result: folded at once (for the live snapshot), its events, a summary
+        write when the last one is older than the flush interval."""
+        self.board.fold(result)
+        data = {"rollout_id": result.rollout_id, "candidate": result.candidate_index,
+                "seed": result.seed, "phase": result.phase, "reward": result.reward}
+        if result.phase == Phase.BOOTSTRAP:
+            total = len(self.job.spec.bootstrap_train_seeds)
+            attempted = self.board.tally(Phase.BOOTSTRAP, 0).attempted
+            await self.emit("bootstrap.progress", f"bootstrap rollout {attempted}/{total}", data)
+        if not result.ok:
+            data.update(failure_cause=result.failure_cause, failure_detail=result.failure_detail)
+            await self.emit("rollout.failed", f"rollout failed: {result.failure_cause}", data,
+                            level="warning")
+        step = max(1, planned // 10)
+        if result.phase != Phase.BOOTSTRAP and (done % step == 0 or done == planned):
+            await self.emit(f"{result.phase}.progress", f"{result.phase} rollouts {done}/{planned}",
+                            {"done": done, "planned": planned})
+        if time.monotonic() - self._last_flush >= self._flush_interval:
+            await self._save()
