@@ -2,8 +2,10 @@
 and tests the example task app and a model (the simulated one, or the real local one).
 
 Each process is a real child process with its own process group, stopped by its pid:
-SIGTERM first, SIGKILL after a grace period. `mipro up`, `mipro demo` and the end-to-end
-tests all start the stack through `Stack`, so they run exactly the same commands.
+SIGTERM first, SIGKILL after a grace period. On Linux each also gets SIGTERM from the kernel
+when the process that started it dies, even by SIGKILL (`_parent_death`), so no service
+outlives `mipro up`. `mipro up`, `mipro demo` and the end-to-end tests all start the stack
+through `Stack`, so they run exactly the same commands.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ._parent_death import die_with_parent
 from ._settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +65,7 @@ class ManagedProcess:
             out = self._log_file
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True, cwd=str(REPO_ROOT))
+            start_new_session=True, cwd=str(REPO_ROOT), preexec_fn=die_with_parent())
 
     @property
     def pid(self) -> int | None:
