@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from mipro._parent_death import die_with_parent
+
 #: How long `envoy --mode validate` may take (it takes ~0.1 s).
 VALIDATE_TIMEOUT_SECONDS = 30.0
 #: How often `wait_until_ready` polls the admin endpoint.
@@ -119,8 +121,9 @@ async def start_envoy(
 ) -> asyncio.subprocess.Process:
     """Starts Envoy on `config_path` and returns the process (not yet ready: see below).
 
-    Hot restart is disabled (otherwise Envoy exits when the process that started it does) and
-    the base id is unique, so several Envoys can run side by side. Envoy's output goes to
+    Hot restart is disabled (otherwise Envoy sets its own parent-death signal) and the base id
+    is unique, so several Envoys can run side by side; on Linux Envoy still gets SIGTERM when
+    this process dies (`mipro._parent_death`). Envoy's output goes to
     `log_path` (appended) when given, else to this process's stdout and stderr. Pair with
     `wait_until_ready`, and end with `stop_envoy`.
     """
@@ -135,11 +138,13 @@ async def start_envoy(
         LOG_LEVEL,
     ]
     if log_path is None:
-        return await asyncio.create_subprocess_exec(*args, cwd=cwd, stdin=subprocess.DEVNULL)
+        return await asyncio.create_subprocess_exec(*args, cwd=cwd, stdin=subprocess.DEVNULL,
+                                                    preexec_fn=die_with_parent())
     log = await asyncio.to_thread(open, log_path, "ab")
     with log:  # the child keeps its own copy of the file descriptor
         return await asyncio.create_subprocess_exec(
-            *args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            *args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
         )
 
 

@@ -26,6 +26,7 @@ development, run from the repository root) and `gateway/envoy.compose.yaml` (doc
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import ipaddress
 import sys
 from dataclasses import dataclass
@@ -34,7 +35,11 @@ from typing import Any
 
 import yaml
 
+#: The checkout, for the dev tooling that rewrites the committed renderings; nothing that runs
+#: the stack reads it (see `packaged_descriptor`).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The transcoder's descriptor set, package data of `gateway`.
+DESCRIPTOR_RESOURCE = "mipro_v1.pb"
 
 #: The gRPC services the transcoder exposes as REST.
 SERVICES = ("mipro.v1.JobService", "mipro.v1.EnvironmentKeyService")
@@ -134,6 +139,16 @@ def _orchestrator_cluster(host: str, port: int) -> dict[str, Any]:
     # With one host, the default panic threshold would route to it even when unhealthy.
     cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
     return cluster
+
+
+def packaged_descriptor() -> Path:
+    """The descriptor set installed with this package, as a file path Envoy can read."""
+    path = Path(str(importlib.resources.files("gateway") / DESCRIPTOR_RESOURCE))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the gateway's descriptor set is missing from the installed package "
+            "(reinstall it, or run `make protos` in a checkout)")
+    return path
 
 
 def _transcoder(descriptor_path: str) -> dict[str, Any]:

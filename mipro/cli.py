@@ -21,19 +21,22 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ._settings import Settings, SettingsError
-from ._stack import REPO_ROOT, Stack, StackError, free_port, stack_env
+from ._stack import Stack, StackError, free_port, stack_env
 
 API_KEY_FILE = "api_key"
 JOBS_PATH = "/api/policy-optimization/online/jobs"
-EXAMPLE_JOB = REPO_ROOT / "examples" / "support_intents" / "job.json"
+#: The demo's example, package data (`examples/support_intents/` in a checkout).
+EXAMPLE_DIR = files("mipro.examples.support_intents")
+EXAMPLE_JOB = EXAMPLE_DIR / "job.json"
 #: The demo's job on the real local model: small enough for a few minutes on 2 CPU cores.
-LOCAL_MODEL_JOB = REPO_ROOT / "examples" / "support_intents" / "job_local_model.json"
+LOCAL_MODEL_JOB = EXAMPLE_DIR / "job_local_model.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
 TERMINAL_EVENTS = tuple(f"job.{status}" for status in TERMINAL)
 
@@ -187,7 +190,7 @@ async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespac
             model_url = await stack.start_local_model(free_port(), model_path=model_path)
             stack.env["MIPRO_PROVIDER_LOCAL_BASE_URL"] = model_url
             job_file = LOCAL_MODEL_JOB
-            _print(f"       at {model_url}, with the job {job_file.relative_to(REPO_ROOT)} "
+            _print(f"       at {model_url}, with the job {job_file} "
                    "(sized for a few minutes on 2 cores)")
         elif model == "simulated":
             model_url = await stack.start_simulated_model(free_port())

@@ -26,7 +26,8 @@ import pytest
 import pytest_asyncio
 
 from mipro._settings import Settings
-from mipro._stack import REPO_ROOT, Stack, free_port
+from mipro._stack import Stack, free_port
+from tests.conftest import REPO_ROOT
 from tests.faults import FLAKY_TASK_APP, RATE_LIMITED_MODEL, start_fault_server
 from tests.faults.flaky_task_app import GARBAGE_BODY, FaultRates, decide_fault
 
