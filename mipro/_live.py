@@ -129,6 +129,8 @@ class _Phase:
     detail: str = ""
     failures: int = 0
     ended: bool = True
+    #: Why the job stopped in this phase (`job failed`, `job cancelled`); empty otherwise.
+    stopped: str = ""
     #: Seconds spent in the phase so far; a phase may run more than once (evaluate does).
     seconds: float = 0.0
     _since: float | None = None
@@ -167,7 +169,7 @@ class _Phase:
 
     def count(self) -> str:
         if self.name == "preflight":
-            return "passed" if self.done else "checking the task app"
+            return "passed" if self.done else "not passed" if self.ended else "checking"
         unit = _UNITS.get(self.name, "rollouts")
         counted = f"{self.done}/{self.planned}" if self.planned is not None else str(self.done)
         return f"{counted} {unit}"
@@ -179,6 +181,8 @@ class _Phase:
             parts.append(f"{self.failures} failed")
         if self.detail:
             parts.append(self.detail)
+        if self.stopped:
+            parts.append(self.stopped)
         return ", ".join(parts)
 
 
@@ -210,7 +214,10 @@ class _StateColumn(SpinnerColumn):
     """A spinner while the phase runs, a tick once it has ended."""
 
     def render(self, task: Task) -> RenderableType:
-        if _phase_of(task).ended:
+        phase = _phase_of(task)
+        if phase.stopped:
+            return Text("✗", style="red")
+        if phase.ended:
             return Text("✓", style="green")
         return super().render(task)
 
@@ -326,6 +333,8 @@ class LiveView:
                 f"baseline {_score(data.get('baseline_test_score'))}")
         if is_terminal_event(event):
             self.finished = True
+            if kind != "job.succeeded" and board.current:
+                board.phase(board.current).stopped = kind.replace(".", " ") or "job ended"
             self._end_phase()
         self._show(event, kind, message)
 

@@ -167,7 +167,9 @@ def test_a_failed_job_shows_its_failures_and_its_error() -> None:
     view, output = _watch(events, terminal=False)
     assert view.finished
     lines = output.splitlines()
-    assert any(line.strip().startswith("bootstrap:") and "12 failed" in line for line in lines)
+    assert any(line.strip().startswith("bootstrap:") and "12 failed" in line
+               and "job failed" in line for line in lines), output
+    assert any(line.strip() == "preflight: passed, task app healthy" for line in lines)
     shown = [line for line in lines if "rollout.failed" in line]
     assert 1 <= len(shown) < 12, "a flood of failures is counted, not printed line by line"
     assert f"job.failed           job failed: {error}" in output, "markup-like text is kept"
@@ -183,8 +185,8 @@ def test_a_failed_job_shows_its_failures_and_its_error() -> None:
     _, animated = _watch(events, terminal=True)
     frame = _last_frame(animated)
     assert any("12 rollouts failed" in line for line in frame)
-    assert any(line.lstrip("✓ ").startswith("bootstrap") and "12 failed" in line
-               for line in frame)
+    assert any(line.startswith("✗ bootstrap") and "12 failed" in line for line in frame), frame
+    assert any(line.startswith("✓ preflight") for line in frame)
 
 
 MALFORMED: list[Event] = [
