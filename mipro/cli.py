@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Console
 
+from ._live import LiveView, render_result
 from ._settings import Settings, SettingsError
 from ._stack import Stack, StackError, free_port, stack_env
 
@@ -156,10 +158,6 @@ def _uses_real_openai(env: dict[str, str]) -> bool:
         env.get("MIPRO_PROVIDER_OPENAI_BASE_URL") or env.get("OPENAI_BASE_URL"))
 
 
-def _format_event(event: dict[str, Any]) -> str:
-    return f"  [{event.get('seq', '?'):>3}] {event.get('type', ''):<20} {event.get('message', '')}"
-
-
 def _demo_model(args: argparse.Namespace, env: dict[str, str]) -> str:
     """The model the demo runs on: `auto` is OpenAI when a key is set, else the local model."""
     if args.model != "auto":
@@ -234,70 +232,57 @@ async def _run_demo_job(gateway: str, api_key: str, environment_key: str,
     return 0 if result.get("status") == "succeeded" else 1
 
 
-async def _follow_events(client: httpx.AsyncClient, job_id: str) -> None:
-    """Prints the job's events live until its terminal one; a stream that ends early (e.g. a
-    gateway connection dropped on a starved machine) is resumed after the last event seen."""
-    seq = 0
-    while True:
-        try:
-            async with client.stream("GET", f"{JOBS_PATH}/{job_id}/events/stream",
-                                     params={"since_seq": seq},
-                                     timeout=httpx.Timeout(30.0, read=600.0)) as stream:
-                if stream.status_code != 200:
-                    await stream.aread()
-                    _print(f"error: the event stream answered {stream.status_code}: "
-                           f"{stream.text[:300]}")
-                    return
-                async for line in stream.aiter_lines():
-                    if line.strip():
-                        event = json.loads(line)
-                        _print(_format_event(event))
-                        seq = max(seq, int(event.get("seq", seq)))
-                        if event.get("type") in TERMINAL_EVENTS:
-                            return
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
-            _print(f"  (event stream interrupted: {type(exc).__name__})")
-        _print(f"  (event stream ended early; resuming after event {seq})")
-        await asyncio.sleep(1.0)
+def _console() -> Console:
+    """Standard output for the live view and the result: animated on a terminal, plain lines
+    elsewhere, 120 columns wide in a log unless COLUMNS says otherwise."""
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
 
 
-def _one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+async def _job_settings(client: httpx.AsyncClient, job_id: str) -> dict[str, Any] | None:
+    """The job's settings, which size the live view's bars; None if the job cannot be read
+    (the event stream then says why)."""
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        response = await client.get(f"{JOBS_PATH}/{job_id}")
+        if response.is_success:
+            settings = response.json().get("policy_optimization")
+            return settings if isinstance(settings, dict) else None
+    return None
 
 
-def _indented(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines()) if text else "  (none)"
-
-
-def _score(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+async def _follow_events(client: httpx.AsyncClient, job_id: str, since_seq: int = 0) -> bool:
+    """Shows the job's events live, as a progress bar per phase (plain lines off a terminal),
+    until its terminal one; a stream that ends early (e.g. a gateway connection dropped on a
+    starved machine) is resumed after the last event seen. False when the stream answered an
+    error, which is printed."""
+    seq = since_seq
+    with LiveView(_console(), settings=await _job_settings(client, job_id)) as view:
+        while True:
+            try:
+                async with client.stream("GET", f"{JOBS_PATH}/{job_id}/events/stream",
+                                         params={"since_seq": seq},
+                                         timeout=httpx.Timeout(30.0, read=600.0)) as stream:
+                    if stream.status_code != 200:
+                        await stream.aread()
+                        view.note(f"error: the event stream answered {stream.status_code}: "
+                                  f"{stream.text[:300]}")
+                        return False
+                    async for line in stream.aiter_lines():
+                        if line.strip():
+                            view.handle(json.loads(line))
+                            seq = max(seq, view.last_seq)
+                            if view.finished:
+                                return True
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+                view.note(f"(event stream interrupted: {type(exc).__name__})")
+            view.note(f"(event stream ended early; resuming after event {seq})")
+            await asyncio.sleep(1.0)
 
 
 def _print_result(job: dict[str, Any]) -> None:
-    _print("")
-    _print(f"job {job['job_id']}: {job['status']} ({job.get('termination_reason') or '-'})")
-    if job.get("error"):
-        _print(f"error: {job['error']}")
-    seeds = job.get("policy_optimization", {}).get("mipro", {})
-    _print(f"baseline score: {_score(job.get('baseline_score'))}"
-           f" (mean validation reward on {len(seeds.get('val_seeds', []))} seeds)")
-    _print(f"best score:     {_score(job.get('best_score'))}")
-    if "best_test_score" in job or "baseline_test_score" in job:
-        _print(f"held-out test score on {len(seeds.get('test_seeds', []))} other seeds: "
-               f"best {_score(job.get('best_test_score'))}, "
-               f"baseline {_score(job.get('baseline_test_score'))}")
-    _print(f"rollouts: {job.get('rollouts_completed', 0)} completed, "
-           f"{job.get('rollouts_failed', 0)} failed; tokens: policy {job.get('policy_tokens', 0)}, "
-           f"proposer {job.get('proposer_tokens', 0)}")
-    _print("baseline instruction:")
-    _print(_indented(job.get("baseline_instruction", "")))
-    _print("best instruction:")
-    _print(_indented(job.get("best_instruction", "")))
-    _print("leaderboard (mean validation reward, best first):")
-    for c in job.get("candidates", []):
-        _print(f"  #{c['index']:<2} {_score(c.get('mean_score'))} on {c['seeds_scored']} seeds"
-               f" {c['tip']:<14} {_one_line(c['instruction'], 70)}")
+    render_result(job, _console())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -337,18 +322,22 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             return _show(api.post(f"{JOBS_PATH}/{args.job_id}/cancel",
                                   json={"reason": args.reason}))
         if args.follow:
-            with api.stream("GET", f"{JOBS_PATH}/{args.job_id}/events/stream",
-                            params={"since_seq": args.since_seq},
-                            timeout=httpx.Timeout(30.0, read=None)) as stream:
-                if not stream.is_success:
-                    stream.read()
-                    return _show(stream)
-                for line in stream.iter_lines():
-                    if line.strip():
-                        _print(_format_event(json.loads(line)))
-            return 0
+            return asyncio.run(_follow_job(api, args.job_id, args.since_seq))
         return _show(api.get(f"{JOBS_PATH}/{args.job_id}/events",
                              params={"since_seq": args.since_seq, "limit": args.limit or 100}))
+
+
+async def _follow_job(api: httpx.Client, job_id: str, since_seq: int) -> int:
+    """`jobs events --follow`: the live view until the job ends, then its result."""
+    async with httpx.AsyncClient(base_url=api.base_url, headers=api.headers,
+                                 timeout=30.0) as client:
+        if not await _follow_events(client, job_id, since_seq):
+            return 1
+        response = await client.get(f"{JOBS_PATH}/{job_id}")
+    if not response.is_success:
+        return _show(response)
+    _print_result(response.json())
+    return 0
 
 
 def cmd_env_keys(args: argparse.Namespace) -> int:
