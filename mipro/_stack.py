@@ -28,7 +28,6 @@ from ._settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TASK_APP = REPO_ROOT / "examples" / "support_intents" / "task_app.py"
-_READY_TIMEOUT = 30.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,7 +85,8 @@ class ManagedProcess:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
         process = self.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -102,7 +102,7 @@ class ManagedProcess:
             self._log_file = None
 
 
-async def wait_grpc_serving(address: str, *, timeout: float = _READY_TIMEOUT,
+async def wait_grpc_serving(address: str, *, timeout: float,
                             process: ManagedProcess | None = None) -> None:
     """Waits until the gRPC health service at `address` answers SERVING."""
     deadline = time.monotonic() + timeout
@@ -121,7 +121,7 @@ async def wait_grpc_serving(address: str, *, timeout: float = _READY_TIMEOUT,
             await asyncio.sleep(0.1)
 
 
-async def wait_http_ok(url: str, *, timeout: float = _READY_TIMEOUT,
+async def wait_http_ok(url: str, *, timeout: float,
                        process: ManagedProcess | None = None) -> None:
     """Waits until GET `url` answers 200."""
     deadline = time.monotonic() + timeout
@@ -177,7 +177,8 @@ class Stack:
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("simulated-model", argv)
-        await wait_http_ok(f"http://{host}:{port}/health", process=process)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process,
+                           timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}/v1"
 
     async def start_local_model(self, port: int, *, model_path: Path | None = None,
@@ -194,7 +195,8 @@ class Stack:
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("local-model", argv)
-        await wait_http_ok(f"http://{host}:{port}/health", process=process, timeout=120.0)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process,
+                           timeout=self.settings.local_model_ready_timeout_seconds)
         return f"http://{host}:{port}/v1"
 
     async def start_task_app(self, port: int, environment_key: str, *,
@@ -205,7 +207,8 @@ class Stack:
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("task-app", argv, {"ENVIRONMENT_API_KEY": environment_key})
-        await wait_http_ok(f"http://{host}:{port}/", process=process)
+        await wait_http_ok(f"http://{host}:{port}/", process=process,
+                           timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}"
 
     async def start_http_proxy(self, module: str, upstream: str, port: int, *,
@@ -220,7 +223,8 @@ class Stack:
         if log is not None:
             argv += ["--log", str(log)]
         process = await self._spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv)
-        await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process)
+        await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process,
+                           timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}"
 
     async def start_core(self) -> None:
@@ -232,14 +236,16 @@ class Stack:
     async def start_proposer(self) -> ManagedProcess:
         """Starts the proposer service and waits until it is SERVING."""
         proposer = await self._spawn("proposer", [sys.executable, "-m", "proposer_service"])
-        await wait_grpc_serving(self.settings.proposer_address, process=proposer)
+        await wait_grpc_serving(self.settings.proposer_address, process=proposer,
+                                timeout=self.settings.stack_ready_timeout_seconds)
         return proposer
 
     async def start_orchestrator(self) -> ManagedProcess:
         """Starts the orchestrator and waits until it is SERVING."""
         s = self.settings
         orchestrator = await self._spawn("orchestrator", [sys.executable, "-m", "orchestrator"])
-        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator)
+        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator,
+                                timeout=s.stack_ready_timeout_seconds)
         return orchestrator
 
     def process(self, name: str) -> ManagedProcess:
@@ -261,14 +267,18 @@ class Stack:
             orchestrator_grpc=(s.host, s.orchestrator_port),
             interceptor_http=(s.host, s.interceptor_port),
             descriptor_path=str(REPO_ROOT / "gateway" / "mipro_v1.pb"),
+            api_timeout_seconds=s.gateway_api_timeout_seconds,
+            interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
         ))
         gateway = await self._spawn("gateway", [
             envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
             "--base-id", str(s.gateway_admin_port), "-l", "warning",
         ])
-        await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway)
+        await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway,
+                           timeout=s.stack_ready_timeout_seconds)
         # The route to the orchestrator is usable once Envoy's active health check passed.
-        await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway)
+        await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway,
+                           timeout=s.stack_ready_timeout_seconds)
         return gateway
 
     def first_exited(self) -> ManagedProcess | None:
@@ -277,7 +287,7 @@ class Stack:
     async def stop(self) -> None:
         """Stops every process it started, newest first, by pid."""
         for process in reversed(self.processes):
-            await process.stop()
+            await process.stop(self.settings.stack_stop_grace_seconds)
         self.processes.clear()
 
 
