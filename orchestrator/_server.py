@@ -23,7 +23,7 @@ from ._auth import Authenticator
 from ._grpc_service import EnvironmentKeyServicer, JobServicer
 from ._interceptor import Interceptor, TrialRegistry
 from ._jobs import JobManager
-from ._proposer_client import ProposerClient
+from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
 
@@ -44,12 +44,15 @@ class OrchestratorServer:
         self._settings = settings
         self._store = store or SqliteJobStore(settings.database_path)
         self._registry = TrialRegistry()
-        self._proposer = ProposerClient(settings.proposer_address)
-        self._interceptor = Interceptor(self._registry)
+        self._proposer = ProposerClient(settings.proposer_address,
+                                        ProposerCallPolicy.from_settings(settings))
+        self._interceptor = Interceptor(self._registry,
+                                        provider_timeout=settings.provider_timeout_seconds)
         self._jobs = JobManager(self._store, self._registry, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
-                                prices=PriceTable.load(settings.prices_file))
+                                prices=PriceTable.load(settings.prices_file),
+                                task_app_retry=settings.task_app_retry_policy)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)
@@ -75,7 +78,8 @@ class OrchestratorServer:
         sock.bind((settings.host, settings.interceptor_port))
         self.interceptor_port = sock.getsockname()[1]
         config = uvicorn.Config(self._interceptor.app, log_config=None, access_log=False,
-                                lifespan="off", timeout_keep_alive=30)
+                                lifespan="off",
+                                timeout_keep_alive=settings.interceptor_keep_alive_seconds)
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         while not self._http.started:
