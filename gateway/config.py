@@ -228,7 +228,8 @@ def _local_reply_config() -> dict[str, Any]:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:g}s"
+    """`seconds` as an Envoy duration (`60s`, `0.5s`; never exponent notation)."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 def _routes(*, api_timeout_seconds: float,

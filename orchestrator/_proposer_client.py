@@ -32,6 +32,11 @@ _SERVICE = proposer_pb2.DESCRIPTOR.services_by_name["ProposerService"].full_name
 _RETRYABLE = ("UNAVAILABLE",)
 
 
+def _duration(seconds: float) -> str:
+    """`seconds` as a protobuf JSON duration (`0.5s`, `10s`; never exponent notation)."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
 @dataclass(frozen=True)
 class ProposerCallPolicy:
     """How the orchestrator calls the proposer service: deadline, attempts, backoff (the
@@ -59,8 +64,8 @@ class ProposerCallPolicy:
             "name": [{"service": _SERVICE}],
             "retryPolicy": {
                 "maxAttempts": self.max_attempts,
-                "initialBackoff": f"{self.initial_backoff_seconds:g}s",
-                "maxBackoff": f"{self.max_backoff_seconds:g}s",
+                "initialBackoff": _duration(self.initial_backoff_seconds),
+                "maxBackoff": _duration(self.max_backoff_seconds),
                 "backoffMultiplier": 2,
                 "retryableStatusCodes": list(_RETRYABLE),
             },

@@ -194,6 +194,8 @@ def test_proposer_policy_is_a_grpc_service_config_from_settings() -> None:
     assert method["retryPolicy"] == {
         "maxAttempts": 3, "initialBackoff": "0.5s", "maxBackoff": "10s",
         "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+    tiny = ProposerCallPolicy(1.0, 2, 0.00001, 0.5).service_config()["methodConfig"][0]
+    assert tiny["retryPolicy"]["initialBackoff"] == "0.00001s"
     options = dict(policy.channel_options())
     assert options["grpc.enable_retries"] == 1
     assert json.loads(options["grpc.service_config"]) == policy.service_config()
