@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from mipro._settings import Settings
+
 #: The checkout, for the dev tooling that rewrites the committed renderings; nothing that runs
 #: the stack reads it (see `packaged_descriptor`).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,10 +49,13 @@ SERVICES = ("mipro.v1.JobService", "mipro.v1.EnvironmentKeyService")
 MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
 #: Largest unary response body the transcoder buffers.
 MAX_RESPONSE_BODY_BYTES = 16 * 1024 * 1024
-#: Time limit of a unary call through the gateway.
-API_TIMEOUT = "60s"
-#: Time limit of a policy-model call through the interceptor (a slow completion included).
-INTERCEPTOR_TIMEOUT = "300s"
+#: Time limit of a unary call through the gateway, by default
+#: (`MIPRO_GATEWAY_API_TIMEOUT_SECONDS`).
+API_TIMEOUT_SECONDS: float = Settings.model_fields["gateway_api_timeout_seconds"].default
+#: Time limit of a policy-model call through the interceptor (a slow completion included), by
+#: default (`MIPRO_GATEWAY_INTERCEPTOR_TIMEOUT_SECONDS`).
+INTERCEPTOR_TIMEOUT_SECONDS: float = (
+    Settings.model_fields["gateway_interceptor_timeout_seconds"].default)
 #: TCP connect limit towards either upstream.
 CONNECT_TIMEOUT = "1s"
 #: The live event stream: a regex on the REST path (routes match REST paths because of
@@ -237,7 +242,13 @@ def _local_reply_config() -> dict[str, Any]:
     }
 
 
-def _routes() -> list[dict[str, Any]]:
+def _duration(seconds: float) -> str:
+    """`seconds` as an Envoy duration (`60s`, `0.5s`; never exponent notation)."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _routes(*, api_timeout_seconds: float,
+            interceptor_timeout_seconds: float) -> list[dict[str, Any]]:
     no_transcoding = {_TRANSCODER: _DISABLED}
     # The interceptor streams its bodies through untouched: no transcoding, no buffering.
     passthrough = {_TRANSCODER: _DISABLED, _BUFFER: _DISABLED}
@@ -272,7 +283,8 @@ def _routes() -> list[dict[str, Any]]:
             # prefix match starts at the first byte, so `/api/v1/env-keys` is not caught here.
             "name": "interceptor",
             "match": {"prefix": "/v1/"},
-            "route": {"cluster": _INTERCEPTOR_CLUSTER, "timeout": INTERCEPTOR_TIMEOUT},
+            "route": {"cluster": _INTERCEPTOR_CLUSTER,
+                      "timeout": _duration(interceptor_timeout_seconds)},
             "typed_per_filter_config": passthrough,
         },
         {
@@ -286,7 +298,7 @@ def _routes() -> list[dict[str, Any]]:
             # Every other REST path of the API, and native gRPC (h2c) calls.
             "name": "api",
             "match": {"prefix": "/"},
-            "route": {"cluster": _ORCHESTRATOR_CLUSTER, "timeout": API_TIMEOUT},
+            "route": {"cluster": _ORCHESTRATOR_CLUSTER, "timeout": _duration(api_timeout_seconds)},
         },
     ]
 
@@ -300,8 +312,12 @@ def build_envoy_config(
     orchestrator_grpc: tuple[str, int],
     interceptor_http: tuple[str, int],
     descriptor_path: str,
+    api_timeout_seconds: float = API_TIMEOUT_SECONDS,
+    interceptor_timeout_seconds: float = INTERCEPTOR_TIMEOUT_SECONDS,
 ) -> dict[str, Any]:
     """Returns the Envoy bootstrap as a dict; `descriptor_path` is relative to Envoy's cwd."""
+    routes = _routes(api_timeout_seconds=api_timeout_seconds,
+                     interceptor_timeout_seconds=interceptor_timeout_seconds)
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
@@ -311,7 +327,7 @@ def build_envoy_config(
         "normalize_path": True,
         "route_config": {
             "name": "gateway",
-            "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": _routes()}],
+            "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
         },
         "http_filters": [
             _header_mutation(),

@@ -8,7 +8,12 @@ the policy model) resolve providers here, so a provider is configured once for b
 - `openai` reads `OPENAI_API_KEY` (or `PROD_OPENAI_API_KEY`) and honours `OPENAI_BASE_URL`.
 - `groq` reads `GROQ_API_KEY` and uses Groq's OpenAI-compatible endpoint.
 
-Any other name without a base URL is unknown.
+A key is required only for the built-in endpoints of `openai` and `groq`. A provider pointed
+at another server needs none (keyless vLLM, Ollama, llama.cpp): the client then sends a
+placeholder key. Any other name without a base URL is unknown.
+
+Retries are the openai SDK's own (429, 5xx, timeouts, lost connections; `Retry-After`
+honoured): `make_async_client` sets how many, from `MIPRO_PROVIDER_MAX_RETRIES`.
 """
 
 from __future__ import annotations
@@ -17,24 +22,22 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import httpx
 import openai
 
-from ._retry import Retry, RetryPolicy, parse_retry_after
+from ._settings import Settings
 
 __all__ = [
-    "PROVIDER_RETRY_POLICY",
+    "KEYLESS_PLACEHOLDER",
+    "ClientOptions",
     "ProviderEndpoint",
     "ProviderError",
+    "client_options",
     "make_async_client",
-    "provider_retry_decision",
     "resolve_provider",
 ]
-
-#: How provider calls are retried (429, 5xx, timeouts, connection errors).
-PROVIDER_RETRY_POLICY = RetryPolicy(max_attempts=6, initial_backoff=0.5, max_backoff=30.0,
-                                    max_elapsed=180.0)
 
 _BUILTIN_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -44,6 +47,8 @@ _BUILTIN_KEY_VARIABLES = {
     "openai": ("OPENAI_API_KEY", "PROD_OPENAI_API_KEY"),
     "groq": ("GROQ_API_KEY",),
 }
+#: The key sent to a keyless server: the openai client insists on having one.
+KEYLESS_PLACEHOLDER = "unused"
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -80,37 +85,53 @@ def resolve_provider(name: str, env: Mapping[str, str] | None = None) -> Provide
             f"unknown provider {name!r}: set {prefix}BASE_URL to an OpenAI-compatible server"
         )
     if not api_key:
-        for variable in _BUILTIN_KEY_VARIABLES.get(name, ()):
-            if env.get(variable):
-                api_key = env[variable]
-                break
-    if not api_key:
-        if name in _BUILTIN_KEY_VARIABLES:
-            names = " or ".join((*_BUILTIN_KEY_VARIABLES[name], prefix + "API_KEY"))
-            raise ProviderError(f"provider {name!r} has no API key: set {names}")
-        # Self-hosted servers (vLLM, Ollama) often need no key; the client insists on one.
-        api_key = "unused"
+        api_key = next((env[v] for v in _BUILTIN_KEY_VARIABLES.get(name, ()) if env.get(v)), "")
+    if not api_key and base_url.rstrip("/") == _BUILTIN_BASE_URLS.get(name):
+        names = " or ".join((*_BUILTIN_KEY_VARIABLES[name], prefix + "API_KEY"))
+        raise ProviderError(
+            f"provider {name!r} has no API key: set {names}, or set {prefix}BASE_URL "
+            "to an OpenAI-compatible server that needs none")
+    # A server of one's own (vLLM, Ollama) often needs no key; the client insists on one.
+    api_key = api_key or KEYLESS_PLACEHOLDER
     return ProviderEndpoint(name=name, base_url=base_url.rstrip("/"), api_key=api_key)
 
 
-def provider_retry_decision(error: BaseException) -> Retry | None:
-    """Whether a failed provider call is worth retrying: 429, 5xx, timeouts, lost connections."""
-    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
-        return Retry()
-    if isinstance(error, openai.APIStatusError) and (
-            error.status_code == 429 or error.status_code >= 500):
-        return Retry(parse_retry_after(error.response.headers.get("retry-after")))
-    return None
+_DEFAULTS = Settings.model_fields
 
 
 def make_async_client(
-    endpoint: ProviderEndpoint, *, timeout_seconds: float = 120.0, max_retries: int = 0
+    endpoint: ProviderEndpoint,
+    *,
+    timeout_seconds: float = _DEFAULTS["provider_timeout_seconds"].default,
+    connect_timeout_seconds: float = _DEFAULTS["provider_connect_timeout_seconds"].default,
+    max_retries: int = _DEFAULTS["provider_max_retries"].default,
+    http_client: httpx.AsyncClient | None = None,
 ) -> openai.AsyncOpenAI:
-    """An `openai.AsyncOpenAI` for `endpoint` with a bounded timeout. The SDK's own retries
-    are off by default: callers retry with `PROVIDER_RETRY_POLICY`, one policy for all."""
+    """An `openai.AsyncOpenAI` for `endpoint`. Each attempt is bounded by `timeout_seconds`
+    (`MIPRO_PROVIDER_TIMEOUT_SECONDS`); a failed call (429, 5xx, timeout, lost connection) is
+    retried `max_retries` times (`MIPRO_PROVIDER_MAX_RETRIES`) by the SDK, with exponential
+    backoff and jitter, honouring `Retry-After`, so a call makes at most `max_retries + 1`
+    attempts. Pass the process's settings through `client_options(settings)`; `http_client`
+    replaces the SDK's own connection pool (tests pass a mock transport)."""
     return openai.AsyncOpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
-        timeout=httpx.Timeout(timeout_seconds, connect=10.0),
+        timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
         max_retries=max_retries,
+        http_client=http_client,
     )
+
+
+class ClientOptions(TypedDict):
+    """The keyword arguments of `make_async_client` that settings decide."""
+
+    timeout_seconds: float
+    connect_timeout_seconds: float
+    max_retries: int
+
+
+def client_options(settings: Settings) -> ClientOptions:
+    """The `make_async_client` keyword arguments that `settings` sets."""
+    return ClientOptions(timeout_seconds=settings.provider_timeout_seconds,
+                         connect_timeout_seconds=settings.provider_connect_timeout_seconds,
+                         max_retries=settings.provider_max_retries)

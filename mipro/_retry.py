@@ -2,21 +2,15 @@
 
 A `RetryPolicy` says how many attempts a call gets and how long to wait between them
 (exponential backoff with jitter, a server's `Retry-After` honoured up to a cap, and a
-bound on the total time). Whether an error is worth retrying is decided by the caller, which
-knows its protocol: the task-app client, the interceptor's and the proposer's provider calls
-(`mipro._providers.provider_retry_decision`) and the orchestrator's proposer client.
+bound on the total time). It is the task-app hop's retry layer (`orchestrator/_task_app.py`);
+provider calls are retried by the openai SDK and calls to the proposer service by gRPC's
+service-config retry policy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,40 +51,3 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A failed attempt is worth retrying, after `after` seconds if the server said so."""
-
-    after: float | None = None
-
-
-async def call_with_retries(
-    call: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
-    classify: Callable[[BaseException], Retry | None],
-    *,
-    rng: random.Random | None = None,
-    on_retry: Callable[[int, BaseException, float], None] | None = None,
-) -> T:
-    """`await call()`, retried per `policy` while `classify` says the error is retryable.
-
-    The last error is raised when attempts or `policy.max_elapsed` run out.
-    """
-    rng = rng or random.Random()
-    started = time.monotonic()
-    for attempt in range(1, policy.max_attempts + 1):
-        try:
-            return await call()
-        except Exception as error:
-            decision = classify(error)
-            if decision is None or attempt == policy.max_attempts:
-                raise
-            delay = policy.backoff(attempt, rng, decision.after)
-            if time.monotonic() - started + delay > policy.max_elapsed:
-                raise
-            if on_retry is not None:
-                on_retry(attempt, error, delay)
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")

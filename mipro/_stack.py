@@ -36,7 +36,6 @@ from ._settings import Settings
 
 #: The example task app, run as a module of the installed package.
 EXAMPLE_TASK_APP_MODULE = "mipro.examples.support_intents.task_app"
-_READY_TIMEOUT = 30.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,7 +93,8 @@ class ManagedProcess:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    async def stop(self, grace: float = 10.0) -> None:
+    async def stop(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
         process = self.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -110,7 +110,7 @@ class ManagedProcess:
             self._log_file = None
 
 
-async def wait_grpc_serving(address: str, *, timeout: float = _READY_TIMEOUT,
+async def wait_grpc_serving(address: str, *, timeout: float,
                             process: ManagedProcess | None = None) -> None:
     """Waits until the gRPC health service at `address` answers SERVING."""
     deadline = time.monotonic() + timeout
@@ -129,7 +129,7 @@ async def wait_grpc_serving(address: str, *, timeout: float = _READY_TIMEOUT,
             await asyncio.sleep(0.1)
 
 
-async def wait_http_ok(url: str, *, timeout: float = _READY_TIMEOUT,
+async def wait_http_ok(url: str, *, timeout: float,
                        process: ManagedProcess | None = None) -> None:
     """Waits until GET `url` answers 200."""
     deadline = time.monotonic() + timeout
@@ -185,7 +185,8 @@ class Stack:
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("simulated-model", argv)
-        await wait_http_ok(f"http://{host}:{port}/health", process=process)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process,
+                           timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}/v1"
 
     async def start_local_model(self, port: int, *, model_path: Path | None = None,
@@ -203,7 +204,8 @@ class Stack:
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("local-model", argv)
-        await wait_http_ok(f"http://{host}:{port}/health", process=process, timeout=120.0)
+        await wait_http_ok(f"http://{host}:{port}/health", process=process,
+                           timeout=self.settings.local_model_ready_timeout_seconds)
         return f"http://{host}:{port}/v1"
 
     async def start_task_app(self, port: int, environment_key: str, *,
@@ -215,7 +217,8 @@ class Stack:
         if record is not None:
             argv += ["--record", str(record)]
         process = await self._spawn("task-app", argv, {"ENVIRONMENT_API_KEY": environment_key})
-        await wait_http_ok(f"http://{host}:{port}/", process=process)
+        await wait_http_ok(f"http://{host}:{port}/", process=process,
+                           timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}"
 
     async def start_http_proxy(self, module: str, upstream: str, port: int, *,
@@ -230,7 +233,8 @@ class Stack:
         if log is not None:
             argv += ["--log", str(log)]
         process = await self._spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv)
-        await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process)
+        await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process,
+                           timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}"
 
     async def start_core(self) -> None:
@@ -243,7 +247,8 @@ class Stack:
         """Starts the proposer service and waits until it is SERVING."""
         proposer = await self._spawn("proposer",
                                      [sys.executable, "-P", "-m", "proposer_service"])
-        await wait_grpc_serving(self.settings.proposer_address, process=proposer)
+        await wait_grpc_serving(self.settings.proposer_address, process=proposer,
+                                timeout=self.settings.stack_ready_timeout_seconds)
         return proposer
 
     async def start_orchestrator(self) -> ManagedProcess:
@@ -251,7 +256,8 @@ class Stack:
         s = self.settings
         orchestrator = await self._spawn("orchestrator",
                                          [sys.executable, "-P", "-m", "orchestrator"])
-        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator)
+        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator,
+                                timeout=s.stack_ready_timeout_seconds)
         return orchestrator
 
     def process(self, name: str) -> ManagedProcess:
@@ -273,14 +279,18 @@ class Stack:
             orchestrator_grpc=(s.host, s.orchestrator_port),
             interceptor_http=(s.host, s.interceptor_port),
             descriptor_path=str(packaged_descriptor()),
+            api_timeout_seconds=s.gateway_api_timeout_seconds,
+            interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
         ))
         gateway = await self._spawn("gateway", [
             envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
             "--base-id", str(s.gateway_admin_port), "-l", "warning",
         ])
-        await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway)
+        await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway,
+                           timeout=s.stack_ready_timeout_seconds)
         # The route to the orchestrator is usable once Envoy's active health check passed.
-        await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway)
+        await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway,
+                           timeout=s.stack_ready_timeout_seconds)
         return gateway
 
     def first_exited(self) -> ManagedProcess | None:
@@ -289,7 +299,7 @@ class Stack:
     async def stop(self) -> None:
         """Stops every process it started, newest first, by pid."""
         for process in reversed(self.processes):
-            await process.stop()
+            await process.stop(self.settings.stack_stop_grace_seconds)
         self.processes.clear()
 
 

@@ -14,7 +14,8 @@ from ._server import OrchestratorServer
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("orchestrator", level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(serve_until_signal(lambda: OrchestratorServer(settings)))
+    asyncio.run(serve_until_signal(lambda: OrchestratorServer(settings),
+                                   grace=settings.shutdown_grace_seconds))
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ class JobActivities:
             return
         self._outage_streak = 0
         try:
-            await self._task_app.check_health(timeout=10.0)
+            await self._task_app.check_health()
         except TaskAppUnavailable as exc:
             raise JobFailure(f"{exc}; last rollout error: {self._last_outage}") from None
 

@@ -34,9 +34,6 @@ log = structlog.get_logger(__name__)
 _CREATE_PARAMETERS = frozenset(
     inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
 ) - {"self", "extra_headers", "extra_query", "extra_body", "timeout", "stream"}
-#: Retries of a failed provider call (429, 5xx, timeouts, lost connections), by the openai
-#: SDK, which honours Retry-After: 4 attempts per model call.
-PROVIDER_MAX_RETRIES = 3
 
 
 def _error(status: int, message: str, *, type_: str = "invalid_request_error") -> JSONResponse:
@@ -76,8 +73,8 @@ def _apply_policy(body: dict[str, Any], policy: PolicySpec) -> dict[str, Any]:
 class Interceptor:
     """The ASGI app serving `/v1/{trial_id}/chat/completions`."""
 
-    def __init__(self, ledger: ExchangeLedger, *, provider_timeout: float = 120.0,
-                 provider_max_retries: int = PROVIDER_MAX_RETRIES) -> None:
+    def __init__(self, ledger: ExchangeLedger, *, provider_timeout: float,
+                 provider_max_retries: int) -> None:
         self._ledger = ledger
         self._timeout = provider_timeout
         self._max_retries = provider_max_retries

@@ -33,7 +33,6 @@ log = structlog.get_logger(__name__)
 ENVIRONMENT_KEY_NAME = "ENVIRONMENT_API_KEY"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE = 100, 1000
-_STREAM_POLL_SECONDS = 5.0
 
 
 def new_job_id() -> str:
@@ -46,10 +45,13 @@ class JobManager:
     def __init__(self, store: JobStore, ledger: ExchangeLedger, proposer: ProposerClient,
                  *, public_base_url: str, max_running_jobs: int, prices: PriceTable,
                  task_app_retry: RetryPolicy | None = None,
-                 summary_flush_seconds: float = 0.25) -> None:
+                 task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
+                 stream_poll_seconds: float = 5.0) -> None:
         self._store = store
         self._ledger = ledger
         self._flush = summary_flush_seconds
+        self._task_app_timeout = task_app_timeout
+        self._stream_poll = stream_poll_seconds
         self._proposer = proposer
         self._public_base_url = public_base_url
         self._prices = prices
@@ -116,7 +118,8 @@ class JobManager:
             try:
                 env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
                 task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
-                                         retry=self._retry, rng=random.Random(job.spec.seed))
+                                         retry=self._retry, rng=random.Random(job.spec.seed),
+                                         timeout=self._task_app_timeout)
                 run = JobRunner(
                     job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
                     store=self._store, ledger=self._ledger, prices=self._prices,
@@ -219,7 +222,7 @@ class JobManager:
             if self._stopping:
                 return
             try:
-                await asyncio.wait_for(signal.wait(), timeout=_STREAM_POLL_SECONDS)
+                await asyncio.wait_for(signal.wait(), timeout=self._stream_poll)
             except TimeoutError:
                 pass
 

@@ -24,7 +24,7 @@ from ._exchanges import ExchangeLedger
 from ._grpc_service import EnvironmentKeyServicer, JobServicer
 from ._interceptor import Interceptor
 from ._jobs import JobManager
-from ._proposer_client import ProposerClient
+from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
 
@@ -43,14 +43,22 @@ class OrchestratorServer:
         if not settings.api_keys:
             raise ValueError("MIPRO_API_KEYS is empty: the job API needs at least one key")
         self._settings = settings
-        self._store = store or SqliteJobStore(settings.database_path)
+        self._store = store or SqliteJobStore(
+            settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
         self._ledger = ExchangeLedger()
-        self._proposer = ProposerClient(settings.proposer_address)
-        self._interceptor = Interceptor(self._ledger)
+        self._proposer = ProposerClient(settings.proposer_address,
+                                        ProposerCallPolicy.from_settings(settings))
+        self._interceptor = Interceptor(self._ledger,
+                                        provider_timeout=settings.provider_timeout_seconds,
+                                        provider_max_retries=settings.provider_max_retries)
         self._jobs = JobManager(self._store, self._ledger, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
-                                prices=PriceTable.load(settings.prices_file))
+                                prices=PriceTable.load(settings.prices_file),
+                                task_app_retry=settings.task_app_retry_policy,
+                                task_app_timeout=settings.task_app_timeout_seconds,
+                                summary_flush_seconds=settings.summary_flush_ms / 1000,
+                                stream_poll_seconds=settings.event_stream_poll_seconds)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)
@@ -76,7 +84,8 @@ class OrchestratorServer:
         sock.bind((settings.host, settings.interceptor_port))
         self.interceptor_port = sock.getsockname()[1]
         config = uvicorn.Config(self._interceptor.app, log_config=None, access_log=False,
-                                lifespan="off", timeout_keep_alive=30)
+                                lifespan="off",
+                                timeout_keep_alive=settings.interceptor_keep_alive_seconds)
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         while not self._http.started:

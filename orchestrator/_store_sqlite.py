@@ -160,8 +160,9 @@ def _decode_token(token: str) -> tuple[str, str]:
 class SqliteJobStore(JobStore):
     """The embedded job store: one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
         self._path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
 
     @property
@@ -176,7 +177,7 @@ class SqliteJobStore(JobStore):
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         await self._db.executescript(_SCHEMA)
         await self._upgrade()
 

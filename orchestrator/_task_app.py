@@ -178,8 +178,10 @@ class TaskAppClient:
         http: httpx.AsyncClient,
         retry: RetryPolicy,
         rng: random.Random,
+        timeout: float = 10.0,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
         self._http = http
         self._retry = retry
         self._rng = rng
@@ -193,8 +195,9 @@ class TaskAppClient:
     def base_url(self) -> str:
         return self._base_url
 
-    async def check_health(self, timeout: float = 10.0) -> None:
+    async def check_health(self) -> None:
         """Raises `TaskAppUnavailable`/`TaskAppRejected` unless `/health` answers healthy."""
+        timeout = self._timeout
         url = f"{self._base_url}/health"
         try:
             response = await self._http.get(url, headers=self._headers, timeout=timeout)
@@ -216,11 +219,11 @@ class TaskAppClient:
                 f"{response.status_code} {_quote(response.text)}"
             )
 
-    async def task_info(self, timeout: float = 10.0) -> dict[str, Any] | None:
+    async def task_info(self) -> dict[str, Any] | None:
         """The task app's `/task_info` answer, or None when it gives none."""
         try:
             response = await self._http.get(
-                f"{self._base_url}/task_info", headers=self._headers, timeout=timeout
+                f"{self._base_url}/task_info", headers=self._headers, timeout=self._timeout
             )
             if response.status_code != 200:
                 return None

@@ -15,7 +15,8 @@ from ._server import ProposerServer
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("proposer", level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(serve_until_signal(lambda: ProposerServer(settings)))
+    asyncio.run(serve_until_signal(lambda: ProposerServer(settings),
+                                   grace=settings.shutdown_grace_seconds))
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ import openai
 import structlog
 
 from mipro._providers import (
-    PROVIDER_RETRY_POLICY,
     ProviderEndpoint,
     ProviderError,
+    client_options,
     make_async_client,
-    provider_retry_decision,
     resolve_provider,
 )
-from mipro._retry import RetryPolicy, call_with_retries
+from mipro._settings import Settings
 
 from ._dedup import clean_reply, dedupe
 from ._errors import InvalidRequest, ProposalsFailed, UnknownProvider
@@ -131,22 +130,22 @@ class Proposer:
 
     `env` is where providers are resolved (default: the process environment, read on each
     request). At most `max_concurrent_calls` calls of one request run at once. Clients come
-    from `client_factory` (default: `mipro._providers.make_async_client` with
-    `timeout_seconds`); one is kept per endpoint until `aclose()`. Failed calls are retried
-    with `retry` (429, 5xx, timeouts; `Retry-After` honoured), the stack's shared policy.
+    from `client_factory` (default: `mipro._providers.make_async_client` with the provider
+    timeouts and retries of `settings`, default values if none); one is kept per endpoint until
+    `aclose()`. Failed calls are retried by the client itself, the openai SDK (429, 5xx,
+    timeouts; `Retry-After` honoured); this class adds no retries of its own.
     """
 
     def __init__(self, *, env: Mapping[str, str] | None = None, max_concurrent_calls: int = 4,
-                 timeout_seconds: float = 120.0,
-                 retry: RetryPolicy = PROVIDER_RETRY_POLICY,
+                 settings: Settings | None = None,
                  client_factory: ClientFactory | None = None) -> None:
         if max_concurrent_calls < 1:
             raise ValueError("max_concurrent_calls must be at least 1")
         self._env = env
         self._max_concurrent_calls = max_concurrent_calls
+        options = client_options(settings or Settings.from_env({}))
         self._client_factory: ClientFactory = client_factory or (
-            lambda endpoint: make_async_client(endpoint, timeout_seconds=timeout_seconds))
-        self._retry = retry
+            lambda endpoint: make_async_client(endpoint, **options))
         self._clients: dict[ProviderEndpoint, openai.AsyncOpenAI] = {}
 
     def _client(self, endpoint: ProviderEndpoint) -> openai.AsyncOpenAI:
@@ -191,12 +190,10 @@ class Proposer:
         messages: Any = build_messages(request, tip)
         async with semaphore:
             try:
-                completion = await call_with_retries(
-                    lambda: client.chat.completions.create(
-                        model=model.model, messages=messages, temperature=model.temperature,
-                        max_tokens=model.max_tokens or DEFAULT_MAX_TOKENS,
-                        seed=request.seed * SEED_STRIDE + index),
-                    self._retry, provider_retry_decision)
+                completion = await client.chat.completions.create(
+                    model=model.model, messages=messages, temperature=model.temperature,
+                    max_tokens=model.max_tokens or DEFAULT_MAX_TOKENS,
+                    seed=request.seed * SEED_STRIDE + index)
             except openai.OpenAIError as error:
                 return _Failure(index, tip, describe_error(error, endpoint))
         choices = getattr(completion, "choices", None) or []

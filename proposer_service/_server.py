@@ -94,7 +94,7 @@ class ProposerServer:
 
     def __init__(self, settings: Settings, *, proposer: Proposer | None = None) -> None:
         self._settings = settings
-        self._proposer = proposer or Proposer()
+        self._proposer = proposer or Proposer(settings=settings)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, [SERVICE_NAME])
         proposer_pb2_grpc.add_ProposerServiceServicer_to_server(

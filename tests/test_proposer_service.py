@@ -32,7 +32,6 @@ from grpc_status import rpc_status
 
 import proposer_service
 from mipro._providers import ProviderEndpoint
-from mipro._retry import RetryPolicy
 from mipro.v1 import proposer_pb2, proposer_pb2_grpc
 from proposer_service import (
     TIPS,
@@ -306,13 +305,10 @@ LOCAL_ENV = {"MIPRO_PROVIDER_LOCAL_BASE_URL": "http://model.invalid/v1",
              "MIPRO_PROVIDER_LOCAL_API_KEY": "sk-unit-secret-123456"}
 
 
-#: The shared retry policy's shape with test-sized waits.
-FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
-
-
 def _mock_proposer(answer: Callable[[dict[str, Any]], httpx.Response],
-                   seen: list[dict[str, Any]]) -> Proposer:
-    """A core whose model calls go to `answer` through httpx's mock transport."""
+                   seen: list[dict[str, Any]], *, max_retries: int = 2) -> Proposer:
+    """A core whose model calls go to `answer` through httpx's mock transport, retried by the
+    openai SDK `max_retries` times as `make_async_client` configures it."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -321,10 +317,16 @@ def _mock_proposer(answer: Callable[[dict[str, Any]], httpx.Response],
 
     def factory(endpoint: ProviderEndpoint) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0,
+            base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=max_retries,
             http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
 
-    return Proposer(env=LOCAL_ENV, client_factory=factory, retry=FAST_RETRY)
+    return Proposer(env=LOCAL_ENV, client_factory=factory)
+
+
+#: A 500 that asks for a 10 ms wait, which the SDK honours (so the test does not sleep).
+def _overloaded() -> httpx.Response:
+    return httpx.Response(500, json={"error": {"message": "overloaded"}},
+                          headers={"retry-after-ms": "10"})
 
 
 def _completion(text: str) -> httpx.Response:
@@ -339,7 +341,7 @@ async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
     def answer(body: dict[str, Any]) -> httpx.Response:
         index = body["seed"] % 1000
         if index == 1:
-            return httpx.Response(500, json={"error": {"message": "overloaded"}})
+            return _overloaded()
         return _completion({2: "  ", 3: f'"{BASELINE}"'}.get(index, f"Instruction: Plan {index}."))
 
     seen: list[dict[str, Any]] = []
@@ -348,7 +350,7 @@ async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
         result = await proposer.propose(_request(num_candidates=5, seed=7))
     finally:
         await proposer.aclose()
-    # The 500 is retried per the policy; the other calls are made once each.
+    # The 500 is retried by the SDK (2 retries); the other calls are made once each.
     assert sorted(body["seed"] for body in seen) == [7000, *[7001] * 3, 7002, 7003, 7004]
     assert {(b["model"], b["temperature"], b["max_tokens"]) for b in seen} == {
         ("simulated", 0.7, 256)}
@@ -359,6 +361,17 @@ async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
     assert result.duplicates_dropped == 1  # the baseline, quoted
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.calls) == (
         400, 40, 4)
+
+
+async def test_core_adds_no_retries_of_its_own() -> None:
+    seen: list[dict[str, Any]] = []
+    proposer = _mock_proposer(lambda body: _overloaded(), seen, max_retries=0)
+    with pytest.raises(ProposalsFailed) as caught:
+        await proposer.propose(_request(num_candidates=2, seed=3))
+    await proposer.aclose()
+    # With the client's retries off, each candidate's call is made exactly once.
+    assert sorted(body["seed"] for body in seen) == [3000, 3001]
+    assert "HTTP 500" in str(caught.value)
 
 
 async def test_core_all_calls_failing_names_provider_and_hides_the_key() -> None:
