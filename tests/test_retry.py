@@ -103,7 +103,7 @@ def test_provider_client_takes_its_timeouts_and_retries_from_settings() -> None:
     assert client.max_retries == 4
     assert (client.timeout.read, client.timeout.connect) == (7.5, 2.0)  # type: ignore[union-attr]
     defaults = make_async_client(endpoint)
-    assert defaults.max_retries == 2  # 3 attempts in all
+    assert defaults.max_retries == 3  # 4 attempts in all
 
 
 # ------------------------------------------------------------------ orchestrator -> proposer
