@@ -32,12 +32,13 @@ demo: setup-local
 up: setup
 	$(VENV)/bin/mipro up
 
-## check: generated files fresh, Envoy config valid, lint clean
+## check: generated files fresh, Envoy config valid, lint clean, types checked
 check: setup
 	$(PY) -m gateway.codegen --check
 	$(PY) -m gateway.config --check
 	$(VENV)/bin/envoy --mode validate -c gateway/envoy.yaml
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, models)
 test: check setup-local
@@ -54,4 +55,4 @@ protos: setup
 	$(PY) -m gateway.config
 
 clean:
-	rm -rf $(VENV) .mipro .pytest_cache
+	rm -rf $(VENV) .mipro .pytest_cache .mypy_cache

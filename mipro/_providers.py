@@ -18,7 +18,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
 import openai
 
 from ._retry import Retry, RetryPolicy, parse_retry_after
@@ -111,6 +110,6 @@ def make_async_client(
     return openai.AsyncOpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
-        timeout=httpx.Timeout(timeout_seconds, connect=10.0),
+        timeout=openai.Timeout(timeout_seconds, connect=10.0),
         max_retries=max_retries,
     )
