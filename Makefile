@@ -3,8 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCAL_STAMP := $(VENV)/.installed-local
+# The buf CLI, from the npm package @bufbuild/buf pinned in package-lock.json.
+NODE_STAMP := node_modules/.installed
+BUF := node_modules/.bin/buf
+PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint protos bench clean
+.PHONY: setup setup-local demo up test check lint-protos protos bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +28,11 @@ $(LOCAL_STAMP): $(STAMP)
 
 setup-local: $(LOCAL_STAMP)
 
+# Scripts stay off: the package's postinstall only swaps its launcher for the binary.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 ## demo: a full offline optimization of the bundled example on the real local model
 demo: setup-local
 	$(VENV)/bin/mipro demo
@@ -32,12 +41,19 @@ demo: setup-local
 up: setup
 	$(VENV)/bin/mipro up
 
-## check: generated files fresh, Envoy config valid, lint clean
-check: setup
+## check: generated files fresh, Envoy config valid, lint clean, types checked, protos linted
+check: setup lint-protos
 	$(PY) -m gateway.codegen --check
 	$(PY) -m gateway.config --check
 	$(VENV)/bin/envoy --mode validate -c gateway/envoy.yaml
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+## lint-protos: buf lint (protos/buf.yaml) on the protos as protoc compiles them; it reports
+## paths relative to protos/
+lint-protos: setup $(NODE_STAMP)
+	$(PY) -m gateway.codegen --image $(PROTO_IMAGE)
+	$(BUF) lint $(PROTO_IMAGE) --path mipro --config protos/buf.yaml
 
 ## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, models)
 test: check setup-local
@@ -54,4 +70,4 @@ protos: setup
 	$(PY) -m gateway.config
 
 clean:
-	rm -rf $(VENV) .mipro .pytest_cache
+	rm -rf $(VENV) .mipro .pytest_cache .mypy_cache node_modules $(PROTO_IMAGE)

@@ -3,6 +3,10 @@
 Run `python -m gateway.codegen` after editing a proto; `--check` exits 1 when the committed
 files differ from what the protos generate (CI runs it). Stubs for `google/*` are never
 generated: those modules come from `googleapis-common-protos` and `protobuf`.
+
+`--image PATH` writes every proto, with its imports and comments, as one descriptor set for
+`buf lint` (`make check`): buf cannot fetch `google/api/annotations.proto` from its registry
+here, so it lints what protoc compiled, with the same include paths as the stubs.
 """
 
 from __future__ import annotations
@@ -71,6 +75,15 @@ def generate(out_root: Path) -> tuple[Path, Path]:
     return stub_out / "mipro" / "v1", descriptor
 
 
+def write_image(path: Path) -> None:
+    """Writes every proto under `protos/` as one `FileDescriptorSet` with imports and source
+    info (comments), the input `buf lint` reads; the imported `google/*` files are in it too,
+    so lint it with `--path mipro`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _protoc(["--include_imports", "--include_source_info", f"--descriptor_set_out={path}",
+             *_all_protos()])
+
+
 def _stale_files(generated_stubs: Path, descriptor: Path) -> list[str]:
     stale = []
     for produced in sorted(generated_stubs.iterdir()):
@@ -85,7 +98,12 @@ def _stale_files(generated_stubs: Path, descriptor: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if generated files are stale")
+    parser.add_argument("--image", type=Path, metavar="PATH",
+                        help="only write the descriptor set `buf lint` reads to PATH")
     args = parser.parse_args(argv)
+    if args.image is not None:
+        write_image(args.image)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         stubs, descriptor = generate(Path(tmp))
         if args.check:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -46,7 +46,7 @@ async def mark_not_serving(
 
 
 async def abort_with_details(
-    context: grpc.aio.ServicerContext,
+    context: grpc.aio.ServicerContext[Any, Any],
     code: int,
     message: str,
     *,
@@ -54,7 +54,7 @@ async def abort_with_details(
     domain: str,
     metadata: Mapping[str, str] | None = None,
     field_violation: tuple[str, str] | None = None,
-) -> None:
+) -> NoReturn:
     """Aborts the RPC with `code` and AIP-193 details: a `google.rpc.ErrorInfo` with a stable
     `reason`, and a `google.rpc.BadRequest` naming the field when one is at fault."""
     info = any_pb2.Any()

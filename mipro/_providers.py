@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-import httpx
 import openai
 
 from ._settings import Settings
@@ -116,7 +115,7 @@ def make_async_client(
     return openai.AsyncOpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
-        timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
+        timeout=openai.Timeout(timeout_seconds, connect=connect_timeout_seconds),
         max_retries=max_retries,
         http_client=http_client,
     )

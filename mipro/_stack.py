@@ -115,11 +115,14 @@ async def wait_grpc_serving(address: str, *, timeout: float,
     """Waits until the gRPC health service at `address` answers SERVING."""
     deadline = time.monotonic() + timeout
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # typeshed's HealthStub declares no methods (the generated class sets them in
+        # __init__), so `Check` is untyped there; its reply is a HealthCheckResponse.
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
         while True:
             _raise_if_exited(process)
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                reply: health_pb2.HealthCheckResponse = await check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -44,7 +44,9 @@ _CODES: tuple[tuple[type[ProposerError], int], ...] = (
 R = TypeVar("R")
 
 
-async def _abort_with(context: grpc.aio.ServicerContext, error: ProposerError) -> None:
+async def _abort_with(
+    context: grpc.aio.ServicerContext[Any, Any], error: ProposerError
+) -> NoReturn:
     code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.INTERNAL)
     metadata = {"provider": error.provider} if isinstance(
         error, UnknownProvider | ProposalsFailed) else {}
@@ -57,7 +59,7 @@ def _mapped(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Binds the request's job id to the logs and maps domain errors to statuses."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=method.__name__, job_id=request.job_id)
         try:
@@ -65,7 +67,6 @@ def _mapped(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         except ProposerError as error:
             log.warning("request failed", reason=error.reason, detail=str(error))
             await _abort_with(context, error)
-            raise AssertionError("abort returned") from None
 
     return wrapper
 
@@ -79,7 +80,8 @@ class ProposerServicer(proposer_pb2_grpc.ProposerServiceServicer):
     @_mapped
     async def ProposeInstructions(
         self, request: proposer_pb2.ProposeInstructionsRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            proposer_pb2.ProposeInstructionsRequest, proposer_pb2.ProposeInstructionsResponse],
     ) -> proposer_pb2.ProposeInstructionsResponse:
         result = await self._proposer.propose(request_from_proto(request))
         return result_to_proto(result)

@@ -105,12 +105,13 @@ def grammar_text(constraint: Constraint) -> str | None:
     if constraint.kind == TEXT:
         return None
     if constraint.schema is None:
-        return JSON_GBNF
+        return str(JSON_GBNF)
     try:
-        return json_schema_to_gbnf(json.dumps(constraint.schema))
+        grammar = json_schema_to_gbnf(json.dumps(constraint.schema))
     except Exception as error:  # the converter raises bare AssertionError/ValueError/...
         raise InvalidRequestError(f"Invalid schema in '{constraint.param}': it cannot be turned "
                                   f"into a grammar ({error}).", constraint.param) from None
+    return str(grammar)  # llama_cpp's converter is unannotated
 
 
 def with_note(messages: tuple[dict[str, str], ...], note: str) -> list[dict[str, str]]:
