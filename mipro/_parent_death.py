@@ -42,7 +42,8 @@ def _load_prctl() -> Callable[..., int] | None:
         return None
     try:
         # Resolved here, in the parent: the child must not load libraries between fork and exec.
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
     except (OSError, AttributeError):
         return None
 

@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import openai
 
@@ -104,7 +104,7 @@ def make_async_client(
     timeout_seconds: float = _DEFAULTS["provider_timeout_seconds"].default,
     connect_timeout_seconds: float = _DEFAULTS["provider_connect_timeout_seconds"].default,
     max_retries: int = _DEFAULTS["provider_max_retries"].default,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: Any = None,
 ) -> openai.AsyncOpenAI:
     """An `openai.AsyncOpenAI` for `endpoint`. Each attempt is bounded by `timeout_seconds`
     (`MIPRO_PROVIDER_TIMEOUT_SECONDS`); a failed call (429, 5xx, timeout, lost connection) is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -20,7 +21,7 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def _struct(data: dict) -> struct_pb2.Struct:
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(data)
     return message

@@ -146,7 +146,7 @@ class JobManager:
             raise NotFound(f"job {job_id!r} not found")
         return job
 
-    async def list(self, owner: str, *, status: str, limit: int,
+    async def list_jobs(self, owner: str, *, status: str, limit: int,
                    page_token: str) -> tuple[list[JobRecord], str]:
         status_filter: JobStatus | None = None
         if status:

@@ -100,8 +100,10 @@ class ProposerClient:
     ) -> proposer_pb2.ProposeInstructionsResponse:
         """The proposals; raises `JobFailure` naming the proposer when it cannot answer."""
         try:
-            return await self._stub.ProposeInstructions(
-                request, timeout=self._policy.deadline_seconds, wait_for_ready=True)
+            response: proposer_pb2.ProposeInstructionsResponse = (
+                await self._stub.ProposeInstructions(
+                    request, timeout=self._policy.deadline_seconds, wait_for_ready=True))
+            return response
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -140,7 +140,7 @@ def _job_from_row(row: aiosqlite.Row) -> JobRecord:
         best_test_score=state["best_test_score"],
         failures_by_cause=state["failures_by_cause"],
         candidates=candidates_from_list(state["candidates"]),
-        history=[tuple(point) for point in state.get("history", [])],  # type: ignore[misc]
+        history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
         resumes=state.get("resumes", 0),
     )
 

@@ -131,8 +131,9 @@ def extract_reward(body: Any) -> float | None:
     """The reward per the contract: the first number among the known places, else None."""
     if not isinstance(body, dict):
         return None
-    metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
-    reward_info = body.get("reward_info") if isinstance(body.get("reward_info"), dict) else {}
+    raw_metrics, raw_info = body.get("metrics"), body.get("reward_info")
+    metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
+    reward_info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
     for candidate in (
         metrics.get("outcome_reward"),
         metrics.get("mean_return"),
