@@ -42,9 +42,11 @@ _CODES: dict[type[OrchestratorError], int] = {
 _DOMAIN = "mipro.v1"
 
 R = TypeVar("R")
+#: The servicer context of every method here.
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def _abort_with(context: grpc.aio.ServicerContext[Any, Any], error: OrchestratorError) -> None:
+async def _abort_with(context: Context, error: OrchestratorError) -> None:
     code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.INTERNAL)
     violation = (error.field, error.description) if isinstance(error, InvalidArgument) else None
     await abort_with_details(context, code, str(error), reason=error.reason, domain=_DOMAIN,
@@ -55,7 +57,7 @@ def _unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Authenticates the caller and maps domain errors to statuses for a unary method."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=method.__name__)
         try:
@@ -78,7 +80,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @_unary
     async def CreateJob(self, owner: str, request: jobs_pb2.CreateJobRequest,
-                        context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.CreateJobResponse:
+                        context: Context) -> jobs_pb2.CreateJobResponse:
         spec = validate_create_request(request)
         job = await self._jobs.create(owner, spec, request.request_id)
         log.info("job created", job_id=job.job_id)
@@ -86,12 +88,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @_unary
     async def GetJob(self, owner: str, request: jobs_pb2.GetJobRequest,
-                     context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.Job:
+                     context: Context) -> jobs_pb2.Job:
         return job_to_proto(await self._jobs.get(owner, request.job_id))
 
     @_unary
     async def ListJobs(self, owner: str, request: jobs_pb2.ListJobsRequest,
-                       context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.ListJobsResponse:
+                       context: Context) -> jobs_pb2.ListJobsResponse:
         jobs, token = await self._jobs.list_jobs(owner, status=request.status, limit=request.limit,
                                             page_token=request.page_token)
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs],
@@ -99,12 +101,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     @_unary
     async def CancelJob(self, owner: str, request: jobs_pb2.CancelJobRequest,
-                        context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.Job:
+                        context: Context) -> jobs_pb2.Job:
         return job_to_proto(await self._jobs.cancel(owner, request.job_id, request.reason))
 
     @_unary
     async def ListJobEvents(self, owner: str, request: jobs_pb2.ListJobEventsRequest,
-                            context: grpc.aio.ServicerContext[Any, Any]) -> jobs_pb2.ListJobEventsResponse:
+                            context: Context) -> jobs_pb2.ListJobEventsResponse:
         events = await self._jobs.list_events(owner, request.job_id, since_seq=request.since_seq,
                                               limit=request.limit)
         next_seq = events[-1].seq if events else request.since_seq
@@ -112,7 +114,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                                               next_seq=next_seq)
 
     async def StreamJobEvents(
-        self, request: jobs_pb2.StreamJobEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: jobs_pb2.StreamJobEventsRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         structlog.contextvars.clear_contextvars()
         try:
@@ -134,7 +136,7 @@ class EnvironmentKeyServicer(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
     @_unary
     async def CreateEnvironmentKey(
         self, owner: str, request: jobs_pb2.CreateEnvironmentKeyRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> jobs_pb2.CreateEnvironmentKeyResponse:
         updated_at = await self._jobs.put_env_key(owner, request.name, request.value)
         return jobs_pb2.CreateEnvironmentKeyResponse(
