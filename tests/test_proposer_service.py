@@ -1,9 +1,10 @@
 """The proposer service: its pure rules, and the real process over a real gRPC channel.
 
 Fast tests check the meta-prompt sections, the tips, reply parsing and the de-duplication
-rules as pure functions. The end-to-end tests start the simulated model
-(`python -m mipro.simulated_model`) and `python -m proposer_service` as real child processes
-on free ports, call the service with `grpc.aio`, and stop every process by its pid.
+rules as pure functions. The end-to-end tests start the fake model
+(`python -m tests.fakes.fake_model`, whose answers carry no meaning) and
+`python -m proposer_service` as real child processes on free ports, call the service with
+`grpc.aio`, and stop every process by its pid.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def _request(**overrides: object) -> ProposeRequest:
     fields: dict[str, object] = dict(
-        job_id="pl_test", model=ProposerModel("local", "simulated", 0.7, 256),
+        job_id="pl_test", model=ProposerModel("local", "fake", 0.7, 256),
         num_candidates=4, baseline_instruction=BASELINE, task_info_json=json.dumps(TASK_INFO),
         examples=tuple(ScoredExample(text, json.dumps({"intent": label}), reward)
                        for text, label, reward in EXAMPLES),
@@ -97,7 +98,7 @@ def _proto_request(provider: str = "local", *, num_candidates: int = 5, seed: in
                    ) -> proposer_pb2.ProposeInstructionsRequest:
     return proposer_pb2.ProposeInstructionsRequest(
         job_id="pl_proposer_test",
-        model=proposer_pb2.ProposerModel(provider=provider, model="simulated",
+        model=proposer_pb2.ProposerModel(provider=provider, model="fake",
                                          temperature=0.7, max_tokens=256),
         mode="instruction_only", num_candidates=num_candidates,
         task_info_json=json.dumps(TASK_INFO), baseline_instruction=BASELINE,
@@ -351,7 +352,7 @@ async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
     # The 500 is retried per the policy; the other calls are made once each.
     assert sorted(body["seed"] for body in seen) == [7000, *[7001] * 3, 7002, 7003, 7004]
     assert {(b["model"], b["temperature"], b["max_tokens"]) for b in seen} == {
-        ("simulated", 0.7, 256)}
+        ("fake", 0.7, 256)}
     assert all(b["messages"][0]["content"] == SYSTEM_PROMPT for b in seen)
     tips = assign_tips(7, 5)
     assert [(p.instruction, p.tip) for p in result.proposals] == [
@@ -472,10 +473,10 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_url(log_dir: Path) -> Iterator[str]:
-    """The simulated model, a real OpenAI-compatible server; its `/v1` base URL."""
+    """The fake model, a real OpenAI-compatible server; its `/v1` base URL."""
     port = _free_port()
-    process = _spawn("simulated-model", [sys.executable, "-m", "mipro.simulated_model",
-                                         "--host", "127.0.0.1", "--port", str(port)],
+    process = _spawn("fake-model", [sys.executable, "-m", "tests.fakes.fake_model",
+                                    "--host", "127.0.0.1", "--port", str(port)],
                      _clean_env(), log_dir)
     try:
         _wait_http_ok(f"http://127.0.0.1:{port}/health", process)
@@ -507,7 +508,7 @@ def _start_proposer(model_url: str, log_dir: Path, name: str = "proposer") -> tu
 
 @pytest.fixture(scope="module")
 def proposer(model_url: str, log_dir: Path) -> Iterator[tuple[_Process, str]]:
-    """`python -m proposer_service` pointed at the simulated model as provider `local`."""
+    """`python -m proposer_service` pointed at the fake model as provider `local`."""
     process, address = _start_proposer(model_url, log_dir)
     try:
         yield process, address
