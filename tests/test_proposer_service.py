@@ -133,17 +133,17 @@ def test_exported_members() -> None:
 # --------------------------------------------------------------------------- tips
 
 
-def test_tip_texts_are_the_ones_the_simulated_model_knows() -> None:
-    assert [(t.id, t.text) for t in TIPS] == [
-        ("none", "No particular style."),
-        ("be_concise", "Keep the instruction short and simple."),
-        ("be_creative", "Don't be afraid to be creative when writing the instruction!"),
-        ("describe_task",
-         "Make sure the instruction describes the task and every label in detail."),
-        ("high_stakes",
-         "The instruction should stress that the task is high-stakes and mistakes are costly."),
-        ("persona", "Include a persona that is an expert at this task in the instruction."),
-    ]
+def test_tips_are_dspy_mipro_v2s_set_each_with_its_own_text() -> None:
+    assert [t.id for t in TIPS] == [
+        "none", "creative", "simple", "description", "high_stakes", "persona"]
+    texts = [t.text for t in TIPS]
+    assert all(text.strip() and "\n" not in text for text in texts)
+    assert len(set(texts)) == len(texts)
+    # Each candidate's call carries its own tip's text, and no other tip's.
+    for tip in TIPS:
+        user = build_messages(_request(), tip)[1]["content"]
+        assert _sections(user)["## Tip"] == tip.text
+        assert [other.id for other in TIPS if other.text in user] == [tip.id]
 
 
 def test_tip_assignment_is_seeded_and_varied() -> None:
@@ -263,15 +263,15 @@ def test_dedupe_drops_exact_near_and_baseline_copies() -> None:
                  "and answer with exactly one intent label from the list, nothing else at all")
     proposals = [
         Proposal("Classify the message into one label.", "none"),
-        Proposal("classify the   message into one label", "be_concise"),  # exact after normalise
+        Proposal("classify the   message into one label", "simple"),  # exact after normalise
         Proposal(long_text, "persona"),
         Proposal(long_text.replace("carefully", "closely"), "high_stakes"),  # 0.9 <= Jaccard
-        Proposal(BASELINE.upper(), "be_creative"),  # the baseline
-        Proposal(BASELINE.replace("helpful", "useful").replace(".", "!"), "describe_task"),
-        Proposal("Name the single intent label that fits the message best.", "be_creative"),
+        Proposal(BASELINE.upper(), "creative"),  # the baseline
+        Proposal(BASELINE.replace("helpful", "useful").replace(".", "!"), "description"),
+        Proposal("Name the single intent label that fits the message best.", "creative"),
     ]
     kept, dropped = dedupe(proposals, [BASELINE])
-    assert [p.tip for p in kept] == ["none", "persona", "describe_task", "be_creative"]
+    assert [p.tip for p in kept] == ["none", "persona", "description", "creative"]
     assert dropped == 3
     assert jaccard(word_set(long_text), word_set(proposals[3].instruction)) >= 0.9
     # A reworded baseline that changes 1 of 9 words stays (Jaccard 8/10 < 0.9).
