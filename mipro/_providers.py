@@ -4,7 +4,7 @@ Both the proposer service (for the proposer model) and the orchestrator's interc
 the policy model) resolve providers here, so a provider is configured once for both:
 
 - `MIPRO_PROVIDER_<NAME>_BASE_URL` / `MIPRO_PROVIDER_<NAME>_API_KEY` point any provider name
-  at any OpenAI-compatible server (vLLM, Ollama, the simulated model); they win over the rest.
+  at any OpenAI-compatible server (vLLM, Ollama, llama.cpp); they win over the rest.
 - `openai` reads `OPENAI_API_KEY` (or `PROD_OPENAI_API_KEY`) and honours `OPENAI_BASE_URL`.
 - `groq` reads `GROQ_API_KEY` and uses Groq's OpenAI-compatible endpoint.
 
@@ -35,6 +35,7 @@ __all__ = [
     "ProviderError",
     "client_options",
     "make_async_client",
+    "override_variables",
     "resolve_provider",
 ]
 
@@ -66,6 +67,12 @@ class ProviderEndpoint:
 
 def _override_prefix(name: str) -> str:
     return "MIPRO_PROVIDER_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_"
+
+
+def override_variables(name: str) -> tuple[str, str]:
+    """The variables that point provider `name` elsewhere: its base URL's and its key's."""
+    prefix = _override_prefix(name)
+    return prefix + "BASE_URL", prefix + "API_KEY"
 
 
 def resolve_provider(name: str, env: Mapping[str, str] | None = None) -> ProviderEndpoint:

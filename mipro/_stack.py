@@ -1,5 +1,5 @@
 """Starts and stops the stack's processes: proposer, orchestrator, gateway, and for the demo
-and tests the example task app and a model (the simulated one, or the real local one).
+the example task app and the real local model.
 
 Each process is a real child process with its own process group, stopped by its pid:
 SIGTERM first, SIGKILL after a grace period. On Linux each also gets SIGTERM from the kernel
@@ -11,6 +11,7 @@ Nothing here reads the source checkout: Python services run as installed modules
 so a folder of the same name in the current directory cannot shadow them), the children keep
 the caller's working directory, and the gateway's descriptor and the example task app are
 package data (`gateway/mipro_v1.pb`, `mipro.examples`, which is `examples/` in a checkout).
+`Stack.spawn` runs any other command as one more process of the stack.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -167,8 +168,10 @@ class Stack:
         self.log_dir = log_dir
         self.processes: list[ManagedProcess] = []
 
-    async def _spawn(self, name: str, argv: list[str],
-                     extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+    async def spawn(self, name: str, argv: list[str],
+                    extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+        """Starts `argv` as a process of this stack (stopped with it), with the stack's
+        environment plus `extra_env`, logging to `<log_dir>/<name>.log`."""
         env = {**self.env, **(extra_env or {})}
         log_path = self.log_dir / f"{name}.log" if self.log_dir else None
         process = ManagedProcess(name, argv, env, log_path)
@@ -179,18 +182,6 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.gateway_port}"
-
-    async def start_simulated_model(self, port: int, *, record: Path | None = None) -> str:
-        """Starts the simulated OpenAI-compatible model; returns its `/v1` base URL."""
-        host = self.settings.host
-        argv = [sys.executable, "-m", "mipro.simulated_model", "--host", host,
-                "--port", str(port)]
-        if record is not None:
-            argv += ["--record", str(record)]
-        process = await self._spawn("simulated-model", argv)
-        await wait_http_ok(f"http://{host}:{port}/health", process=process,
-                           timeout=self.settings.stack_ready_timeout_seconds)
-        return f"http://{host}:{port}/v1"
 
     async def start_local_model(self, port: int, *, model_path: Path | None = None,
                                 threads: int | None = None,
@@ -206,7 +197,7 @@ class Stack:
             argv += ["--threads", str(threads)]
         if record is not None:
             argv += ["--record", str(record)]
-        process = await self._spawn("local-model", argv)
+        process = await self.spawn("local-model", argv)
         await wait_http_ok(f"http://{host}:{port}/health", process=process,
                            timeout=self.settings.local_model_ready_timeout_seconds)
         return f"http://{host}:{port}/v1"
@@ -219,24 +210,8 @@ class Stack:
                 "--port", str(port)]
         if record is not None:
             argv += ["--record", str(record)]
-        process = await self._spawn("task-app", argv, {"ENVIRONMENT_API_KEY": environment_key})
+        process = await self.spawn("task-app", argv, {"ENVIRONMENT_API_KEY": environment_key})
         await wait_http_ok(f"http://{host}:{port}/", process=process,
-                           timeout=self.settings.stack_ready_timeout_seconds)
-        return f"http://{host}:{port}"
-
-    async def start_http_proxy(self, module: str, upstream: str, port: int, *,
-                               log: Path | None = None, args: Sequence[str] = (),
-                               ready_path: str = "/health") -> str:
-        """Starts `python -m module --host --port --upstream [--log] *args` in front of
-        `upstream` (a fault injector in tests), waits until `ready_path` answers 200, and
-        returns its URL."""
-        host = self.settings.host
-        argv = [sys.executable, "-m", module, "--host", host, "--port", str(port),
-                "--upstream", upstream, *args]
-        if log is not None:
-            argv += ["--log", str(log)]
-        process = await self._spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv)
-        await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process,
                            timeout=self.settings.stack_ready_timeout_seconds)
         return f"http://{host}:{port}"
 
@@ -248,7 +223,7 @@ class Stack:
 
     async def start_proposer(self) -> ManagedProcess:
         """Starts the proposer service and waits until it is SERVING."""
-        proposer = await self._spawn("proposer",
+        proposer = await self.spawn("proposer",
                                      [sys.executable, "-P", "-m", "proposer_service"])
         await wait_grpc_serving(self.settings.proposer_address, process=proposer,
                                 timeout=self.settings.stack_ready_timeout_seconds)
@@ -257,7 +232,7 @@ class Stack:
     async def start_orchestrator(self) -> ManagedProcess:
         """Starts the orchestrator and waits until it is SERVING."""
         s = self.settings
-        orchestrator = await self._spawn("orchestrator",
+        orchestrator = await self.spawn("orchestrator",
                                          [sys.executable, "-P", "-m", "orchestrator"])
         await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator,
                                 timeout=s.stack_ready_timeout_seconds)
@@ -285,7 +260,7 @@ class Stack:
             api_timeout_seconds=s.gateway_api_timeout_seconds,
             interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
         ))
-        gateway = await self._spawn("gateway", [
+        gateway = await self.spawn("gateway", [
             envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
             "--base-id", str(s.gateway_admin_port), "-l", "warning",
         ])

@@ -29,6 +29,7 @@ import httpx
 from rich.console import Console
 
 from ._live import LiveView, render_result
+from ._providers import override_variables
 from ._settings import Settings, SettingsError
 from ._stack import Stack, StackError, free_port, stack_env
 
@@ -159,17 +160,53 @@ def _uses_real_openai(env: dict[str, str]) -> bool:
 
 
 def _demo_model(args: argparse.Namespace, env: dict[str, str]) -> str:
-    """The model the demo runs on: `auto` is OpenAI when a key is set, else the local model."""
+    """The model the demo runs on: `url` with `--model-url`; `auto` is OpenAI when a key is
+    set, else the local model."""
+    if args.model_url:
+        return "url"
     if args.model != "auto":
         return str(args.model)
     return "openai" if _uses_real_openai(env) else "local"
 
 
+def _job_providers(job: dict[str, Any]) -> list[str]:
+    """The provider names a job's policy and proposer use."""
+    settings = job.get("policy_optimization", {})
+    names = (settings.get("policy", {}).get("provider"),
+             settings.get("mipro", {}).get("proposer", {}).get("provider"))
+    return sorted({name for name in names if isinstance(name, str) and name})
+
+
+async def _point_providers_at(stack: Stack, url: str, job: dict[str, Any]) -> str:
+    """Points every provider `job` names at the OpenAI-compatible server `url`; returns what
+    is wrong ("" when nothing is). A provider without a key of its own gets a placeholder,
+    so no real provider's key (OPENAI_API_KEY) is ever sent to `url`."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            await client.get(f"{url}/models")
+    except httpx.HTTPError as exc:
+        return f"the model server at {url} does not answer ({type(exc).__name__}: {exc})"
+    for name in _job_providers(job):
+        base_url_variable, key_variable = override_variables(name)
+        stack.env[base_url_variable] = url
+        stack.env.setdefault(key_variable, "unused")
+    return ""
+
+
 async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespace) -> int:
     log_dir = settings.data_dir / "logs"
     stack = Stack(settings, env, log_dir=log_dir)
+    if args.model_url and args.model != "auto":
+        _print("error: --model-url names the model server; leave out --model")
+        return 2
     model = _demo_model(args, env)
-    job_file = EXAMPLE_JOB
+    default_job = LOCAL_MODEL_JOB if model == "local" else EXAMPLE_JOB
+    job_file = Path(args.job) if args.job else default_job
+    try:
+        job = json.loads(job_file.read_text())
+    except (OSError, ValueError) as exc:
+        _print(f"error: cannot read the job file {job_file}: {exc}")
+        return 2
     try:
         if model == "local":
             from .local_model import ModelUnavailable, require_llama_cpp, resolve_model_path
@@ -178,32 +215,31 @@ async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespac
                 require_llama_cpp()
                 model_path = resolve_model_path(env=env)
             except ModelUnavailable as exc:
-                _print(f"error: the local model cannot run: {exc}; or run `mipro demo --model "
-                       "simulated`")
+                _print(f"error: the local model cannot run: {exc}; or run the demo against an "
+                       "OpenAI-compatible server with `mipro demo --model-url URL`")
                 return 1
             _print(f"model: the REAL local model {model_path.name} (SmolLM2-135M-Instruct "
                    "unless MIPRO_LOCAL_MODEL_PATH says otherwise) through llama.cpp on the CPU; "
-                   "a 135M-parameter model, so expect low scores (`--model simulated` for the "
-                   "fast stand-in, OPENAI_API_KEY for OpenAI)")
+                   "a 135M-parameter model, so expect low scores (`--model-url URL` for another "
+                   "OpenAI-compatible server, OPENAI_API_KEY for OpenAI)")
             model_url = await stack.start_local_model(free_port(), model_path=model_path)
             stack.env["MIPRO_PROVIDER_LOCAL_BASE_URL"] = model_url
-            job_file = LOCAL_MODEL_JOB
-            _print(f"       at {model_url}, with the job {job_file} "
-                   "(sized for a few minutes on 2 cores)")
-        elif model == "simulated":
-            model_url = await stack.start_simulated_model(free_port())
-            stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
-            stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "simulated"
-            _print(f"model: the SIMULATED model at {model_url} (a deterministic stand-in "
-                   "that answers like a model; set OPENAI_API_KEY to use OpenAI)")
+            _print(f"       at {model_url}")
+        elif model == "url":
+            url = args.model_url.rstrip("/")
+            if problem := await _point_providers_at(stack, url, job):
+                _print(f"error: {problem}")
+                return 1
+            _print(f"model: the OpenAI-compatible server at {url}, for the provider(s) "
+                   f"{', '.join(_job_providers(job))} of the job")
         else:
             _print("model: OpenAI (OPENAI_API_KEY is set); this run is billed to that key")
+        _print(f"job: {job_file}")
         environment_key = "env_" + secrets.token_urlsafe(16)
         task_app_url = await stack.start_task_app(free_port(), environment_key)
         _print(f"task app: the example support-intents app at {task_app_url}")
         await stack.start_core()
         _print(f"stack: gateway {stack.gateway_url}, logs in {log_dir}")
-        job = json.loads(job_file.read_text())
         job["policy_optimization"]["task_app_url"] = task_app_url
         return await _run_demo_job(stack.gateway_url, settings.api_keys[0], environment_key, job)
     except StackError as exc:
@@ -371,11 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run one optimization of the bundled example")
     _add_port_flags(demo)
-    demo.add_argument("--model", choices=("auto", "local", "simulated", "openai"),
-                      default="auto",
+    demo.add_argument("--model", choices=("auto", "local", "openai"), default="auto",
                       help="auto: OpenAI when OPENAI_API_KEY is set, else local (the real "
-                           "SmolLM2-135M through llama.cpp, `make setup-local`); simulated: "
-                           "the fast deterministic stand-in")
+                           "SmolLM2-135M through llama.cpp, `make setup-local`)")
+    demo.add_argument("--model-url", metavar="URL",
+                      help="instead, an OpenAI-compatible server already running (vLLM, "
+                           "Ollama, llama.cpp, ...) by its base URL, e.g. "
+                           "http://127.0.0.1:8000/v1: every provider the job names is pointed "
+                           "there, so the job's model names must be ones it serves")
+    demo.add_argument("--job", metavar="FILE",
+                      help="the job to run (JSON as in the API docs; its task_app_url is "
+                           "replaced by the example app's); default: the bundled example's")
     demo.set_defaults(handler=cmd_demo)
 
     jobs = commands.add_parser("jobs", help="talk to the job API through the gateway")

@@ -20,7 +20,8 @@ and examples helped it measurably (12 candidates per variant, two seeds, each sc
 validation messages of the example; baseline 0.200): candidates averaged 0.244 with 8 above
 the baseline and 2 below, against 0.212 with 5 above and 7 below without them. A variant
 spelling out the instruction's shape ("starts with what the model reads ... then lists the
-labels") did worse (0.219). The sections themselves stay, as the simulated model reads them.
+labels") did worse (0.219). The sections stay: they are the grounding MIPRO's proposer
+works from (the task, scored traces, earlier candidates with their scores, a tip).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The tips that make candidates differ, and which candidate gets which.
 
-Each proposal call is written under one tip (as in DSPy MIPROv2). The texts are fixed: the
-project's simulated model recognises them. A request's seed picks a permutation of the tips
-and candidates walk through it in order, so N candidates get N different tips while N is at
-most the number of tips, and the same seed always gives the same assignment.
+Each proposal call is written under one tip, as in DSPy MIPROv2: the six tips are DSPy's
+set (none, creative, simple, description, high_stakes, persona) in our own words, so
+candidates differ in style as well as in what the model happened to write. A request's seed
+picks a permutation of the tips and candidates walk through it in order, so N candidates get
+N different tips while N is at most the number of tips, and the same seed always gives the
+same assignment.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ class Tip:
 
 
 TIPS: tuple[Tip, ...] = (
-    Tip("none", "No particular style."),
-    Tip("be_concise", "Keep the instruction short and simple."),
-    Tip("be_creative", "Don't be afraid to be creative when writing the instruction!"),
-    Tip("describe_task", "Make sure the instruction describes the task and every label in detail."),
-    Tip("high_stakes",
-        "The instruction should stress that the task is high-stakes and mistakes are costly."),
-    Tip("persona", "Include a persona that is an expert at this task in the instruction."),
+    Tip("none", "No particular style: write the instruction the way you think works best."),
+    Tip("creative", "Feel free to be creative: the new instruction may differ a lot from the "
+                    "current one."),
+    Tip("simple", "Keep the instruction short and clear."),
+    Tip("description", "Make the instruction informative and descriptive about the task."),
+    Tip("high_stakes", "Frame the task as one with high stakes, where every mistake is costly."),
+    Tip("persona", 'Give the model a persona suited to the task ("You are a ...").'),
 )
 
 

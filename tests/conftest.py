@@ -1,9 +1,10 @@
 """Shared fixtures: a real stack of processes for the end-to-end tests.
 
-`running_stack` starts, on free 127.0.0.1 ports and in a temporary data directory, the
-simulated model, the example task app (recording what it receives), the proposer service,
-the orchestrator and a real Envoy gateway, exactly as `mipro demo` does, and stops every
-one of them by pid at the end of the session.
+`running_stack` starts, on free 127.0.0.1 ports and in a temporary data directory, the fake
+model (`tests/fakes/fake_model.py`, a deterministic stand-in that says nothing about
+quality), the example task app (recording what it receives), the proposer service, the
+orchestrator and a real Envoy gateway, as `mipro demo --model-url` does, and stops every one
+of them by pid at the end of the session.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest_asyncio
 
 from mipro._settings import Settings
 from mipro._stack import Stack, free_port, stack_env
+
+from ._launch import start_fake_model, start_http_proxy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +51,7 @@ def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 async def launch_stack(tmp: Path, *, model_front: str | None = None) -> RunningStack:
     """Starts the whole stack on free ports under `tmp`; the caller stops `.stack`.
 
-    `model_front`, when given, is a module run as a proxy in front of the simulated model
+    `model_front`, when given, is a module run as a proxy in front of the fake model
     (`python -m MODULE --host --port --upstream`), e.g. a fault injector.
     """
     api_key = "mk_test_" + secrets.token_hex(8)
@@ -73,13 +76,13 @@ async def launch_stack(tmp: Path, *, model_front: str | None = None) -> RunningS
     model_record = tmp / "model_record.jsonl"
     environment_key = "env_test_" + secrets.token_hex(8)
     try:
-        model_url = await stack.start_simulated_model(free_port(), record=model_record)
+        model_url = await start_fake_model(stack, free_port(), record=model_record)
         if model_front is not None:
-            model_url = await stack.start_http_proxy(model_front, model_url.removesuffix("/v1"),
-                                                     free_port(), log=tmp / "model_front.jsonl")
+            model_url = await start_http_proxy(stack, model_front, model_url.removesuffix("/v1"),
+                                               free_port(), log=tmp / "model_front.jsonl")
             model_url += "/v1"
         stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
-        stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "simulated"
+        stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "fake"
         task_app_url = await stack.start_task_app(free_port(), environment_key,
                                                   record=task_app_record)
         await stack.start_core()

@@ -1,7 +1,13 @@
-"""The `mipro` command as a user runs it: `up` in the foreground, `jobs`, and `demo`."""
+"""The `mipro` command as a user runs it: `up` in the foreground, `jobs`, and `demo`.
+
+The demo runs against the fake model (`tests/fakes`), given by `--model-url` as any
+OpenAI-compatible server would be; its scores are noise, so only the wiring is checked.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -9,13 +15,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from mipro._stack import free_port
+from mipro._settings import Settings
+from mipro._stack import Stack, free_port
 
+from ._launch import start_fake_model
 from .conftest import REPO_ROOT
 
 MIPRO = [sys.executable, "-m", "mipro.cli"]
@@ -84,14 +93,62 @@ def test_jobs_without_a_gateway_says_so(tmp_path: Path) -> None:
     assert "cannot reach the gateway" in result.stdout
 
 
-def test_demo_runs_a_full_optimization_and_prints_the_scores(tmp_path: Path) -> None:
+@pytest_asyncio.fixture
+async def fake_model(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """The fake model as a server of its own, like a vLLM the user already runs: its `/v1`
+    URL and its record of requests."""
+    record = tmp_path / "model.jsonl"
+    stack = Stack(Settings(), _clean_env(), log_dir=tmp_path / "model-logs")
+    try:
+        yield await start_fake_model(stack, free_port(), record=record), record
+    finally:
+        await asyncio.shield(stack.stop())
+
+
+def _demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MIPRO, "demo", *args], env=env, cwd=REPO_ROOT, text=True,
+                          capture_output=True, timeout=240)
+
+
+async def test_demo_runs_the_job_file_against_a_model_url(
+        tmp_path: Path, fake_model: tuple[str, Path]) -> None:
+    url, record = fake_model
+    job = json.loads((REPO_ROOT / "examples" / "support_intents" / "job.json").read_text())
+    job["policy_optimization"]["mipro"].update(val_seeds=[100, 101, 102, 103, 104],
+                                               num_candidates=2)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
     env = _clean_env(MIPRO_DATA_DIR=str(tmp_path / "demo"))
-    result = subprocess.run([*MIPRO, "demo", "--model", "simulated"], env=env, cwd=REPO_ROOT,
-                            text=True, capture_output=True, timeout=240)
+    result = await asyncio.to_thread(_demo, "--model-url", url, "--job", str(job_file), env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert "SIMULATED model" in out
-    baseline = float(re.search(r"baseline score: +([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    assert f"model: the OpenAI-compatible server at {url}, for the provider(s) openai" in out
+    assert f"job: {job_file}" in out
+    baseline = float(re.search(r"baseline score: +([\d.]+) \(mean validation reward on 5 "
+                               r"seeds\)", out).group(1))  # type: ignore[union-attr]
     best = float(re.search(r"best score: +([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    assert best > baseline
+    assert best >= baseline  # the baseline competes, so the winner is never below it
     assert "best instruction:" in out and "job.succeeded" in out
+    # Both the policy's calls (with the task app's tool) and the proposer's reached the URL.
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sum(c["has_tools"] for c in calls) >= 5 + 5  # the bootstrap, the baseline on val
+    assert any(not c["has_tools"] and "## Tip" in c["user"] for c in calls)
+
+
+def test_demo_with_an_unreachable_model_url_says_so(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = _demo("--model-url", url, env=_clean_env(MIPRO_DATA_DIR=str(tmp_path / "demo")))
+    assert result.returncode == 1
+    assert f"the model server at {url} does not answer" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "local", "--model-url", "http://127.0.0.1:9/v1"], "leave out --model"),
+    (["--model-url", "http://127.0.0.1:9/v1", "--job", "no/such/job.json"],
+     "cannot read the job file no/such/job.json"),
+])
+def test_demo_refuses_contradictory_or_missing_inputs(tmp_path: Path, args: list[str],
+                                                      message: str) -> None:
+    result = _demo(*args, env=_clean_env(MIPRO_DATA_DIR=str(tmp_path / "demo")))
+    assert result.returncode == 2
+    assert message in result.stdout

@@ -7,6 +7,7 @@ config or the orchestrator no longer uses, an image that misses a package.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def test_compose_has_the_whole_stack() -> None:
 def test_service_commands_are_the_ones_the_cli_runs() -> None:
     services = _compose()["services"]
     for name, module in (("orchestrator", "orchestrator"), ("proposer", "proposer_service"),
-                         ("model", "mipro.simulated_model")):
+                         ("model", "mipro.local_model")):
         command = services[name]["command"]
         assert command[:3] == ["python", "-m", module], name
         assert importlib.util.find_spec(module) is not None, module
@@ -70,3 +71,20 @@ def test_dockerfile_copies_every_package() -> None:
     for folder in ("mipro", "orchestrator", "proposer_service", "gateway", "examples"):
         assert f"COPY {folder} ./{folder}" in dockerfile
         assert Path(REPO_ROOT / folder).is_dir()
+    # The model service is the real local model, which needs the extra `local` and a
+    # compiler to build llama.cpp.
+    assert 'pip install --no-cache-dir ".[local]"' in dockerfile
+    assert "build-essential" in dockerfile
+
+
+def test_the_model_service_is_the_local_provider_of_the_stack() -> None:
+    services = _compose()["services"]
+    command = services["model"]["command"]
+    port = command[command.index("--port") + 1]
+    for name in ("proposer", "orchestrator"):
+        environment = services[name]["environment"]
+        assert environment["MIPRO_PROVIDER_LOCAL_BASE_URL"] == f"http://model:{port}/v1", name
+        assert "model" in services[name]["depends_on"], name
+    job = json.loads((REPO_ROOT / "examples" / "support_intents" /
+                      "job_local_model.json").read_text())["policy_optimization"]
+    assert job["policy"]["provider"] == job["mipro"]["proposer"]["provider"] == "local"

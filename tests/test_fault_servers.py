@@ -1,9 +1,9 @@
 """Tests of the fault-injection servers in `tests/faults/` themselves, with real processes.
 
-One module-wide set of processes on free ports: the simulated model, the example task app,
+One module-wide set of processes on free ports: the fake model, the example task app,
 three flaky task apps in front of it (default rates; the same seed again; zero rates with
 `--fail-all-after 3`), one with `--fail-all-after 0 --fail-all-mode drop`, and a rate-limited
-model in front of the simulated model. All are stopped by pid at the end.
+model in front of the fake model. All are stopped by pid at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from mipro._settings import Settings
 from mipro._stack import Stack, free_port
+from tests._launch import start_fake_model
 from tests.conftest import REPO_ROOT
 from tests.faults import FLAKY_TASK_APP, RATE_LIMITED_MODEL, start_fault_server
 from tests.faults.flaky_task_app import GARBAGE_BODY, FaultRates, decide_fault
@@ -63,13 +64,13 @@ class Servers:
         return {"X-API-Key": key, "X-API-Keys": key, "Authorization": f"Bearer {key}"}
 
     def rollout_body(self, run_id: str, seed: int) -> dict[str, Any]:
-        """A v1 rollout request whose policy calls the simulated model directly."""
+        """A v1 rollout request whose policy calls the fake model directly."""
         return {
             "run_id": run_id,
             "trace_correlation_id": run_id,
             "env": {"env_name": "support_intents", "config": {"split": "train"}, "seed": seed},
             "policy": {"policy_id": "p1", "policy_name": "mipro",
-                       "config": {"model": "simulated", "provider": "openai",
+                       "config": {"model": "fake", "provider": "openai",
                                   "temperature": 0.0, "max_completion_tokens": 64,
                                   "inference_url": f"{self.model}/v1"}},
             "ops": ["agent", "env"],
@@ -87,7 +88,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
     key = "env_test_" + secrets.token_hex(8)
     try:
         model_v1, task_app = await asyncio.gather(
-            stack.start_simulated_model(free_port()),
+            start_fake_model(stack, free_port()),
             stack.start_task_app(free_port(), key))
         model = model_v1.removesuffix("/v1")
         rates = ["--fail-rate", str(RATES.fail), "--hang-rate", str(RATES.hang),
@@ -360,7 +361,7 @@ async def test_fail_all_after_n(servers: Servers, client: httpx.AsyncClient) -> 
 
 
 def _chat(i: int) -> dict[str, Any]:
-    return {"model": "simulated", "messages": [{"role": "user", "content": f"hello {i}"}]}
+    return {"model": "fake", "messages": [{"role": "user", "content": f"hello {i}"}]}
 
 
 async def test_429_bursts_at_the_configured_positions(servers: Servers,

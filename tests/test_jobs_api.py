@@ -8,11 +8,20 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from ._recorded import job_results, mean_reward
 from .conftest import RunningStack
-from .test_end_to_end import JOBS, _client, _poll_until_done, _register_env_key, documented_job
+from .test_end_to_end import (
+    JOBS,
+    _client,
+    _poll_until_done,
+    _register_env_key,
+    assert_reports_the_recorded_winner,
+    documented_job,
+)
 
 
 async def _submit(client: httpx.AsyncClient, stack: RunningStack, **mipro: Any) -> str:
@@ -129,11 +138,16 @@ async def test_held_out_test_seeds_score_the_winner_and_the_baseline(
                                test_seeds=list(range(200, 260)), num_candidates=6, seed=5)
         job = await _poll_until_done(client, job_id)
     assert job["status"] == "succeeded", job["error"]
-    assert job["best_score"] > job["baseline_score"]
-    assert job["baseline_test_score"] is not None and job["best_test_score"] is not None
-    # The gain holds on seeds the search never saw.
-    assert job["best_test_score"] > job["baseline_test_score"]
+    assert_reports_the_recorded_winner(running_stack, job)
+    # The test scores are the task app's rewards on the held-out seeds, for the winner and
+    # for the baseline, and nothing else ran on those seeds.
+    test_seeds = list(range(200, 260))
+    tested = job_results(running_stack.task_app_record, job_id, test_seeds)
     winner = job["candidates"][0]
+    assert set(tested) == {(c, s) for c in {0, winner["index"]} for s in test_seeds}
+    assert job["best_test_score"] == pytest.approx(mean_reward(tested, winner["index"]),
+                                                   abs=1e-9)
+    assert job["baseline_test_score"] == pytest.approx(mean_reward(tested, 0), abs=1e-9)
     assert winner["fully_evaluated"] and winner["seeds_scored"] == 30
     assert job["history"] and job["history"][-1]["best_score"] == job["best_score"]
     assert sum(c["policy_tokens"] for c in job["candidates"]) == job["policy_tokens"]

@@ -1,9 +1,10 @@
 """The proposer service: its pure rules, and the real process over a real gRPC channel.
 
 Fast tests check the meta-prompt sections, the tips, reply parsing and the de-duplication
-rules as pure functions. The end-to-end tests start the simulated model
-(`python -m mipro.simulated_model`) and `python -m proposer_service` as real child processes
-on free ports, call the service with `grpc.aio`, and stop every process by its pid.
+rules as pure functions. The end-to-end tests start the fake model
+(`python -m tests.fakes.fake_model`, whose answers carry no meaning) and
+`python -m proposer_service` as real child processes on free ports, call the service with
+`grpc.aio`, and stop every process by its pid.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def _request(**overrides: object) -> ProposeRequest:
     fields: dict[str, object] = dict(
-        job_id="pl_test", model=ProposerModel("local", "simulated", 0.7, 256),
+        job_id="pl_test", model=ProposerModel("local", "fake", 0.7, 256),
         num_candidates=4, baseline_instruction=BASELINE, task_info_json=json.dumps(TASK_INFO),
         examples=tuple(ScoredExample(text, json.dumps({"intent": label}), reward)
                        for text, label, reward in EXAMPLES),
@@ -96,7 +97,7 @@ def _proto_request(provider: str = "local", *, num_candidates: int = 5, seed: in
                    ) -> proposer_pb2.ProposeInstructionsRequest:
     return proposer_pb2.ProposeInstructionsRequest(
         job_id="pl_proposer_test",
-        model=proposer_pb2.ProposerModel(provider=provider, model="simulated",
+        model=proposer_pb2.ProposerModel(provider=provider, model="fake",
                                          temperature=0.7, max_tokens=256),
         mode="instruction_only", num_candidates=num_candidates,
         task_info_json=json.dumps(TASK_INFO), baseline_instruction=BASELINE,
@@ -131,17 +132,17 @@ def test_exported_members() -> None:
 # --------------------------------------------------------------------------- tips
 
 
-def test_tip_texts_are_the_ones_the_simulated_model_knows() -> None:
-    assert [(t.id, t.text) for t in TIPS] == [
-        ("none", "No particular style."),
-        ("be_concise", "Keep the instruction short and simple."),
-        ("be_creative", "Don't be afraid to be creative when writing the instruction!"),
-        ("describe_task",
-         "Make sure the instruction describes the task and every label in detail."),
-        ("high_stakes",
-         "The instruction should stress that the task is high-stakes and mistakes are costly."),
-        ("persona", "Include a persona that is an expert at this task in the instruction."),
-    ]
+def test_tips_are_dspy_mipro_v2s_set_each_with_its_own_text() -> None:
+    assert [t.id for t in TIPS] == [
+        "none", "creative", "simple", "description", "high_stakes", "persona"]
+    texts = [t.text for t in TIPS]
+    assert all(text.strip() and "\n" not in text for text in texts)
+    assert len(set(texts)) == len(texts)
+    # Each candidate's call carries its own tip's text, and no other tip's.
+    for tip in TIPS:
+        user = build_messages(_request(), tip)[1]["content"]
+        assert _sections(user)["## Tip"] == tip.text
+        assert [other.id for other in TIPS if other.text in user] == [tip.id]
 
 
 def test_tip_assignment_is_seeded_and_varied() -> None:
@@ -261,15 +262,15 @@ def test_dedupe_drops_exact_near_and_baseline_copies() -> None:
                  "and answer with exactly one intent label from the list, nothing else at all")
     proposals = [
         Proposal("Classify the message into one label.", "none"),
-        Proposal("classify the   message into one label", "be_concise"),  # exact after normalise
+        Proposal("classify the   message into one label", "simple"),  # exact after normalise
         Proposal(long_text, "persona"),
         Proposal(long_text.replace("carefully", "closely"), "high_stakes"),  # 0.9 <= Jaccard
-        Proposal(BASELINE.upper(), "be_creative"),  # the baseline
-        Proposal(BASELINE.replace("helpful", "useful").replace(".", "!"), "describe_task"),
-        Proposal("Name the single intent label that fits the message best.", "be_creative"),
+        Proposal(BASELINE.upper(), "creative"),  # the baseline
+        Proposal(BASELINE.replace("helpful", "useful").replace(".", "!"), "description"),
+        Proposal("Name the single intent label that fits the message best.", "creative"),
     ]
     kept, dropped = dedupe(proposals, [BASELINE])
-    assert [p.tip for p in kept] == ["none", "persona", "describe_task", "be_creative"]
+    assert [p.tip for p in kept] == ["none", "persona", "description", "creative"]
     assert dropped == 3
     assert jaccard(word_set(long_text), word_set(proposals[3].instruction)) >= 0.9
     # A reworded baseline that changes 1 of 9 words stays (Jaccard 8/10 < 0.9).
@@ -353,7 +354,7 @@ async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
     # The 500 is retried by the SDK (2 retries); the other calls are made once each.
     assert sorted(body["seed"] for body in seen) == [7000, *[7001] * 3, 7002, 7003, 7004]
     assert {(b["model"], b["temperature"], b["max_tokens"]) for b in seen} == {
-        ("simulated", 0.7, 256)}
+        ("fake", 0.7, 256)}
     assert all(b["messages"][0]["content"] == SYSTEM_PROMPT for b in seen)
     tips = assign_tips(7, 5)
     assert [(p.instruction, p.tip) for p in result.proposals] == [
@@ -485,10 +486,10 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_url(log_dir: Path) -> Iterator[str]:
-    """The simulated model, a real OpenAI-compatible server; its `/v1` base URL."""
+    """The fake model, a real OpenAI-compatible server; its `/v1` base URL."""
     port = _free_port()
-    process = _spawn("simulated-model", [sys.executable, "-m", "mipro.simulated_model",
-                                         "--host", "127.0.0.1", "--port", str(port)],
+    process = _spawn("fake-model", [sys.executable, "-m", "tests.fakes.fake_model",
+                                    "--host", "127.0.0.1", "--port", str(port)],
                      _clean_env(), log_dir)
     try:
         _wait_http_ok(f"http://127.0.0.1:{port}/health", process)
@@ -520,7 +521,7 @@ def _start_proposer(model_url: str, log_dir: Path, name: str = "proposer") -> tu
 
 @pytest.fixture(scope="module")
 def proposer(model_url: str, log_dir: Path) -> Iterator[tuple[_Process, str]]:
-    """`python -m proposer_service` pointed at the simulated model as provider `local`."""
+    """`python -m proposer_service` pointed at the fake model as provider `local`."""
     process, address = _start_proposer(model_url, log_dir)
     try:
         yield process, address

@@ -11,8 +11,8 @@ never downloaded at run time. It needs the optional dependencies: `pip install -
 
 Answers are deterministic at temperature 0 and, above it, for a fixed seed (`_model.py`).
 
-Unlike `mipro.simulated_model`, this is a language model, and a very small one: unconstrained
-it cannot classify, and constrained to the label set it is only a little better than chance.
+It is a real language model, and a very small one: unconstrained it cannot classify, and
+constrained to the label set it is only a little better than chance.
 Measured figures are in the README (section "The real local model").
 """
 

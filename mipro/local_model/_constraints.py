@@ -7,9 +7,9 @@ text the grammar accepts. The model is also told, in a short note appended to th
 message, what it is writing, as OpenAI-compatible servers put tool definitions in the prompt.
 
 - Tools, with `tool_choice` "required", a named function, or "auto" (unless the last message
-  is a tool result, as the simulated model does: a model this small cannot decide well
-  whether to call): with one candidate function the output is its arguments object, checked
-  against `parameters`; with several it is `{"name": ..., "arguments": {...}}`, one of them.
+  is a tool result: a model this small cannot decide well whether to call): with one
+  candidate function the output is its arguments object, checked against `parameters`; with
+  several it is `{"name": ..., "arguments": {...}}`, one of them.
 - `response_format` `json_schema`: the output matches its `schema`; `json_object`: any JSON
   object. Tools win when a tool call is made.
 - Otherwise the output is free text.
@@ -21,9 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mipro.simulated_model import InvalidRequestError
-
-from ._requests import LocalRequest
+from ._requests import InvalidRequestError, LocalRequest
 
 TEXT, TOOL_CALL, JSON = "text", "tool_call", "json"
 

@@ -34,11 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mipro.simulated_model import InvalidRequestError
-
 from ._constraints import TOOL_CALL, constraint_for, grammar_text, read_tool_call, with_note
 from ._prefix_cache import PrefixCache
-from ._requests import LocalRequest
+from ._requests import InvalidRequestError, LocalRequest
 
 #: Threads llama.cpp computes with. One, measured on the 2-core demo machine: for a 135M model
 #: a second thread makes prompts faster (320 vs 184 tokens/s) but generation slower, and a

@@ -28,8 +28,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mipro.simulated_model import InvalidRequestError
-
 from ._files import require_llama_cpp, resolve_model_path
 from ._model import (
     DEFAULT_CONTEXT_SIZE,
@@ -38,7 +36,7 @@ from ._model import (
     LocalModel,
 )
 from ._recorder import Recorder
-from ._requests import parse_request
+from ._requests import InvalidRequestError, parse_request
 from ._responses import chat_completion, error, model_list
 
 log = structlog.get_logger("mipro.local_model")
@@ -115,7 +113,7 @@ async def _health(request: Request) -> JSONResponse:
     model: LocalModel = request.app.state.model
     return JSONResponse({"status": "ok", "healthy": True, "model": model.model_id,
                          "engine": "llama.cpp", "llama_cpp_python": model.llama_cpp_version,
-                         "model_path": str(model.path), "simulated": False})
+                         "model_path": str(model.path)})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -10,7 +10,7 @@ Two HTTP proxies, each run as its own process in front of a real server:
 
 Both serve `GET /_faults/stats` themselves (always 200, no auth), which is also their
 readiness probe: `start_fault_server()` starts either one through
-`mipro._stack.Stack.start_http_proxy`, so `Stack.stop()` stops it by pid with the rest.
+`tests._launch.start_http_proxy`, so `Stack.stop()` stops it by pid with the rest.
 
 This module also holds what both proxies share: forwarding one request to the upstream
 with one `httpx.AsyncClient`, turning the upstream's answer back into a response, and the
@@ -106,5 +106,7 @@ async def start_fault_server(stack: Stack, module: str, upstream: str, port: int
                              log: Path | None = None, args: Sequence[str] = ()) -> str:
     """Starts a fault server as a process of `stack` (stopped by pid with it), ready once its
     own `/_faults/stats` answers (a task app's `/health` needs a key); returns its URL."""
-    return await stack.start_http_proxy(module, upstream, port, log=log, args=args,
-                                        ready_path="/_faults/stats")
+    from tests._launch import start_http_proxy
+
+    return await start_http_proxy(stack, module, upstream, port, log=log, args=args,
+                                  ready_path="/_faults/stats")
