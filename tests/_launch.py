@@ -30,7 +30,8 @@ async def start_fake_model(stack: Stack, port: int, *, record: Path | None = Non
     if record is not None:
         argv += ["--record", str(record)]
     process = await stack.spawn("fake-model", argv, _module_env(stack))
-    await wait_http_ok(f"http://{host}:{port}/health", process=process)
+    await wait_http_ok(f"http://{host}:{port}/health", process=process,
+                       timeout=stack.settings.stack_ready_timeout_seconds)
     return f"http://{host}:{port}/v1"
 
 
@@ -45,5 +46,6 @@ async def start_http_proxy(stack: Stack, module: str, upstream: str, port: int, 
     if log is not None:
         argv += ["--log", str(log)]
     process = await stack.spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv, _module_env(stack))
-    await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process)
+    await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process,
+                       timeout=stack.settings.stack_ready_timeout_seconds)
     return f"http://{host}:{port}"
