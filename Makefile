@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint-protos protos bench clean
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -63,6 +63,12 @@ test: check setup-local
 bench: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.search_efficiency
+
+## bench-perf: the engine's cost per rollout on the real stack (about 25 minutes; prints
+## tables). ARGS=--quick is a smoke run of a minute or two; ARGS="--only cpu,wall" picks.
+bench-perf: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench.perf $(ARGS)
 
 ## protos: regenerate stubs, the descriptor set and the rendered Envoy configs
 protos: setup
