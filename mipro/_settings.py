@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".mipro")
     #: `MIPRO_API_KEYS`: comma-separated API keys accepted by the job API.
     api_keys: Annotated[tuple[str, ...], NoDecode, _Must("comma-separated keys")] = ()
+    #: `MIPRO_API_KEY_PEPPER`: the server secret stored API keys are hashed with (HMAC-SHA256);
+    #: at least 16 characters. Default: the file `api_key_pepper` in the data directory, made
+    #: on first use (development); changing it invalidates every stored key.
+    api_key_pepper: Annotated[str, Field(repr=False),
+                              _Must("at least 16 characters (or unset)")] = ""
+    #: `MIPRO_API_KEY_CACHE_MS`: how long the orchestrator reuses what it read of stored keys
+    #: and tenants; a revoke or disable takes effect within it. 0-1000, default 1000.
+    api_key_cache_ms: Annotated[int, Field(ge=0, le=1000),
+                                _Must("a whole number of milliseconds (0-1000)")] = 1000
+    #: `MIPRO_TENANT_CHECK_SECONDS`: how often the orchestrator cancels the queued and running
+    #: jobs of disabled tenants. Default 1.
+    tenant_check_seconds: Seconds = 1.0
     #: `MIPRO_MAX_RUNNING_JOBS`: jobs run at once per orchestrator; more wait `queued`. Default 4.
     max_running_jobs: Annotated[int, Field(ge=1), _Must("a whole number, at least 1")] = 4
     #: `MIPRO_LOG_LEVEL`: `debug`, `info`, `warning` or `error`. Default `info`.
@@ -227,6 +239,13 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @field_validator("api_key_pepper")
+    @classmethod
+    def _pepper_length(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("too short")
         return value
 
     @field_validator("log_level", "log_format", mode="before")

@@ -4,6 +4,8 @@
     mipro demo               the stack + example task app + a model, one optimization, printed
     mipro jobs submit FILE   POST a job (JSON as in the API docs); also get, list, cancel, events
     mipro env-keys register  register the ENVIRONMENT_API_KEY sent to task apps
+    mipro keys create|list|revoke, mipro tenants list|disable|enable
+                             the operator's tenants and API keys, on the data directory's store
 
 Every job command talks REST to the gateway (`MIPRO_GATEWAY_URL`, default
 `http://127.0.0.1:8080`) with the key in `MIPRO_API_KEY` (else the first of `MIPRO_API_KEYS`,
@@ -28,6 +30,9 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from orchestrator._tenants import load_pepper
+
+from . import _admin
 from ._live import LiveView, render_result
 from ._providers import override_variables
 from ._settings import Settings, SettingsError
@@ -136,6 +141,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         settings = Settings.from_env(env)
         _print(f"MIPRO_API_KEYS is unset; made an API key for this run: {key}")
         _print(f"(saved to {path}; `mipro jobs ...` reads it from there)")
+    _pepper, made = load_pepper(settings)
+    if made is not None:
+        _print(f"MIPRO_API_KEY_PEPPER is unset; made one for stored API keys, saved to {made}")
     return asyncio.run(_up(settings, stack_env(settings, env)))
 
 
@@ -385,7 +393,16 @@ def cmd_env_keys(args: argparse.Namespace) -> int:
         return _show(api.post("/api/v1/env-keys", json={"name": args.name, "value": value}))
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """`mipro keys ...` and `mipro tenants ...` (`_admin.py`)."""
+    return asyncio.run(_admin.run(Settings.from_env(_env_with_flags(args)), args))
+
+
 # -- parser -----------------------------------------------------------------------------------
+
+def _add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="job store directory (MIPRO_DATA_DIR, ./.mipro)")
+
 
 def _add_port_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-port", type=int, help="REST port (MIPRO_GATEWAY_PORT, 8080)")
@@ -444,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--name", default="ENVIRONMENT_API_KEY")
     register.add_argument("--value", help="the key (default: $ENVIRONMENT_API_KEY)")
     env_keys.set_defaults(handler=cmd_env_keys)
+
+    _admin.add_parsers(commands, _add_data_dir_flag, cmd_admin)
     return parser
 
 

@@ -1,43 +1,147 @@
-"""API-key authentication of job API calls.
+"""API-key authentication of job API calls: which tenant is calling.
 
-Keys come from `MIPRO_API_KEYS`. A caller presents one as `authorization: Bearer <key>` or
-`x-api-key: <key>` (gRPC metadata; the gateway passes REST headers through lower-cased). A job
-belongs to the owner derived from the key, so one owner never sees another's jobs.
+A caller presents a key as `authorization: Bearer <key>` or `x-api-key: <key>` (gRPC
+metadata; the gateway passes REST headers through lower-cased). A key is accepted when it is
+one of `MIPRO_API_KEYS` (the development bootstrap, each its own tenant) or a stored,
+unrevoked key (`_tenants.py`), and its tenant is not disabled. Stored keys and tenants are
+re-read from the store at most every `cache_seconds` (at most 1 s), so a key revoked or a
+tenant disabled by `mipro keys` / `mipro tenants` in another process is refused within it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import hmac
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from ._errors import Unauthenticated
+from ._models import TenantStatus
+from ._store import JobStore
+from ._tenants import bootstrap_tenant_id, hash_secret
+
+#: The longest key accepted; longer is malformed.
+MAX_KEY_LENGTH = 512
+_HOW_TO_SEND = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 
 
 def owner_of(api_key: str) -> str:
-    """A stable owner id for `api_key` that does not reveal it."""
-    return "own_" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    """The tenant of a bootstrap key (kept under its old name)."""
+    return bootstrap_tenant_id(api_key)
+
+
+def _check_shape(key: str) -> str:
+    if not key:
+        raise Unauthenticated(f"missing API key: {_HOW_TO_SEND}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise Unauthenticated(f"malformed API key: longer than {MAX_KEY_LENGTH} characters")
+    if not all("!" <= ch <= "~" for ch in key):
+        raise Unauthenticated(
+            "malformed API key: it must be printable ASCII without spaces (the key as "
+            "`mipro keys create` printed it)")
+    return key
+
+
+def presented_key(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The key the caller sent, or `Unauthenticated` when it is missing or malformed."""
+    bearer: str | None = None
+    header: str | None = None
+    for name, value in metadata:
+        if name not in ("authorization", "x-api-key"):
+            continue
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("ascii")
+            except UnicodeDecodeError:
+                raise Unauthenticated(
+                    f"malformed API key: the {name} header is not ASCII") from None
+        if name == "authorization" and bearer is None:
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.lower() != "bearer":
+                raise Unauthenticated(f"malformed authorization header: {_HOW_TO_SEND}")
+            bearer = rest.strip()
+        elif name == "x-api-key" and header is None:
+            header = value.strip()
+    return _check_shape(bearer if bearer is not None else header or "")
+
+
+@dataclass(frozen=True)
+class _KeyView:
+    """What the store said about keys and tenants at one moment."""
+
+    active: tuple[tuple[str, str], ...]  # (secret hash, tenant id) of unrevoked stored keys
+    revoked: tuple[str, ...]  # secret hashes of revoked keys
+    disabled: frozenset[str]  # tenant ids
+    read_at: float
 
 
 class Authenticator:
-    """Checks presented keys against the configured ones in constant time."""
+    """Maps a presented key to its tenant, comparing keys in constant time."""
 
-    def __init__(self, api_keys: Iterable[str]) -> None:
-        self._keys = tuple(api_keys)
+    def __init__(self, bootstrap_keys: Iterable[str], *, store: JobStore | None = None,
+                 pepper: bytes = b"", cache_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if store is not None and not pepper:
+            raise ValueError("stored API keys need a pepper")
+        self._bootstrap = tuple((k.encode(), bootstrap_tenant_id(k)) for k in bootstrap_keys)
+        self._store = store
+        self._pepper = pepper
+        self._cache_seconds = min(cache_seconds, 1.0)
+        self._clock = clock
+        self._view: _KeyView | None = None
+        self._lock = asyncio.Lock()
 
-    def owner_from_metadata(self, metadata: Iterable[tuple[str, str | bytes]]) -> str:
-        """The caller's owner id, or `Unauthenticated` when no configured key is presented."""
-        presented = ""
-        for key, value in metadata:
-            text = value.decode() if isinstance(value, bytes) else value
-            if key == "authorization" and text.lower().startswith("bearer "):
-                presented = text[7:].strip()
-                break
-            if key == "x-api-key" and not presented:
-                presented = text.strip()
-        if not presented:
-            raise Unauthenticated(
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-        if not any(hmac.compare_digest(presented, k) for k in self._keys):
+    async def _current(self) -> _KeyView:
+        view = self._view
+        if view is not None and self._clock() - view.read_at < self._cache_seconds:
+            return view
+        async with self._lock:
+            view = self._view
+            if view is None or self._clock() - view.read_at >= self._cache_seconds:
+                view = await self._read()
+                self._view = view
+        return view
+
+    async def _read(self) -> _KeyView:
+        now = self._clock()
+        if self._store is None:
+            return _KeyView((), (), frozenset(), now)
+        keys = await self._store.list_api_keys()
+        tenants = await self._store.list_tenants()
+        return _KeyView(
+            active=tuple((k.secret_hash, k.tenant_id) for k in keys if k.revoked_at is None),
+            revoked=tuple(k.secret_hash for k in keys if k.revoked_at is not None),
+            disabled=frozenset(t.tenant_id for t in tenants
+                               if t.status is TenantStatus.DISABLED),
+            read_at=now)
+
+    async def tenant_from_metadata(self, metadata: Iterable[tuple[str, str | bytes]]) -> str:
+        """The caller's tenant id, or `Unauthenticated` (missing, malformed, unknown or
+        revoked key; disabled tenant)."""
+        key = presented_key(metadata)
+        view = await self._current()
+        tenant = self._match(key, view)
+        if tenant is None:
             raise Unauthenticated("unknown API key")
-        return owner_of(presented)
+        if tenant in view.disabled:
+            raise Unauthenticated("this API key's tenant is disabled")
+        return tenant
+
+    def _match(self, key: str, view: _KeyView) -> str | None:
+        """The tenant of `key`; every candidate is compared, so the time does not say which
+        one matched."""
+        found: str | None = None
+        raw = key.encode()
+        for known, tenant in self._bootstrap:
+            if hmac.compare_digest(raw, known):
+                found = tenant
+        if view.active or view.revoked:
+            digest = hash_secret(key, self._pepper)
+            for stored, tenant in view.active:
+                if hmac.compare_digest(digest, stored):
+                    found = tenant
+            for stored in view.revoked:
+                if hmac.compare_digest(digest, stored):
+                    raise Unauthenticated("this API key was revoked")
+        return found

@@ -61,7 +61,7 @@ def _unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=method.__name__)
         try:
-            owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
+            owner = await self._auth.tenant_from_metadata(context.invocation_metadata() or ())
             return await method(self, owner, request, context)
         except OrchestratorError as error:
             log.info("request refused", reason=error.reason, detail=str(error))
@@ -118,7 +118,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         structlog.contextvars.clear_contextvars()
         try:
-            owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
+            owner = await self._auth.tenant_from_metadata(context.invocation_metadata() or ())
             stream = self._jobs.stream_events(owner, request.job_id, request.since_seq)
             async for event in stream:
                 yield event_to_proto(event)

@@ -88,7 +88,7 @@ class JobManager:
     async def create(self, owner: str, spec: JobSpec, request_id: str = "") -> JobRecord:
         if await self._store.get_env_key(owner, ENVIRONMENT_KEY_NAME) is None:
             raise FailedPrecondition(
-                f"no {ENVIRONMENT_KEY_NAME} is registered for this API key: register it with "
+                f"no {ENVIRONMENT_KEY_NAME} is registered for this tenant: register it with "
                 f"POST /api/v1/env-keys before creating a job")
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
                         created_at=datetime.now(UTC), request_id=request_id, phase="queued")

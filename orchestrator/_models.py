@@ -168,3 +168,33 @@ class JobEvent:
     data: dict[str, Any]
     created_at: datetime
     terminal: bool = False
+
+
+class TenantStatus(enum.StrEnum):
+    """Whether a tenant's keys are accepted."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """Who owns jobs and environment keys; `tenant_id` is the `owner` of its jobs."""
+
+    tenant_id: str
+    name: str
+    status: TenantStatus
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A stored API key: the secret itself is never stored, only its peppered HMAC."""
+
+    key_id: str
+    tenant_id: str
+    name: str
+    prefix: str
+    secret_hash: str = field(repr=False)
+    created_at: datetime
+    revoked_at: datetime | None = None

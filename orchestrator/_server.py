@@ -27,6 +27,7 @@ from ._jobs import JobManager
 from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
+from ._tenants import TenantWatch, ensure_bootstrap_tenants, load_pepper
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +41,6 @@ class OrchestratorServer:
     """Runs the job API (gRPC) and the interceptor (HTTP) in one event loop."""
 
     def __init__(self, settings: Settings, *, store: JobStore | None = None) -> None:
-        if not settings.api_keys:
-            raise ValueError("MIPRO_API_KEYS is empty: the job API needs at least one key")
         self._settings = settings
         self._store = store or SqliteJobStore(
             settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
@@ -61,7 +60,14 @@ class OrchestratorServer:
                                 stream_poll_seconds=settings.event_stream_poll_seconds)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
-        auth = Authenticator(settings.api_keys)
+        pepper, made = load_pepper(settings)
+        if made is not None:
+            log.warning("made an API-key pepper in the data directory; set "
+                        "MIPRO_API_KEY_PEPPER outside development", path=str(made))
+        auth = Authenticator(settings.api_keys, store=self._store, pepper=pepper,
+                             cache_seconds=settings.api_key_cache_ms / 1000)
+        self._tenant_watch = TenantWatch(self._store, self._jobs.cancel,
+                                         interval=settings.tenant_check_seconds)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self._jobs, auth), self._grpc)
         jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(
             EnvironmentKeyServicer(self._jobs, auth), self._grpc)
@@ -73,7 +79,9 @@ class OrchestratorServer:
     async def start(self) -> None:
         settings = self._settings
         await self._store.open()
+        await ensure_bootstrap_tenants(self._store, settings.api_keys)
         await self._jobs.start()
+        self._tenant_watch.start()
         address = f"{settings.host}:{settings.orchestrator_port}"
         self.grpc_port = self._grpc.add_insecure_port(address)
         if self.grpc_port == 0:
@@ -101,6 +109,7 @@ class OrchestratorServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         await mark_not_serving(self._health, SERVICE_NAMES)
+        await self._tenant_watch.stop()
         await self._jobs.stop()
         await self._grpc.stop(grace)
         if self._http is not None and self._http_task is not None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from datetime import datetime
 from typing import Any
 
 from ._models import (
+    ApiKeyRecord,
     CandidateRecord,
     JobEvent,
     JobRecord,
@@ -20,6 +22,8 @@ from ._models import (
     PolicySpec,
     ProposerSpec,
     RolloutResult,
+    Tenant,
+    TenantStatus,
 )
 
 
@@ -82,6 +86,37 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def get_env_key(self, owner: str, name: str) -> str | None:
         """The owner's named environment key, or None."""
+
+    # -- tenants and API keys (`_tenants.py` holds the rules) ---------------------------------
+
+    @abc.abstractmethod
+    async def create_tenant(self, tenant: Tenant) -> Tenant:
+        """Stores a new tenant; when its id exists already, returns the stored one unchanged."""
+
+    @abc.abstractmethod
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant, or None."""
+
+    @abc.abstractmethod
+    async def list_tenants(self) -> list[Tenant]:
+        """Every tenant, oldest first."""
+
+    @abc.abstractmethod
+    async def set_tenant_status(self, tenant_id: str, status: TenantStatus) -> bool:
+        """Sets the tenant's status; False when there is no such tenant."""
+
+    @abc.abstractmethod
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """Stores a new API key (its tenant must exist)."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every stored API key, revoked ones included, oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKeyRecord | None:
+        """Marks the key revoked (once: a second revoke keeps the first time); None when
+        there is no such key."""
 
 
 def spec_to_dict(spec: JobSpec) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from typing import Any
 
 import aiosqlite
 
-from ._models import JobEvent, JobRecord, JobStatus, RolloutResult
+from ._models import (
+    ApiKeyRecord,
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    RolloutResult,
+    Tenant,
+    TenantStatus,
+)
 from ._store import (
     JobStore,
     candidates_from_list,
@@ -25,8 +33,9 @@ from ._store import (
     spec_to_dict,
 )
 
-#: The schema version this module writes (1: rollouts as JSON blobs; 2: one column each).
-SCHEMA_VERSION = 2
+#: The schema version this module writes (1: rollouts as JSON blobs; 2: one column each;
+#: 3: tenants and API keys, new tables only).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -71,6 +80,21 @@ CREATE TABLE IF NOT EXISTS env_keys (
     value TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (owner, name)
+);
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants (tenant_id),
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
 );
 """
 
@@ -182,7 +206,8 @@ class SqliteJobStore(JobStore):
         await self._upgrade()
 
     async def _upgrade(self) -> None:
-        """Moves version-1 rollouts (one JSON blob per row) into `rollout_results`."""
+        """Moves version-1 rollouts (one JSON blob per row) into `rollout_results`; the
+        tables of version 3 (tenants, API keys) are new, so `_SCHEMA` has made them already."""
         conn = self._conn
         async with conn.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
@@ -349,3 +374,67 @@ class SqliteJobStore(JobStore):
         ) as cursor:
             row = await cursor.fetchone()
         return row["value"] if row else None
+
+    # -- tenants and API keys ----------------------------------------------------------------
+
+    async def create_tenant(self, tenant: Tenant) -> Tenant:
+        await self._conn.execute(
+            "INSERT OR IGNORE INTO tenants (tenant_id, name, status, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (tenant.tenant_id, tenant.name, tenant.status.value, tenant.created_at.isoformat()))
+        stored = await self.get_tenant(tenant.tenant_id)
+        assert stored is not None
+        return stored
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._conn.execute(
+                "SELECT * FROM tenants WHERE tenant_id = ?", (tenant_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _tenant_from_row(row) if row else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self._conn.execute(
+                "SELECT * FROM tenants ORDER BY created_at, tenant_id") as cursor:
+            rows = await cursor.fetchall()
+        return [_tenant_from_row(r) for r in rows]
+
+    async def set_tenant_status(self, tenant_id: str, status: TenantStatus) -> bool:
+        async with self._conn.execute(
+                "UPDATE tenants SET status = ? WHERE tenant_id = ?",
+                (status.value, tenant_id)) as cursor:
+            return cursor.rowcount > 0
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        await self._conn.execute(
+            "INSERT INTO api_keys (key_id, tenant_id, name, prefix, secret_hash, created_at,"
+            " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key.key_id, key.tenant_id, key.name, key.prefix, key.secret_hash,
+             key.created_at.isoformat(), _ts(key.revoked_at)))
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        async with self._conn.execute(
+                "SELECT * FROM api_keys ORDER BY created_at, key_id") as cursor:
+            rows = await cursor.fetchall()
+        return [_api_key_from_row(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKeyRecord | None:
+        await self._conn.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?",
+            (revoked_at.isoformat(), key_id))
+        async with self._conn.execute(
+                "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _api_key_from_row(row) if row else None
+
+
+def _tenant_from_row(row: aiosqlite.Row) -> Tenant:
+    return Tenant(tenant_id=row["tenant_id"], name=row["name"],
+                  status=TenantStatus(row["status"]),
+                  created_at=datetime.fromisoformat(row["created_at"]))
+
+
+def _api_key_from_row(row: aiosqlite.Row) -> ApiKeyRecord:
+    return ApiKeyRecord(key_id=row["key_id"], tenant_id=row["tenant_id"], name=row["name"],
+                        prefix=row["prefix"], secret_hash=row["secret_hash"],
+                        created_at=datetime.fromisoformat(row["created_at"]),
+                        revoked_at=_parse_ts(row["revoked_at"]))
