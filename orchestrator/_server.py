@@ -47,7 +47,8 @@ class OrchestratorServer:
             settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
         self._ledger = ExchangeLedger()
         self._proposer = ProposerClient(settings.proposer_address,
-                                        ProposerCallPolicy.from_settings(settings))
+                                        ProposerCallPolicy.from_settings(settings),
+                                        token=settings.proposer_token)
         self._interceptor = Interceptor(self._ledger,
                                         provider_timeout=settings.provider_timeout_seconds,
                                         provider_max_retries=settings.provider_max_retries)
@@ -74,14 +75,14 @@ class OrchestratorServer:
         settings = self._settings
         await self._store.open()
         await self._jobs.start()
-        address = f"{settings.host}:{settings.orchestrator_port}"
+        address = f"{settings.orchestrator_host}:{settings.orchestrator_port}"
         self.grpc_port = self._grpc.add_insecure_port(address)
         if self.grpc_port == 0:
-            raise OSError(f"cannot bind gRPC to {settings.host}:{settings.orchestrator_port}")
+            raise OSError(f"cannot bind gRPC to {address}")
         await self._grpc.start()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.interceptor_port))
+        sock.bind((settings.interceptor_host, settings.interceptor_port))
         self.interceptor_port = sock.getsockname()[1]
         config = uvicorn.Config(self._interceptor.app, log_config=None, access_log=False,
                                 lifespan="off",
