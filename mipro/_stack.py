@@ -266,21 +266,11 @@ class Stack:
         """Renders the Envoy config for these settings, starts Envoy and waits until the
         route to the orchestrator is healthy."""
         from gateway import envoy_binary
-        from gateway.config import GatewayProtections, packaged_descriptor, render_envoy_yaml
 
         s = self.settings
         config_path = s.data_dir / "envoy.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(render_envoy_yaml(
-            listen_host=s.gateway_host, listen_port=s.gateway_port,
-            admin_host="127.0.0.1", admin_port=s.gateway_admin_port,
-            orchestrator_grpc=(dial_host(s.orchestrator_host), s.orchestrator_port),
-            interceptor_http=(dial_host(s.interceptor_host), s.interceptor_port),
-            descriptor_path=str(packaged_descriptor()),
-            api_timeout_seconds=s.gateway_api_timeout_seconds,
-            interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
-            protections=GatewayProtections.from_settings(s),
-        ))
+        config_path.write_text(gateway_config_yaml(s))
         gateway = await self.spawn("gateway", [
             envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
             "--base-id", str(s.gateway_admin_port), "-l", "warning",
@@ -300,6 +290,23 @@ class Stack:
         for process in reversed(self.processes):
             await process.stop(self.settings.stack_stop_grace_seconds)
         self.processes.clear()
+
+
+def gateway_config_yaml(s: Settings) -> str:
+    """The Envoy config of the gateway for settings `s`: it listens on the gateway's host and
+    dials the orchestrator and the interceptor where they bind (a wildcard on loopback)."""
+    from gateway.config import GatewayProtections, packaged_descriptor, render_envoy_yaml
+
+    return render_envoy_yaml(
+        listen_host=s.gateway_host, listen_port=s.gateway_port,
+        admin_host="127.0.0.1", admin_port=s.gateway_admin_port,
+        orchestrator_grpc=(dial_host(s.orchestrator_host), s.orchestrator_port),
+        interceptor_http=(dial_host(s.interceptor_host), s.interceptor_port),
+        descriptor_path=str(packaged_descriptor()),
+        api_timeout_seconds=s.gateway_api_timeout_seconds,
+        interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
+        protections=GatewayProtections.from_settings(s),
+    )
 
 
 def stack_env(settings: Settings, base: Mapping[str, str] | None = None,
