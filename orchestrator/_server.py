@@ -23,7 +23,7 @@ from ._auth import Authenticator
 from ._exchanges import ExchangeLedger
 from ._grpc_service import EnvironmentKeyServicer, JobServicer
 from ._interceptor import Interceptor
-from ._jobs import JobManager
+from ._jobs import JobManager, TenantLimits
 from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
@@ -59,7 +59,13 @@ class OrchestratorServer:
                                 task_app_retry=settings.task_app_retry_policy,
                                 task_app_timeout=settings.task_app_timeout_seconds,
                                 summary_flush_seconds=settings.summary_flush_ms / 1000,
-                                stream_poll_seconds=settings.event_stream_poll_seconds)
+                                stream_poll_seconds=settings.event_stream_poll_seconds,
+                                tenant_limits=TenantLimits(
+                                    max_running_jobs=settings.tenant_max_running_jobs,
+                                    max_queued_jobs=settings.tenant_max_queued_jobs,
+                                    max_live_streams=settings.tenant_max_live_streams,
+                                    max_seeds=settings.tenant_max_seeds,
+                                    max_candidates=settings.tenant_max_candidates))
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)
