@@ -10,8 +10,25 @@ by routes that match the request as it arrived (`match_incoming_request_route`):
 - `/v1/...`, the policy-model interceptor, proxied as plain HTTP/1.1 (no transcoding);
 - `/healthz`, answered by Envoy itself.
 
-Filters, in order: `header_mutation` (drops the `grpc-*` headers from REST responses), `buffer`
-(caps a request body at 4 MiB, 413 beyond), the transcoder, the router.
+Filters, in order: `header_mutation` (drops the `grpc-*` headers from REST responses),
+`local_ratelimit` (a token bucket per API key, 429 beyond), `buffer` (caps a request body at
+4 MiB, and at 2 MiB on `/v1/`; 413 beyond), the transcoder, the router.
+
+What the gateway protects (`GatewayProtections`, from the `MIPRO_GATEWAY_*` settings):
+
+- a request's headers must arrive within `request_headers_timeout`, and a request that moves
+  no data for `stream_idle_timeout` is closed; the live event streams (REST and gRPC) are
+  exempt, because a job may be silent for minutes (a proposal call) and the stream sends no
+  heartbeat;
+- the job API (REST and native gRPC) allows `rate_limit_per_minute` requests per API key,
+  told by the `Authorization` or `x-api-key` header (one bucket per distinct value; requests
+  without either share one); the `/v1/` interceptor route is not limited here (the
+  interceptor meters model calls per job);
+- native gRPC reaches only the public services (`SERVICES`); reflection and health checking
+  answer `PERMISSION_DENIED` from outside unless `expose_grpc_introspection` is set, and every
+  other gRPC method too;
+- with a certificate and key, the listener terminates TLS (`DownstreamTlsContext`, ALPN `h2`
+  and `http/1.1`), for REST and gRPC alike.
 
 Every error Envoy produces itself (bad JSON, unknown path or query parameter, body too large,
 upstream down) is a JSON body `{"code": <http status>, "message": "..."}`; errors of the gRPC
@@ -73,6 +90,11 @@ GRPC_RESPONSE_HEADERS = (
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _HEADER_MUTATION = "envoy.filters.http.header_mutation"
 _BUFFER = "envoy.filters.http.buffer"
+_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
+#: The services of the gRPC introspection a gateway hides by default.
+INTROSPECTION_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: The headers whose value names the caller for the rate limit.
+RATE_LIMIT_HEADERS = ("authorization", "x-api-key")
 _ROUTER = "envoy.filters.http.router"
 _ORCHESTRATOR_CLUSTER = "orchestrator_grpc"
 _INTERCEPTOR_CLUSTER = "interceptor_http"
@@ -225,10 +247,22 @@ def _status_below(code: int) -> dict[str, Any]:
     }
 
 
-def _local_reply_config() -> dict[str, Any]:
+def _local_reply_config(rate_limit_per_minute: int) -> dict[str, Any]:
     body = {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}}
+    too_many = (f"too many requests for this API key: at most {rate_limit_per_minute} per "
+                "minute; retry after the time in x-ratelimit-reset")
     return {
         "mappers": [
+            {
+                "filter": {"status_code_filter": {"comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": 429,
+                              "runtime_key": "gateway.local_reply.rate_limited"}}}},
+                "body_format_override": {
+                    "json_format": {"code": 429, "message": too_many},
+                    "content_type": "application/json",
+                },
+            },
             # A direct response that is not an error (`/healthz`) is already JSON: keep it.
             {
                 "filter": _status_below(400),
@@ -247,31 +281,146 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
-def _routes(*, api_timeout_seconds: float,
-            interceptor_timeout_seconds: float) -> list[dict[str, Any]]:
-    no_transcoding = {_TRANSCODER: _DISABLED}
-    # The interceptor streams its bodies through untouched: no transcoding, no buffering.
-    passthrough = {_TRANSCODER: _DISABLED, _BUFFER: _DISABLED}
-    return [
-        {
-            # Native gRPC (h2c, `content-type: application/grpc*`), passed through untouched: its
-            # clients need the `grpc-*` headers, set their own deadline (`grpc-timeout`), and
-            # the server enforces its own message size limit. Routes are chosen on the request
-            # as it arrived (`match_incoming_request_route`), before the transcoder rewrites a
-            # REST call into gRPC, so REST calls never match here.
-            "name": "grpc",
-            "match": {"prefix": "/", "grpc": {}},
-            "route": {
-                "cluster": _ORCHESTRATOR_CLUSTER,
-                "timeout": "0s",
-                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-            },
-            "typed_per_filter_config": {
-                _HEADER_MUTATION: _DISABLED,
-                _BUFFER: _DISABLED,
-                _TRANSCODER: _DISABLED,
+def _setting_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
+@dataclass(frozen=True)
+class GatewayProtections:
+    """The gateway's limits and TLS (the `MIPRO_GATEWAY_*` settings of the same names)."""
+
+    #: Seconds a client may take to send a request's headers.
+    request_headers_timeout_seconds: float = _setting_default(
+        "gateway_request_headers_timeout_seconds")
+    #: Seconds a request may move no data before it is closed (event streams exempt).
+    stream_idle_timeout_seconds: float = _setting_default("gateway_stream_idle_timeout_seconds")
+    #: Job-API requests per minute per API key, bursts included.
+    rate_limit_per_minute: int = _setting_default("gateway_rate_limit_per_minute")
+    #: The largest body the `/v1/` interceptor route accepts.
+    interceptor_max_body_bytes: int = _setting_default("gateway_interceptor_max_body_bytes")
+    #: Whether gRPC reflection and health checking answer through the gateway.
+    expose_grpc_introspection: bool = False
+    #: PEM certificate chain and private key; both set, the listener speaks TLS.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("MIPRO_GATEWAY_TLS_CERT_FILE and MIPRO_GATEWAY_TLS_KEY_FILE must "
+                             "be set together")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewayProtections:
+        cert, key = settings.gateway_tls_cert_file, settings.gateway_tls_key_file
+        return cls(
+            request_headers_timeout_seconds=settings.gateway_request_headers_timeout_seconds,
+            stream_idle_timeout_seconds=settings.gateway_stream_idle_timeout_seconds,
+            rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
+            interceptor_max_body_bytes=settings.gateway_interceptor_max_body_bytes,
+            expose_grpc_introspection=settings.gateway_expose_grpc_introspection,
+            tls_cert_file=str(cert.resolve()) if cert else None,
+            tls_key_file=str(key.resolve()) if key else None)
+
+
+def _rate_limit(per_minute: int) -> dict[str, Any]:
+    """One token bucket per distinct API-key header value (a wildcard descriptor)."""
+    bucket = {"max_tokens": per_minute, "tokens_per_fill": per_minute, "fill_interval": "60s"}
+    return {
+        "name": _RATE_LIMIT,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3"
+            ".LocalRateLimit",
+            "stat_prefix": "gateway_rate_limit",
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"},
+                               "runtime_key": "gateway.rate_limit.enabled"},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"},
+                                "runtime_key": "gateway.rate_limit.enforced"},
+            # Requests that carry no key header share this bucket.
+            "token_bucket": bucket,
+            "descriptors": [
+                {"entries": [{"key": header}], "token_bucket": bucket}
+                for header in RATE_LIMIT_HEADERS
+            ],
+            "always_consume_default_token_bucket": False,
+            "max_dynamic_descriptors": 10000,
+            "rate_limits": [
+                {"actions": [{"request_headers": {"header_name": header,
+                                                  "descriptor_key": header}}]}
+                for header in RATE_LIMIT_HEADERS
+            ],
+            "rate_limited_as_resource_exhausted": True,
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        },
+    }
+
+
+def _tls_transport_socket(cert_file: str, key_file: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".DownstreamTlsContext",
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": cert_file},
+                                      "private_key": {"filename": key_file}}],
+                "alpn_protocols": ["h2", "http/1.1"],
             },
         },
+    }
+
+
+def _grpc_routes(*, expose_introspection: bool) -> list[dict[str, Any]]:
+    """Native gRPC (h2c, `content-type: application/grpc*`), passed through untouched, for the
+    public services only."""
+    # Its clients need the `grpc-*` headers, set their own deadline (`grpc-timeout`), and
+    # the server enforces its own message size limit. Routes are chosen on the request as it
+    # arrived (`match_incoming_request_route`), before the transcoder rewrites a REST call
+    # into gRPC, so REST calls never match here.
+    untouched = {_HEADER_MUTATION: _DISABLED, _BUFFER: _DISABLED, _TRANSCODER: _DISABLED}
+    passthrough = {"cluster": _ORCHESTRATOR_CLUSTER, "timeout": "0s",
+                   "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
+    routes: list[dict[str, Any]] = [{
+        # The live event stream may be silent for minutes: no idle limit.
+        "name": "grpc_event_stream",
+        "match": {"path": f"/{SERVICES[0]}/StreamJobEvents", "grpc": {}},
+        "route": {**passthrough, "idle_timeout": "0s"},
+        "typed_per_filter_config": untouched,
+    }]
+    prefixes = [f"/{service}/" for service in SERVICES]
+    if expose_introspection:
+        prefixes += INTROSPECTION_PREFIXES
+    routes += [{
+        "name": "grpc_" + prefix.strip("/").rstrip("."),
+        "match": {"prefix": prefix, "grpc": {}},
+        "route": passthrough,
+        "typed_per_filter_config": untouched,
+    } for prefix in prefixes]
+    routes.append({
+        # Any other gRPC method (reflection, health, the proposer's, unknown ones): refused
+        # here, never forwarded. Envoy answers a gRPC caller with grpc-status 7.
+        "name": "grpc_refused",
+        "match": {"prefix": "/", "grpc": {}},
+        "direct_response": {"status": 403, "body": {
+            "inline_string": "this gRPC service is not served through the gateway"}},
+        "typed_per_filter_config": {_HEADER_MUTATION: _DISABLED, _TRANSCODER: _DISABLED,
+                                    _RATE_LIMIT: _DISABLED},
+    })
+    return routes
+
+
+def _routes(*, api_timeout_seconds: float, interceptor_timeout_seconds: float,
+            protections: GatewayProtections) -> list[dict[str, Any]]:
+    no_transcoding = {_TRANSCODER: _DISABLED, _RATE_LIMIT: _DISABLED}
+    # The interceptor's bodies are buffered only up to their cap (413 beyond), never
+    # transcoded, and not rate limited per API key (task apps carry no API key).
+    interceptor_body_cap = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+        "buffer": {"max_request_bytes": protections.interceptor_max_body_bytes},
+    }
+    passthrough = {_TRANSCODER: _DISABLED, _RATE_LIMIT: _DISABLED,
+                   _BUFFER: interceptor_body_cap}
+    return [
+        *_grpc_routes(expose_introspection=protections.expose_grpc_introspection),
         {
             "name": "healthz",
             "match": {"path": "/healthz"},
@@ -314,10 +463,13 @@ def build_envoy_config(
     descriptor_path: str,
     api_timeout_seconds: float = API_TIMEOUT_SECONDS,
     interceptor_timeout_seconds: float = INTERCEPTOR_TIMEOUT_SECONDS,
+    protections: GatewayProtections | None = None,
 ) -> dict[str, Any]:
     """Returns the Envoy bootstrap as a dict; `descriptor_path` is relative to Envoy's cwd."""
+    protections = protections or GatewayProtections()
     routes = _routes(api_timeout_seconds=api_timeout_seconds,
-                     interceptor_timeout_seconds=interceptor_timeout_seconds)
+                     interceptor_timeout_seconds=interceptor_timeout_seconds,
+                     protections=protections)
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
@@ -325,12 +477,15 @@ def build_envoy_config(
         "codec_type": "AUTO",
         "use_remote_address": True,
         "normalize_path": True,
+        "request_headers_timeout": _duration(protections.request_headers_timeout_seconds),
+        "stream_idle_timeout": _duration(protections.stream_idle_timeout_seconds),
         "route_config": {
             "name": "gateway",
             "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
         },
         "http_filters": [
             _header_mutation(),
+            _rate_limit(protections.rate_limit_per_minute),
             _buffer(),
             _transcoder(descriptor_path),
             {
@@ -340,7 +495,7 @@ def build_envoy_config(
                 },
             },
         ],
-        "local_reply_config": _local_reply_config(),
+        "local_reply_config": _local_reply_config(protections.rate_limit_per_minute),
     }
     return {
         "admin": {"address": _socket_address(admin_host, admin_port)},
@@ -349,16 +504,7 @@ def build_envoy_config(
                 {
                     "name": "gateway",
                     "address": _socket_address(listen_host, listen_port),
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
+                    "filter_chains": [_filter_chain(hcm, protections)],
                 }
             ],
             "clusters": [
@@ -379,6 +525,17 @@ def build_envoy_config(
             ]
         },
     }
+
+
+def _filter_chain(hcm: dict[str, Any], protections: GatewayProtections) -> dict[str, Any]:
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager",
+                     "typed_config": hcm}],
+    }
+    if protections.tls_cert_file and protections.tls_key_file:
+        chain["transport_socket"] = _tls_transport_socket(protections.tls_cert_file,
+                                                          protections.tls_key_file)
+    return chain
 
 
 def render_envoy_yaml(*, header: str | None = None, **kwargs: Any) -> str:

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True, validate_default=True)
 
     # -- addresses --------------------------------------------------------------------------
-    #: `MIPRO_HOST`: the address every server binds to. Default `127.0.0.1`.
+    #: `MIPRO_HOST`: the address a server binds when its own `MIPRO_<SERVICE>_HOST` is unset.
+    #: Default `127.0.0.1`.
     host: str = "127.0.0.1"
     #: `MIPRO_GATEWAY_PORT`: the Envoy gateway's REST port. Default 8080.
     gateway_port: Port = 8080
@@ -201,6 +202,64 @@ class Settings(BaseSettings):
     #: SIGTERM before it gets SIGKILL. Default 10.
     stack_stop_grace_seconds: Backoff = 10.0
 
+    # -- bind addresses, internal services, gateway protections (issue 9) -------------------
+    #: `MIPRO_GATEWAY_HOST`: the address the Envoy gateway binds, the one to publish.
+    #: Default `MIPRO_HOST`.
+    gateway_host: str = ""
+    #: `MIPRO_ORCHESTRATOR_HOST`: the address the orchestrator's gRPC server binds (internal).
+    #: Default `MIPRO_HOST`.
+    orchestrator_host: str = ""
+    #: `MIPRO_INTERCEPTOR_HOST`: the address the interceptor's HTTP server binds (internal:
+    #: task apps reach it through the gateway's `/v1/`). Default `MIPRO_HOST`.
+    interceptor_host: str = ""
+    #: `MIPRO_PROPOSER_HOST`: the address the proposer service binds (internal).
+    #: Default `MIPRO_HOST`.
+    proposer_host: str = ""
+    #: `MIPRO_PROPOSER_TOKEN`: the shared secret the orchestrator sends the proposer service
+    #: (`authorization: Bearer` metadata); the proposer refuses to start without one. `mipro
+    #: up`, `mipro demo` and the tests make one per run when unset.
+    proposer_token: str = Field(default="", repr=False)
+    #: `MIPRO_GATEWAY_REQUEST_HEADERS_TIMEOUT_SECONDS`: how long the gateway waits for a
+    #: request's headers once its connection is open. Default 10.
+    gateway_request_headers_timeout_seconds: Seconds = 10.0
+    #: `MIPRO_GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS`: the gateway closes a request that sends
+    #: and receives nothing for this long (the live event streams excepted). Default 300.
+    gateway_stream_idle_timeout_seconds: Seconds = 300.0
+    #: `MIPRO_GATEWAY_RATE_LIMIT_PER_MINUTE`: job-API requests per minute per API key (the
+    #: `Authorization` or `x-api-key` header), bursts included; beyond, 429. Default 600.
+    gateway_rate_limit_per_minute: Annotated[int, Field(ge=1),
+                                             _Must("a whole number, at least 1")] = 600
+    #: `MIPRO_GATEWAY_INTERCEPTOR_MAX_BODY_BYTES`: the largest request body the gateway passes
+    #: to the interceptor (`/v1/`); beyond, 413. Default 2097152 (2 MiB).
+    gateway_interceptor_max_body_bytes: Annotated[int, Field(ge=1024),
+                                                  _Must("a number of bytes, at least 1024")
+                                                  ] = 2 * 1024 * 1024
+    #: `MIPRO_GATEWAY_EXPOSE_GRPC_INTROSPECTION`: `true` lets gRPC reflection and health
+    #: checking through the gateway; by default only the public services pass. Default false.
+    gateway_expose_grpc_introspection: bool = False
+    #: `MIPRO_GATEWAY_TLS_CERT_FILE`: a PEM certificate chain; with the key file, the gateway
+    #: terminates TLS (HTTPS and gRPC over TLS) on its port. Default none (plain HTTP).
+    gateway_tls_cert_file: Path | None = None
+    #: `MIPRO_GATEWAY_TLS_KEY_FILE`: the PEM private key of `MIPRO_GATEWAY_TLS_CERT_FILE`.
+    gateway_tls_key_file: Path | None = None
+
+    # -- per-tenant limits (a tenant is a job's `owner`) ------------------------------------
+    #: `MIPRO_TENANT_MAX_RUNNING_JOBS`: a tenant's jobs running at once; more wait `queued`,
+    #: and free slots go round-robin across tenants. Default 2.
+    tenant_max_running_jobs: Annotated[int, Field(ge=1), _Must("a whole number, at least 1")] = 2
+    #: `MIPRO_TENANT_MAX_QUEUED_JOBS`: a tenant's jobs waiting `queued`; one more create is
+    #: refused with 429. Default 20.
+    tenant_max_queued_jobs: Annotated[int, Field(ge=0), _Must("a whole number, 0 or more")] = 20
+    #: `MIPRO_TENANT_MAX_LIVE_STREAMS`: a tenant's open live event streams; one more is
+    #: refused with 429. Default 16.
+    tenant_max_live_streams: Annotated[int, Field(ge=1), _Must("a whole number, at least 1")] = 16
+    #: `MIPRO_TENANT_MAX_SEEDS`: the seeds one job may name, all seed lists together; more is
+    #: refused with 400 naming the field. Default 2000.
+    tenant_max_seeds: Annotated[int, Field(ge=1), _Must("a whole number, at least 1")] = 2000
+    #: `MIPRO_TENANT_MAX_CANDIDATES`: `num_candidates` one job may ask for; more is refused
+    #: with 400. Default 64.
+    tenant_max_candidates: Annotated[int, Field(ge=1), _Must("a whole number, at least 1")] = 64
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -221,12 +280,15 @@ class Settings(BaseSettings):
             return data
         data = dict(data)
         host = data.get("host") or cls.model_fields["host"].default
+        # Each server's own address wins; `MIPRO_HOST` is the fallback of all of them.
+        for name in ("gateway_host", "orchestrator_host", "interceptor_host", "proposer_host"):
+            data[name] = data.get(name) or host
         if not data.get("proposer_address"):
             port = data.get("proposer_port", cls.model_fields["proposer_port"].default)
-            data["proposer_address"] = f"{host}:{port}"
+            data["proposer_address"] = f"{data['proposer_host']}:{port}"
         if not data.get("public_base_url"):
             port = data.get("gateway_port", cls.model_fields["gateway_port"].default)
-            data["public_base_url"] = f"http://{host}:{port}"
+            data["public_base_url"] = f"http://{data['gateway_host']}:{port}"
         return data
 
     @field_validator("public_base_url")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -37,6 +38,12 @@ from ._settings import Settings
 
 #: The example task app, run as a module of the installed package.
 EXAMPLE_TASK_APP_MODULE = "mipro.examples.support_intents.task_app"
+
+
+def dial_host(bind_host: str) -> str:
+    """The address a local client dials to reach a server bound to `bind_host`: a wildcard
+    (`0.0.0.0`, `::`) means loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_host, bind_host)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -181,7 +188,7 @@ class Stack:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.gateway_port}"
+        return f"http://{dial_host(self.settings.gateway_host)}:{self.settings.gateway_port}"
 
     async def start_local_model(self, port: int, *, model_path: Path | None = None,
                                 threads: int | None = None,
@@ -217,12 +224,23 @@ class Stack:
 
     async def start_core(self) -> None:
         """Starts the proposer service, the orchestrator and the Envoy gateway."""
+        self.ensure_proposer_token()
         await self.start_proposer()
         await self.start_orchestrator()
         await self.start_gateway()
 
+    def ensure_proposer_token(self) -> str:
+        """The dev profile: makes a proposer service token for this run when none is set,
+        and passes it to the processes started after."""
+        if not self.settings.proposer_token:
+            token = secrets.token_urlsafe(32)
+            self.settings = self.settings.model_copy(update={"proposer_token": token})
+            self.env["MIPRO_PROPOSER_TOKEN"] = token
+        return self.settings.proposer_token
+
     async def start_proposer(self) -> ManagedProcess:
         """Starts the proposer service and waits until it is SERVING."""
+        self.ensure_proposer_token()
         proposer = await self.spawn("proposer",
                                      [sys.executable, "-P", "-m", "proposer_service"])
         await wait_grpc_serving(self.settings.proposer_address, process=proposer,
@@ -231,10 +249,12 @@ class Stack:
 
     async def start_orchestrator(self) -> ManagedProcess:
         """Starts the orchestrator and waits until it is SERVING."""
+        self.ensure_proposer_token()
         s = self.settings
         orchestrator = await self.spawn("orchestrator",
                                          [sys.executable, "-P", "-m", "orchestrator"])
-        await wait_grpc_serving(f"{s.host}:{s.orchestrator_port}", process=orchestrator,
+        await wait_grpc_serving(f"{dial_host(s.orchestrator_host)}:{s.orchestrator_port}",
+                                process=orchestrator,
                                 timeout=s.stack_ready_timeout_seconds)
         return orchestrator
 
@@ -246,20 +266,11 @@ class Stack:
         """Renders the Envoy config for these settings, starts Envoy and waits until the
         route to the orchestrator is healthy."""
         from gateway import envoy_binary
-        from gateway.config import packaged_descriptor, render_envoy_yaml
 
         s = self.settings
         config_path = s.data_dir / "envoy.yaml"
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(render_envoy_yaml(
-            listen_host=s.host, listen_port=s.gateway_port,
-            admin_host="127.0.0.1", admin_port=s.gateway_admin_port,
-            orchestrator_grpc=(s.host, s.orchestrator_port),
-            interceptor_http=(s.host, s.interceptor_port),
-            descriptor_path=str(packaged_descriptor()),
-            api_timeout_seconds=s.gateway_api_timeout_seconds,
-            interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
-        ))
+        config_path.write_text(gateway_config_yaml(s))
         gateway = await self.spawn("gateway", [
             envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
             "--base-id", str(s.gateway_admin_port), "-l", "warning",
@@ -281,12 +292,33 @@ class Stack:
         self.processes.clear()
 
 
+def gateway_config_yaml(s: Settings) -> str:
+    """The Envoy config of the gateway for settings `s`: it listens on the gateway's host and
+    dials the orchestrator and the interceptor where they bind (a wildcard on loopback)."""
+    from gateway.config import GatewayProtections, packaged_descriptor, render_envoy_yaml
+
+    return render_envoy_yaml(
+        listen_host=s.gateway_host, listen_port=s.gateway_port,
+        admin_host="127.0.0.1", admin_port=s.gateway_admin_port,
+        orchestrator_grpc=(dial_host(s.orchestrator_host), s.orchestrator_port),
+        interceptor_http=(dial_host(s.interceptor_host), s.interceptor_port),
+        descriptor_path=str(packaged_descriptor()),
+        api_timeout_seconds=s.gateway_api_timeout_seconds,
+        interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
+        protections=GatewayProtections.from_settings(s),
+    )
+
+
 def stack_env(settings: Settings, base: Mapping[str, str] | None = None,
               **overrides: str) -> dict[str, str]:
     """The environment that makes child processes read `settings`."""
     env = dict(os.environ if base is None else base)
     env.update({
         "MIPRO_HOST": settings.host,
+        "MIPRO_GATEWAY_HOST": settings.gateway_host,
+        "MIPRO_ORCHESTRATOR_HOST": settings.orchestrator_host,
+        "MIPRO_INTERCEPTOR_HOST": settings.interceptor_host,
+        "MIPRO_PROPOSER_HOST": settings.proposer_host,
         "MIPRO_GATEWAY_PORT": str(settings.gateway_port),
         "MIPRO_GATEWAY_ADMIN_PORT": str(settings.gateway_admin_port),
         "MIPRO_ORCHESTRATOR_PORT": str(settings.orchestrator_port),
@@ -299,5 +331,7 @@ def stack_env(settings: Settings, base: Mapping[str, str] | None = None,
         "MIPRO_LOG_LEVEL": settings.log_level,
         "MIPRO_LOG_FORMAT": "json" if settings.log_format == "auto" else settings.log_format,
     })
+    if settings.proposer_token:
+        env["MIPRO_PROPOSER_TOKEN"] = settings.proposer_token
     env.update(overrides)
     return env

@@ -36,7 +36,7 @@ from . import _admin
 from ._live import LiveView, render_result
 from ._providers import override_variables
 from ._settings import Settings, SettingsError
-from ._stack import Stack, StackError, free_port, stack_env
+from ._stack import Stack, StackError, dial_host, free_port, stack_env
 
 API_KEY_FILE = "api_key"
 JOBS_PATH = "/api/policy-optimization/online/jobs"
@@ -88,7 +88,8 @@ def _client_api_key(settings: Settings) -> str:
 
 
 def _gateway_url(settings: Settings) -> str:
-    return os.environ.get("MIPRO_GATEWAY_URL", f"http://{settings.host}:{settings.gateway_port}")
+    return os.environ.get("MIPRO_GATEWAY_URL",
+                          f"http://{dial_host(settings.gateway_host)}:{settings.gateway_port}")
 
 
 # -- mipro up ---------------------------------------------------------------------------------
@@ -113,7 +114,8 @@ async def _up(settings: Settings, env: dict[str, str]) -> int:
         _print("starting proposer service, orchestrator and gateway ...")
         await stack.start_core()
         _print(f"ready: REST at {stack.gateway_url}, gRPC at "
-               f"{settings.host}:{settings.orchestrator_port}; data in {settings.data_dir}")
+               f"{settings.orchestrator_host}:{settings.orchestrator_port}; "
+               f"data in {settings.data_dir}")
         _print("press Ctrl-C to stop")
         problem = await _wait_for_stop_signal(stack)
         if problem:

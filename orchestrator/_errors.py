@@ -4,7 +4,9 @@
     ├── InvalidArgument      a request field is wrong (names the field path)   INVALID_ARGUMENT
     ├── Unauthenticated      missing or unknown API key                        UNAUTHENTICATED
     ├── NotFound             no such job for this caller                       NOT_FOUND
-    └── FailedPrecondition   the request conflicts with the job's state        FAILED_PRECONDITION
+    ├── FailedPrecondition   the request conflicts with the job's state        FAILED_PRECONDITION
+    └── ResourceExhausted    a per-tenant limit is reached (queued jobs,       RESOURCE_EXHAUSTED
+                             live streams); retry when one has finished        (HTTP 429)
 
     JobFailure               ends a running job as `failed`; its message is the job's `error`
     ├── TaskAppUnavailable   the task app cannot be reached or is unhealthy
@@ -49,6 +51,12 @@ class FailedPrecondition(OrchestratorError):
     """The request conflicts with the resource's current state."""
 
     reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(OrchestratorError):
+    """A per-tenant limit is reached; the message names the limit and its setting."""
+
+    reason = "RESOURCE_EXHAUSTED"
 
 
 class JobFailure(Exception):

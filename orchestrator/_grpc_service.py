@@ -26,6 +26,7 @@ from ._errors import (
     InvalidArgument,
     NotFound,
     OrchestratorError,
+    ResourceExhausted,
     Unauthenticated,
 )
 from ._jobs import JobManager
@@ -38,6 +39,7 @@ _CODES: dict[type[OrchestratorError], int] = {
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     NotFound: code_pb2.NOT_FOUND,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
 }
 _DOMAIN = "mipro.v1"
 

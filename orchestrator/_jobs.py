@@ -1,8 +1,10 @@
 """The transport-free core of the job API: create, read, list, cancel, events, env keys.
 
 The gRPC servicers only adapt this class. It owns the running `JobRunner`s: at most
-`max_running_jobs` run at once and the rest wait `queued`. A running job is read from its
-runner's live snapshot, never from the store.
+`max_running_jobs` run at once, at most `TenantLimits.max_running_jobs` of one tenant (a job's
+`owner`), and the rest wait `queued`, served round-robin by tenant (`_scheduler.py`). A
+running job is read from its runner's live snapshot, never from the store. `TenantLimits`
+also caps what one tenant may queue, stream and ask for.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import random
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +23,12 @@ import structlog
 from mipro._pricing import PriceTable
 from mipro._retry import RetryPolicy
 
-from ._errors import FailedPrecondition, InvalidArgument, NotFound
+from ._errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ._exchanges import ExchangeLedger
 from ._models import JobEvent, JobRecord, JobSpec, JobStatus
 from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
+from ._scheduler import FairScheduler
 from ._store import JobStore
 from ._task_app import TaskAppClient
 
@@ -33,6 +37,22 @@ log = structlog.get_logger(__name__)
 ENVIRONMENT_KEY_NAME = "ENVIRONMENT_API_KEY"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE = 100, 1000
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """What one tenant may hold (the `MIPRO_TENANT_*` settings)."""
+
+    #: Jobs running at once; more wait `queued`.
+    max_running_jobs: int = 2
+    #: Jobs waiting `queued`; one more create is RESOURCE_EXHAUSTED.
+    max_queued_jobs: int = 20
+    #: Open live event streams; one more is RESOURCE_EXHAUSTED.
+    max_live_streams: int = 16
+    #: Seeds one job may name, all seed lists together.
+    max_seeds: int = 2000
+    #: `num_candidates` one job may ask for.
+    max_candidates: int = 64
 
 
 def new_job_id() -> str:
@@ -46,7 +66,8 @@ class JobManager:
                  *, public_base_url: str, max_running_jobs: int, prices: PriceTable,
                  task_app_retry: RetryPolicy | None = None,
                  task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
-                 stream_poll_seconds: float = 5.0) -> None:
+                 stream_poll_seconds: float = 5.0,
+                 tenant_limits: TenantLimits | None = None) -> None:
         self._store = store
         self._ledger = ledger
         self._flush = summary_flush_seconds
@@ -56,8 +77,9 @@ class JobManager:
         self._public_base_url = public_base_url
         self._prices = prices
         self._max_running = max_running_jobs
-        self._running = 0
-        self._slot_freed = asyncio.Condition()
+        self._limits = tenant_limits or TenantLimits()
+        self._scheduler = FairScheduler(max_running_jobs, self._limits.max_running_jobs)
+        self._streams: dict[str, int] = {}
         self._retry = task_app_retry or RetryPolicy()
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
@@ -90,6 +112,7 @@ class JobManager:
             raise FailedPrecondition(
                 f"no {ENVIRONMENT_KEY_NAME} is registered for this tenant: register it with "
                 f"POST /api/v1/env-keys before creating a job")
+        self._check_tenant_limits(owner, spec)
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
                         created_at=datetime.now(UTC), request_id=request_id, phase="queued")
         stored = await self._store.create_job(job)
@@ -100,11 +123,31 @@ class JobManager:
         self._schedule(job)
         return job
 
+    def _check_tenant_limits(self, owner: str, spec: JobSpec) -> None:
+        limits = self._limits
+        seeds = len(spec.bootstrap_train_seeds) + len(spec.val_seeds) + len(spec.test_seeds)
+        if seeds > limits.max_seeds:
+            raise InvalidArgument(
+                "policy_optimization.mipro", f"names {seeds} seeds in all; this server allows "
+                f"at most {limits.max_seeds} per job (MIPRO_TENANT_MAX_SEEDS)")
+        if spec.num_candidates > limits.max_candidates:
+            raise InvalidArgument(
+                "policy_optimization.mipro.num_candidates",
+                f"is {spec.num_candidates}; this server allows at most {limits.max_candidates} "
+                "(MIPRO_TENANT_MAX_CANDIDATES)")
+        if (not self._scheduler.can_start_now(owner)
+                and self._scheduler.waiting(owner) >= limits.max_queued_jobs):
+            raise ResourceExhausted(
+                f"this tenant already has {self._scheduler.waiting(owner)} queued and "
+                f"{self._scheduler.running(owner)} running jobs, the most allowed "
+                f"(MIPRO_TENANT_MAX_QUEUED_JOBS={limits.max_queued_jobs}); wait for one to "
+                "finish or cancel one")
+
     def _schedule(self, job: JobRecord) -> None:
         """Starts the job now when a slot is free (reported `running`), else queues it."""
-        run_now = self._running < self._max_running
+        # Decided and recorded without an await, so the answer is exact.
+        run_now = self._scheduler.submit(job.job_id, job.owner)
         if run_now:
-            self._running += 1  # taken here, without an await, so the answer is exact
             job.status = JobStatus.RUNNING
         self._tasks[job.job_id] = asyncio.create_task(
             self._run(job, holding_slot=run_now), name=job.job_id)
@@ -112,28 +155,22 @@ class JobManager:
     async def _run(self, job: JobRecord, *, holding_slot: bool) -> None:
         try:
             if not holding_slot:
-                async with self._slot_freed:
-                    await self._slot_freed.wait_for(lambda: self._running < self._max_running)
-                    self._running += 1
-            try:
-                env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
-                task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
-                                         retry=self._retry, rng=random.Random(job.spec.seed),
-                                         timeout=self._task_app_timeout)
-                run = JobRunner(
-                    job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
-                    store=self._store, ledger=self._ledger, prices=self._prices,
-                    public_base_url=self._public_base_url, flush_interval=self._flush,
-                    emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
-                self._live[job.job_id] = run
-                await run.run()
-            finally:
-                self._running -= 1
-                async with self._slot_freed:
-                    self._slot_freed.notify()
+                await self._scheduler.wait(job.job_id)
+            env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
+            task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
+                                     retry=self._retry, rng=random.Random(job.spec.seed),
+                                     timeout=self._task_app_timeout)
+            run = JobRunner(
+                job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
+                store=self._store, ledger=self._ledger, prices=self._prices,
+                public_base_url=self._public_base_url, flush_interval=self._flush,
+                emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
+            self._live[job.job_id] = run
+            await run.run()
         except asyncio.CancelledError:
             pass
         finally:
+            self._scheduler.done(job.job_id)  # frees its slot or its place in the queue
             self._live.pop(job.job_id, None)
             self._tasks.pop(job.job_id, None)
 
@@ -207,6 +244,22 @@ class JobManager:
         await self.get(owner, job_id)
         if since_seq < 0:
             raise InvalidArgument("since_seq", f"must be non-negative, got {since_seq}")
+        open_streams = self._streams.get(owner, 0)
+        if open_streams >= self._limits.max_live_streams:
+            raise ResourceExhausted(
+                f"this tenant already has {open_streams} live event streams open, the most "
+                f"allowed (MIPRO_TENANT_MAX_LIVE_STREAMS); close one or page with "
+                f"GET .../events?since_seq=")
+        self._streams[owner] = open_streams + 1
+        try:
+            async for event in self._stream(job_id, since_seq):
+                yield event
+        finally:
+            self._streams[owner] -= 1
+            if not self._streams[owner]:
+                del self._streams[owner]
+
+    async def _stream(self, job_id: str, since_seq: int) -> AsyncIterator[JobEvent]:
         seq = since_seq
         while True:
             signal = self._event_signals.setdefault(job_id, asyncio.Event())

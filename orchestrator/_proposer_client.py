@@ -9,6 +9,7 @@ Retries are gRPC's own (gRFC A6), configured once on the channel as a service-co
 - Calls wait for the channel to be ready (`wait_for_ready`), so a proposer service that is
   restarting is waited for instead of failing at once; the channel reconnects at least every
   `proposer_retry_max_backoff_seconds`.
+- Every call carries the service token (`authorization: Bearer <MIPRO_PROPOSER_TOKEN>`).
 - `DEADLINE_EXCEEDED` is not retried. The deadline, `proposer_deadline_seconds`, covers the
   whole call, every attempt and the wait for a restarted proposer included (gRFC A6), so once
   it has passed no attempt is left to make; a per-attempt deadline would instead multiply the
@@ -85,8 +86,10 @@ class ProposerCallPolicy:
 class ProposerClient:
     """Asks the proposer service for candidate instructions."""
 
-    def __init__(self, address: str, policy: ProposerCallPolicy) -> None:
+    def __init__(self, address: str, policy: ProposerCallPolicy, *, token: str = "") -> None:
         self._address = address
+        #: The service token the proposer service requires (`MIPRO_PROPOSER_TOKEN`).
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._policy = policy
         self._channel = grpc.aio.insecure_channel(address,
                                                   options=self._policy.channel_options())
@@ -102,7 +105,8 @@ class ProposerClient:
         try:
             response: proposer_pb2.ProposeInstructionsResponse = (
                 await self._stub.ProposeInstructions(
-                    request, timeout=self._policy.deadline_seconds, wait_for_ready=True))
+                    request, timeout=self._policy.deadline_seconds, wait_for_ready=True,
+                    metadata=self._metadata))
             return response
         except grpc.aio.AioRpcError as exc:
             code = exc.code()

@@ -23,7 +23,7 @@ from ._auth import Authenticator
 from ._exchanges import ExchangeLedger
 from ._grpc_service import EnvironmentKeyServicer, JobServicer
 from ._interceptor import Interceptor
-from ._jobs import JobManager
+from ._jobs import JobManager, TenantLimits
 from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
@@ -46,7 +46,8 @@ class OrchestratorServer:
             settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
         self._ledger = ExchangeLedger()
         self._proposer = ProposerClient(settings.proposer_address,
-                                        ProposerCallPolicy.from_settings(settings))
+                                        ProposerCallPolicy.from_settings(settings),
+                                        token=settings.proposer_token)
         self._interceptor = Interceptor(self._ledger,
                                         provider_timeout=settings.provider_timeout_seconds,
                                         provider_max_retries=settings.provider_max_retries)
@@ -57,7 +58,13 @@ class OrchestratorServer:
                                 task_app_retry=settings.task_app_retry_policy,
                                 task_app_timeout=settings.task_app_timeout_seconds,
                                 summary_flush_seconds=settings.summary_flush_ms / 1000,
-                                stream_poll_seconds=settings.event_stream_poll_seconds)
+                                stream_poll_seconds=settings.event_stream_poll_seconds,
+                                tenant_limits=TenantLimits(
+                                    max_running_jobs=settings.tenant_max_running_jobs,
+                                    max_queued_jobs=settings.tenant_max_queued_jobs,
+                                    max_live_streams=settings.tenant_max_live_streams,
+                                    max_seeds=settings.tenant_max_seeds,
+                                    max_candidates=settings.tenant_max_candidates))
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         pepper, made = load_pepper(settings)
@@ -82,14 +89,14 @@ class OrchestratorServer:
         await ensure_bootstrap_tenants(self._store, settings.api_keys)
         await self._jobs.start()
         self._tenant_watch.start()
-        address = f"{settings.host}:{settings.orchestrator_port}"
+        address = f"{settings.orchestrator_host}:{settings.orchestrator_port}"
         self.grpc_port = self._grpc.add_insecure_port(address)
         if self.grpc_port == 0:
-            raise OSError(f"cannot bind gRPC to {settings.host}:{settings.orchestrator_port}")
+            raise OSError(f"cannot bind gRPC to {address}")
         await self._grpc.start()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.interceptor_port))
+        sock.bind((settings.interceptor_host, settings.interceptor_port))
         self.interceptor_port = sock.getsockname()[1]
         # httptools (C) parses HTTP/1.1 several times faster than h11: the interceptor is on
         # the path of every model call.

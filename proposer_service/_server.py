@@ -1,7 +1,12 @@
 """The proposer's gRPC server: `mipro.v1.ProposerService` plus health and reflection.
 
 `ProposerServer` owns the lifecycle: `await start()` binds `host:port` (port 0 picks a free
-one, exposed as `port`), `await stop(grace)` drains and closes the model clients. The servicer
+one, exposed as `port`), `await stop(grace)` drains and closes the model clients.
+
+Every call but health checking and reflection (left open for probes and `grpcurl`) must carry
+the service token, `authorization: Bearer <MIPRO_PROPOSER_TOKEN>` metadata, checked in
+constant time by `ServiceTokenInterceptor`; a missing or wrong token is `UNAUTHENTICATED`
+before the servicer runs. The servicer
 only converts the request, calls the core and converts back; domain errors become gRPC
 statuses in exactly one place, `_abort_with`, with a stable reason in `google.rpc.ErrorInfo`
 and, for a bad field, its path in `google.rpc.BadRequest` (AIP-193).
@@ -10,6 +15,7 @@ and, for a bad field, its path in `google.rpc.BadRequest` (AIP-193).
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -87,17 +93,59 @@ class ProposerServicer(proposer_pb2_grpc.ProposerServiceServicer):
         return result_to_proto(result)
 
 
+#: Methods any caller may use: gRPC health checking and reflection, for probes.
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: The metadata key that carries the service token.
+TOKEN_METADATA_KEY = "authorization"
+
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call without the service token (`authorization: Bearer <token>`),
+    except health checking and reflection."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("MIPRO_PROPOSER_TOKEN is empty: the proposer service needs the "
+                             "token its callers send (mipro up makes one per run)")
+        self._expected = f"Bearer {token}".encode()
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or wrong service token (authorization metadata)")
+
+        self._refusal: grpc.RpcMethodHandler[Any, None] = (
+            grpc.unary_unary_rpc_method_handler(refuse))
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails],
+                               Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
+            return await continuation(handler_call_details)
+        given = next((value for key, value in handler_call_details.invocation_metadata or ()
+                      if key == TOKEN_METADATA_KEY), "")
+        given_bytes = given.encode() if isinstance(given, str) else bytes(given)
+        if not hmac.compare_digest(given_bytes, self._expected):
+            log.warning("call refused: missing or wrong service token",
+                        method=handler_call_details.method)
+            return self._refusal
+        return await continuation(handler_call_details)
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 class ProposerServer:
-    """Serves the proposer on `settings.host:settings.proposer_port` until stopped."""
+    """Serves the proposer on `settings.proposer_host:settings.proposer_port` until stopped."""
 
     def __init__(self, settings: Settings, *, proposer: Proposer | None = None) -> None:
         self._settings = settings
         self._proposer = proposer or Proposer(settings=settings)
-        self._grpc = grpc.aio.server()
+        self._grpc = grpc.aio.server(
+            interceptors=[ServiceTokenInterceptor(settings.proposer_token)])
         self._health = add_health_and_reflection(self._grpc, [SERVICE_NAME])
         proposer_pb2_grpc.add_ProposerServiceServicer_to_server(
             ProposerServicer(self._proposer), self._grpc)
@@ -107,11 +155,11 @@ class ProposerServer:
     @property
     def address(self) -> str:
         """`host:port` as clients dial it, after `start()`."""
-        return _address(self._settings.host, self.port)
+        return _address(self._settings.proposer_host, self.port)
 
     async def start(self) -> None:
         """Binds, starts serving and marks the service SERVING."""
-        requested = _address(self._settings.host, self._settings.proposer_port)
+        requested = _address(self._settings.proposer_host, self._settings.proposer_port)
         try:
             self.port = self._grpc.add_insecure_port(requested)
         except RuntimeError as error:

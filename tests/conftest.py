@@ -48,7 +48,8 @@ def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("stack")
 
 
-async def launch_stack(tmp: Path, *, model_front: str | None = None) -> RunningStack:
+async def launch_stack(tmp: Path, *, model_front: str | None = None,
+                       extra_env: dict[str, str] | None = None) -> RunningStack:
     """Starts the whole stack on free ports under `tmp`; the caller stops `.stack`.
 
     `model_front`, when given, is a module run as a proxy in front of the fake model
@@ -68,6 +69,7 @@ async def launch_stack(tmp: Path, *, model_front: str | None = None) -> RunningS
         "MIPRO_DATA_DIR": str(tmp / "data"),
         "MIPRO_API_KEYS": f"{api_key},mk_other_owner_key",
         "MIPRO_LOG_FORMAT": "json",
+        **(extra_env or {}),
     }
     settings = Settings.from_env(env)
     log_dir = tmp / "logs"

@@ -88,3 +88,15 @@ def test_the_model_service_is_the_local_provider_of_the_stack() -> None:
     job = json.loads((REPO_ROOT / "examples" / "support_intents" /
                       "job_local_model.json").read_text())["policy_optimization"]
     assert job["policy"]["provider"] == job["mipro"]["proposer"]["provider"] == "local"
+
+
+def test_internal_services_bind_inside_their_containers_and_share_the_token() -> None:
+    services = _compose()["services"]
+    orchestrator = Settings.from_env(services["orchestrator"]["environment"])
+    proposer = Settings.from_env(services["proposer"]["environment"])
+    # Reachable from the other containers, yet published nowhere: only the gateway has ports.
+    assert (orchestrator.orchestrator_host, orchestrator.interceptor_host) == ("0.0.0.0",) * 2
+    assert proposer.proposer_host == "0.0.0.0"
+    assert [name for name, s in services.items() if "ports" in s] == ["gateway"]
+    assert orchestrator.proposer_token == proposer.proposer_token
+    assert orchestrator.proposer_token.startswith("${MIPRO_PROPOSER_TOKEN:?")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from gateway import (
@@ -32,8 +36,9 @@ from gateway import (
     validate_config,
     wait_until_ready,
 )
-from gateway.config import RENDERINGS, REPO_ROOT, build_envoy_config, main
+from gateway.config import RENDERINGS, REPO_ROOT, GatewayProtections, build_envoy_config, main
 from mipro._grpc import add_health_and_reflection, mark_serving
+from mipro._settings import Settings
 from mipro.v1 import jobs_pb2 as pb
 from mipro.v1 import jobs_pb2_grpc
 
@@ -221,9 +226,39 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+@dataclass
+class _Upstreams:
+    grpc_port: int
+    http_port: int
+    interceptor: _EchoServer
+
+
+async def _start_gateway(cleanup: contextlib.AsyncExitStack, tmp: Path, upstreams: _Upstreams,
+                         **overrides: Any) -> _Stack:
+    """Starts a real Envoy in front of `upstreams`, with `_config(**overrides)`."""
+    listen_port, admin_port = _free_ports(2)
+    config = _config(
+        listen_port=listen_port,
+        admin_port=admin_port,
+        orchestrator_grpc=("127.0.0.1", upstreams.grpc_port),
+        interceptor_http=("127.0.0.1", upstreams.http_port),
+        **overrides,
+    )
+    config_path = _write(tmp / "envoy.yaml", config)
+    log_path = tmp / "envoy.log"
+    envoy = await start_envoy(config_path, log_path=log_path)
+    cleanup.push_async_callback(stop_envoy, envoy)  # runs first: Envoy before its upstreams
+    try:
+        await wait_until_ready("127.0.0.1", admin_port, WAIT, process=envoy)
+    except Exception as exc:
+        raise AssertionError(f"Envoy did not start:\n{log_path.read_text()}") from exc
+    url = f"http://127.0.0.1:{listen_port}"
+    await _wait_for_healthy_orchestrator(url)
+    return _Stack(url=url, interceptor=upstreams.interceptor, log_path=log_path)
+
+
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Stack]:
-    tmp = tmp_path_factory.mktemp("gateway")
+async def upstreams() -> AsyncIterator[_Upstreams]:
     async with contextlib.AsyncExitStack() as cleanup:
         server = grpc.aio.server()
         jobs_pb2_grpc.add_JobServiceServicer_to_server(_Jobs(), server)
@@ -239,25 +274,14 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Stac
         http_server = await asyncio.start_server(echo.handle, "127.0.0.1", 0)
         cleanup.callback(http_server.close)
         http_port = http_server.sockets[0].getsockname()[1]
+        yield _Upstreams(grpc_port=grpc_port, http_port=http_port, interceptor=echo)
 
-        listen_port, admin_port = _free_ports(2)
-        config = _config(
-            listen_port=listen_port,
-            admin_port=admin_port,
-            orchestrator_grpc=("127.0.0.1", grpc_port),
-            interceptor_http=("127.0.0.1", http_port),
-        )
-        config_path = _write(tmp / "envoy.yaml", config)
-        log_path = tmp / "envoy.log"
-        envoy = await start_envoy(config_path, log_path=log_path)
-        cleanup.push_async_callback(stop_envoy, envoy)  # runs first: Envoy before its upstreams
-        try:
-            await wait_until_ready("127.0.0.1", admin_port, WAIT, process=envoy)
-        except Exception as exc:
-            raise AssertionError(f"Envoy did not start:\n{log_path.read_text()}") from exc
-        url = f"http://127.0.0.1:{listen_port}"
-        await _wait_for_healthy_orchestrator(url)
-        yield _Stack(url=url, interceptor=echo, log_path=log_path)
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory,
+                upstreams: _Upstreams) -> AsyncIterator[_Stack]:
+    async with contextlib.AsyncExitStack() as cleanup:
+        yield await _start_gateway(cleanup, tmp_path_factory.mktemp("gateway"), upstreams)
 
 
 async def _wait_for_healthy_orchestrator(url: str) -> None:
@@ -389,3 +413,139 @@ async def test_native_grpc_passes_through(stack: _Stack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await get_job(pb.GetJobRequest(job_id="pl_missing"), timeout=WAIT)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# --- Protections: rate limit, body cap on /v1/, public gRPC services only, TLS -------------------
+
+
+async def _check_health(url: str) -> health_pb2.HealthCheckResponse:
+    async with grpc.aio.insecure_channel(url.removeprefix("http://")) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        reply: health_pb2.HealthCheckResponse = await check(health_pb2.HealthCheckRequest(),
+                                                            timeout=WAIT)
+        return reply
+
+
+async def _list_services_by_reflection(url: str) -> list[str]:
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async with grpc.aio.insecure_channel(url.removeprefix("http://")) as channel:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([request]), timeout=WAIT)
+        replies = [reply async for reply in call]
+    return [s.name for s in replies[0].list_services_response.service]
+
+
+async def test_reflection_and_health_are_refused_from_outside(stack: _Stack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _list_services_by_reflection(stack.url)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _check_health(stack.url)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_introspection_passes_when_the_setting_allows_it(
+    tmp_path: Path, upstreams: _Upstreams
+) -> None:
+    async with contextlib.AsyncExitStack() as cleanup:
+        gateway = await _start_gateway(
+            cleanup, tmp_path, upstreams,
+            protections=GatewayProtections(expose_grpc_introspection=True))
+        reply = await _check_health(gateway.url)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert "mipro.v1.JobService" in await _list_services_by_reflection(gateway.url)
+
+
+async def test_native_grpc_event_stream_passes_through(stack: _Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.url.removeprefix("http://")) as channel:
+        stream = jobs_pb2_grpc.JobServiceStub(channel).StreamJobEvents(
+            pb.StreamJobEventsRequest(job_id="pl_x"), timeout=WAIT)
+        assert [event.seq async for event in stream] == [1, 2, 3]
+
+
+async def test_too_large_interceptor_body_is_413_json(
+    client: httpx.AsyncClient, stack: _Stack
+) -> None:
+    seen = len(stack.interceptor.requests)
+    cap = GatewayProtections().interceptor_max_body_bytes
+    assert cap == 2 * 1024 * 1024
+    response = await client.post("/v1/trial/chat/completions?cid=x", content=b"x" * (cap + 1),
+                                 headers={"content-type": "application/json"})
+    assert _json_error(response, 413)["code"] == 413
+    assert len(stack.interceptor.requests) == seen  # never forwarded
+    response = await client.post("/v1/trial/chat/completions?cid=x", content=b"x" * cap,
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert len(stack.interceptor.requests[-1]["body"]) == cap
+
+
+async def test_rate_limit_is_per_api_key_and_answers_429_json(
+    tmp_path: Path, upstreams: _Upstreams
+) -> None:
+    async with contextlib.AsyncExitStack() as cleanup:
+        gateway = await _start_gateway(cleanup, tmp_path, upstreams,
+                                       protections=GatewayProtections(rate_limit_per_minute=3))
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=WAIT) as client:
+            a = {"authorization": "Bearer mk_tenant_a"}
+            for _ in range(3):
+                assert (await client.get(f"{JOBS}/pl_x", headers=a)).status_code == 200
+            limited = await client.get(f"{JOBS}/pl_x", headers=a)
+            body = _json_error(limited, 429)
+            assert body["code"] == 429 and "at most 3 per minute" in body["message"]
+            # Another key has its own bucket, by either header.
+            b = {"authorization": "Bearer mk_tenant_b"}
+            assert (await client.get(f"{JOBS}/pl_x", headers=b)).status_code == 200
+            c = {"x-api-key": "mk_tenant_c"}
+            for _ in range(3):
+                assert (await client.get(f"{JOBS}/pl_x", headers=c)).status_code == 200
+            assert (await client.get(f"{JOBS}/pl_x", headers=c)).status_code == 429
+            # Native gRPC with a spent key: RESOURCE_EXHAUSTED.
+            async with grpc.aio.insecure_channel(gateway.url.removeprefix("http://")) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await jobs_pb2_grpc.JobServiceStub(channel).GetJob(
+                        pb.GetJobRequest(job_id="pl_x"), timeout=WAIT,
+                        metadata=(("authorization", "Bearer mk_tenant_a"),))
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # The interceptor route is not limited per key.
+            for _ in range(5):
+                response = await client.post("/v1/t/chat/completions?cid=x", json={}, headers=a)
+                assert response.status_code == 200
+
+
+def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=WAIT)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_settings_render_a_downstream_tls_context_envoy_accepts(tmp_path: Path) -> None:
+    cert, key = _self_signed_cert(tmp_path)
+    settings = Settings.from_env({"MIPRO_GATEWAY_TLS_CERT_FILE": str(cert),
+                                  "MIPRO_GATEWAY_TLS_KEY_FILE": str(key)})
+    config = _config(protections=GatewayProtections.from_settings(settings))
+    (chain,) = config["static_resources"]["listeners"][0]["filter_chains"]
+    context = chain["transport_socket"]["typed_config"]["common_tls_context"]
+    assert context["tls_certificates"] == [{"certificate_chain": {"filename": str(cert)},
+                                            "private_key": {"filename": str(key)}}]
+    validate_config(_write(tmp_path / "envoy.yaml", config))
+    with pytest.raises(ValueError, match="set together"):
+        GatewayProtections(tls_cert_file=str(cert))
+
+
+def test_timeouts_come_from_the_settings() -> None:
+    settings = Settings.from_env({"MIPRO_GATEWAY_REQUEST_HEADERS_TIMEOUT_SECONDS": "2.5",
+                                  "MIPRO_GATEWAY_STREAM_IDLE_TIMEOUT_SECONDS": "45"})
+    config = _config(protections=GatewayProtections.from_settings(settings))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert hcm["typed_config"]["request_headers_timeout"] == "2.5s"
+    assert hcm["typed_config"]["stream_idle_timeout"] == "45s"
+    routes = {r["name"]: r for r in hcm["typed_config"]["route_config"]["virtual_hosts"][0]
+              ["routes"]}
+    # The live event streams are exempt from the idle limit; every other route inherits it.
+    assert routes["event_stream"]["route"]["idle_timeout"] == "0s"
+    assert routes["grpc_event_stream"]["route"]["idle_timeout"] == "0s"
+    assert "idle_timeout" not in routes["api"]["route"]

@@ -107,6 +107,10 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
     defaults = Settings.from_env({})
     derived = {"proposer_address", "public_base_url", "api_keys", "data_dir", "prices_file",
                "api_key_pepper"}
+    # Fallbacks, secrets made per run, flags and optional files, shown in words.
+    derived |= {"gateway_host", "orchestrator_host", "interceptor_host", "proposer_host",
+                "proposer_token", "gateway_expose_grpc_introspection", "gateway_tls_cert_file",
+                "gateway_tls_key_file"}
     for name in Settings.model_fields:
         variable = variable_name(name)
         assert variable in rows, f"{variable} is missing from the README's settings table"
