@@ -26,7 +26,7 @@ from bench._perf_stack import OwnProcess, start_process, wait_ready
 from mipro._retry import RetryPolicy
 from mipro._stack import free_port
 from orchestrator._errors import TaskAppRejected
-from orchestrator._task_app import TaskAppClient
+from orchestrator._task_app import RolloutCall, TaskAppClient
 
 ENVIRONMENT_KEY = "env_bench_test_key"
 
@@ -87,18 +87,11 @@ class RecordingModel:
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
 
 
-def _rollout_payload(seed: int, inference_url: str) -> dict[str, object]:
-    """The v1 request of the task-app contract."""
-    return {
-        "run_id": f"r{seed}", "trace_correlation_id": f"r{seed}",
-        "env": {"env_name": "bench", "config": {}, "seed": seed},
-        "policy": {"policy_id": "cand_000", "policy_name": "mipro", "config": {
-            "model": "bench-model", "provider": "bench", "inference_url": inference_url,
-            "trace_correlation_id": f"r{seed}"}},
-        "ops": ["agent", "env"],
-        "record": {"trajectories": True, "return_trace": False, "trace_format": "compact"},
-        "on_done": "reset", "safety": {"max_ops": 100000, "max_time_s": 30.0}, "mode": "eval",
-    }
+def _rollout_payload(seed: int, inference_url: str) -> RolloutCall:
+    """One rollout, as the orchestrator's task-app client sends it (the v1 request)."""
+    return RolloutCall(rollout_id=f"r{seed}", seed=seed, candidate_index=0,
+                       inference_url=inference_url, model="bench-model", provider="bench",
+                       timeout_seconds=10.0, env_name="bench")
 
 
 def _client(http: httpx.AsyncClient, url: str, key: str = ENVIRONMENT_KEY) -> TaskAppClient:
@@ -148,9 +141,9 @@ async def test_fake_task_app_makes_one_chat_call_per_rollout_to_the_inference_ur
             client = _client(http, task_app_url)
             await client.check_health()
             info = await client.task_info()
-            first = await client.rollout(_rollout_payload(7, inference), timeout=10.0)
-            again = await client.rollout(_rollout_payload(7, inference), timeout=10.0)
-            others = [await client.rollout(_rollout_payload(seed, inference), timeout=10.0)
+            first = await client.rollout(_rollout_payload(7, inference))
+            again = await client.rollout(_rollout_payload(7, inference))
+            others = [await client.rollout(_rollout_payload(seed, inference))
                       for seed in (8, 9, 10)]
     finally:
         await server.close()
@@ -178,9 +171,9 @@ async def test_fake_task_app_rejects_a_wrong_key_and_fails_when_the_model_does(
             with pytest.raises(TaskAppRejected, match="rejected the registered environment key"):
                 await _client(http, task_app_url, key="wrong").check_health()
             refused = await _client(http, task_app_url, key="wrong").rollout(
-                _rollout_payload(1, inference), timeout=10.0)
+                _rollout_payload(1, inference))
             failed = await _client(http, task_app_url).rollout(
-                _rollout_payload(1, inference), timeout=10.0)
+                _rollout_payload(1, inference))
     finally:
         await server.close()
     assert refused.reward is None and refused.failure_cause == "auth_rejected"
@@ -196,7 +189,7 @@ async def test_fake_task_app_latency_option_delays_each_answer(tmp_path: Path,
         async with httpx.AsyncClient() as http:
             started = time.perf_counter()
             outcome = await _client(http, url).rollout(
-                _rollout_payload(3, model_url + "/v1?cid=r3"), timeout=10.0)
+                _rollout_payload(3, model_url + "/v1?cid=r3"))
             elapsed = time.perf_counter() - started
     finally:
         await process.stop()
