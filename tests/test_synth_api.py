@@ -111,3 +111,11 @@ async def test_legacy_paths_metrics_and_cache_busting(running_stack: RunningStac
     assert [(p["step"], p["value"], p["candidate"]) for p in points] == [
         (h["rollouts"], h["best_score"], h["candidate"]) for h in job["history"]]
     assert points and points[-1]["value"] == job["best_score"]
+
+
+async def test_sse_stream_of_an_unknown_job_is_a_json_404(running_stack: RunningStack) -> None:
+    async with _client(running_stack) as client:
+        response = await client.get(f"{JOBS}/pl_0000000000000000/events/stream",
+                                    headers={"Accept": "text/event-stream"})
+    assert response.status_code == 404, response.text
+    assert "pl_0000000000000000" in response.json()["message"]
