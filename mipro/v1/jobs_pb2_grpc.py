@@ -113,7 +113,8 @@ class JobServiceServicer:
 
     def StreamJobEvents(self, request, context):
         """Streams a job's events live; the stream always ends with the job's terminal event.
-        Through the gateway it is NDJSON, one bare event per line.
+        Through the gateway it is NDJSON, one bare event per line; a request that accepts
+        `text/event-stream` is routed to `SynthEventStreamService` instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
