@@ -30,7 +30,7 @@ What the gateway protects (`GatewayProtections`, from the `MIPRO_GATEWAY_*` sett
 - with a certificate and key, the listener terminates TLS (`DownstreamTlsContext`, ALPN `h2`
   and `http/1.1`), for REST and gRPC alike.
 
-Every error Envoy produces itself (bad JSON, unknown path or query parameter, body too large,
+Every error Envoy produces itself (bad JSON, unknown path, body too large,
 upstream down) is a JSON body `{"code": <http status>, "message": "..."}`; errors of the gRPC
 server come back as the transcoder's `{"code": <grpc code>, "message": "...", "details": [...]}`
 with the mapped HTTP status.
@@ -61,7 +61,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_RESOURCE = "mipro_v1.pb"
 
 #: The gRPC services the transcoder exposes as REST.
-SERVICES = ("mipro.v1.JobService", "mipro.v1.EnvironmentKeyService")
+SERVICES = ("mipro.v1.JobService", "mipro.v1.EnvironmentKeyService",
+            "mipro.v1.SynthCompatService")
+#: The service of the SSE event stream, transcoded only on the route that accepts SSE (its
+#: path is the NDJSON stream's, so one transcoder cannot list both).
+SSE_SERVICES = ("mipro.v1.SynthEventStreamService",)
 #: Largest request body the transcoder buffers (it needs the whole JSON body).
 MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024
 #: Largest unary response body the transcoder buffers.
@@ -178,14 +182,15 @@ def packaged_descriptor() -> Path:
     return path
 
 
-def _transcoder(descriptor_path: str) -> dict[str, Any]:
+def _transcoder(descriptor_path: str,
+                services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
     return {
         "name": _TRANSCODER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
             ".GrpcJsonTranscoder",
             "proto_descriptor": descriptor_path,
-            "services": list(SERVICES),
+            "services": list(services),
             "match_incoming_request_route": True,
             "convert_grpc_status": True,
             "print_options": {
@@ -195,9 +200,14 @@ def _transcoder(descriptor_path: str) -> dict[str, Any]:
                 "preserve_proto_field_names": True,
                 "stream_newline_delimited": True,
             },
+            # Unknown query parameters are dropped before transcoding (without this, and with
+            # `reject_unknown_query_parameters` off, the call reaches the server broken: 503).
+            "ignore_unknown_query_parameters": True,
             "request_validation_options": {
                 "reject_unknown_method": True,
-                "reject_unknown_query_parameters": True,
+                # Unknown query parameters are ignored, not refused: Synth's client adds a
+                # cache-busting `_t` to every status poll (README "Using Synth's SDK").
+                "reject_unknown_query_parameters": False,
             },
             "max_request_body_size": MAX_REQUEST_BODY_BYTES,
             "max_response_body_size": MAX_RESPONSE_BODY_BYTES,
@@ -452,6 +462,26 @@ def _routes(*, api_timeout_seconds: float, interceptor_timeout_seconds: float,
     ]
 
 
+def _sse_event_stream_route(descriptor_path: str) -> dict[str, Any]:
+    """The live stream for a client that accepts `text/event-stream`: SSE, not NDJSON.
+
+    Its transcoder lists only `SynthEventStreamService`, whose RPC streams `google.api.HttpBody`
+    frames the orchestrator writes itself (`data: <json>` blocks, then `data: [DONE]`).
+    """
+    return {
+        "name": "event_stream_sse",
+        "match": {
+            "safe_regex": {"regex": EVENT_STREAM_PATH_REGEX},
+            "headers": [{"name": "accept",
+                         "string_match": {"contains": "text/event-stream"}}],
+        },
+        "route": {"cluster": _ORCHESTRATOR_CLUSTER, "timeout": "0s", "idle_timeout": "0s"},
+        "typed_per_filter_config": {
+            _TRANSCODER: _transcoder(descriptor_path, SSE_SERVICES)["typed_config"],
+        },
+    }
+
+
 def build_envoy_config(
     *,
     listen_host: str,
@@ -470,6 +500,8 @@ def build_envoy_config(
     routes = _routes(api_timeout_seconds=api_timeout_seconds,
                      interceptor_timeout_seconds=interceptor_timeout_seconds,
                      protections=protections)
+    ndjson_stream = next(i for i, r in enumerate(routes) if r["name"] == "event_stream")
+    routes.insert(ndjson_stream, _sse_event_stream_route(descriptor_path))
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",

@@ -11,6 +11,7 @@ from mipro.v1 import jobs_pb2
 
 from ._models import JobEvent, JobRecord, JobSpec
 from ._scoreboard import rank_key
+from ._synth import synth_type
 
 
 def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -87,6 +88,8 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
         history=[jobs_pb2.HistoryPoint(rollouts=r, best_score=s, candidate=c)
                  for r, s, c in job.history],
         resumes=job.resumes,
+        best_prompt=job.best_instruction,
+        iteration=max((c.round for c in job.candidates), default=0),
     )
     for name in ("best_score", "baseline_score", "baseline_test_score", "best_test_score"):
         value = getattr(job, name)
@@ -110,4 +113,5 @@ def event_to_proto(event: JobEvent) -> jobs_pb2.JobEvent:
     """An event as the API shows it."""
     return jobs_pb2.JobEvent(
         seq=event.seq, type=event.type, message=event.message, data=_struct(event.data),
-        created_at=to_timestamp(event.created_at), terminal=event.terminal)
+        created_at=to_timestamp(event.created_at), terminal=event.terminal,
+        synth_type=synth_type(event.type))

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from google.api import httpbody_pb2
 from google.rpc import code_pb2
 
 from mipro._grpc import abort_with_details
@@ -30,6 +31,7 @@ from ._errors import (
     Unauthenticated,
 )
 from ._jobs import JobManager
+from ._synth import MAX_METRIC_POINTS, as_synth_event, best_score_points, sse_done, sse_frame
 from ._validation import validate_create_request
 
 log = structlog.get_logger(__name__)
@@ -145,3 +147,52 @@ class EnvironmentKeyServicer(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
             name=request.name.strip(),
             fingerprint=hashlib.sha256(request.value.encode()).hexdigest()[:8],
             updated_at=to_timestamp(updated_at))
+
+
+class SynthCompatServicer(jobs_pb2_grpc.SynthCompatServiceServicer):
+    """`mipro.v1.SynthCompatService`: the paths synth-ai 0.7's client reads."""
+
+    def __init__(self, jobs: JobManager, auth: Authenticator) -> None:
+        self._jobs = jobs
+        self._auth = auth
+
+    @_unary
+    async def ListSynthJobEvents(self, owner: str, request: jobs_pb2.ListSynthJobEventsRequest,
+                                 context: Context) -> jobs_pb2.ListSynthJobEventsResponse:
+        events = await self._jobs.list_events(owner, request.job_id, since_seq=request.since_seq,
+                                              limit=request.limit)
+        next_seq = events[-1].seq if events else request.since_seq
+        return jobs_pb2.ListSynthJobEventsResponse(
+            events=[as_synth_event(event_to_proto(e)) for e in events], next_seq=next_seq)
+
+    @_unary
+    async def GetJobMetrics(self, owner: str, request: jobs_pb2.GetJobMetricsRequest,
+                            context: Context) -> jobs_pb2.GetJobMetricsResponse:
+        if not 0 <= request.limit <= MAX_METRIC_POINTS:
+            raise InvalidArgument(
+                "limit", f"must be between 1 and {MAX_METRIC_POINTS}, got {request.limit}")
+        job = await self._jobs.get(owner, request.job_id)
+        return jobs_pb2.GetJobMetricsResponse(points=best_score_points(job, request.limit))
+
+
+class SynthEventStreamServicer(jobs_pb2_grpc.SynthEventStreamServiceServicer):
+    """`mipro.v1.SynthEventStreamService`: the live stream as SSE, ending `data: [DONE]`."""
+
+    def __init__(self, jobs: JobManager, auth: Authenticator) -> None:
+        self._jobs = jobs
+        self._auth = auth
+
+    async def StreamJobEventsSse(
+        self, request: jobs_pb2.StreamJobEventsSseRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        structlog.contextvars.clear_contextvars()
+        try:
+            owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
+            async for event in self._jobs.stream_events(owner, request.job_id,
+                                                        request.since_seq):
+                message = event_to_proto(event)
+                yield sse_frame(message)
+                if message.terminal:
+                    yield sse_done()
+        except OrchestratorError as error:
+            await _abort_with(context, error)

@@ -21,7 +21,12 @@ from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._auth import Authenticator
 from ._exchanges import ExchangeLedger
-from ._grpc_service import EnvironmentKeyServicer, JobServicer
+from ._grpc_service import (
+    EnvironmentKeyServicer,
+    JobServicer,
+    SynthCompatServicer,
+    SynthEventStreamServicer,
+)
 from ._interceptor import Interceptor
 from ._jobs import JobManager, TenantLimits
 from ._proposer_client import ProposerCallPolicy, ProposerClient
@@ -34,6 +39,8 @@ log = structlog.get_logger(__name__)
 SERVICE_NAMES = (
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["EnvironmentKeyService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["SynthCompatService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["SynthEventStreamService"].full_name,
 )
 
 
@@ -78,6 +85,10 @@ class OrchestratorServer:
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self._jobs, auth), self._grpc)
         jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(
             EnvironmentKeyServicer(self._jobs, auth), self._grpc)
+        jobs_pb2_grpc.add_SynthCompatServiceServicer_to_server(
+            SynthCompatServicer(self._jobs, auth), self._grpc)
+        jobs_pb2_grpc.add_SynthEventStreamServiceServicer_to_server(
+            SynthEventStreamServicer(self._jobs, auth), self._grpc)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.grpc_port = 0

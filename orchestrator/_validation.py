@@ -2,16 +2,22 @@
 
 The gateway's transcoder silently drops unknown JSON fields, so everything that matters is
 checked here: required fields, allowed modes, seed lists, numeric ranges and providers.
+
+A request in Synth's SDK form (`config_body.prompt_learning`, a Struct) reaches us with every
+key, so there an unknown key is refused by name, with the closest known one suggested; Synth's
+own knobs are mapped onto ours first (`_from_synth`, the table in README "Using Synth's SDK").
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf import descriptor as _descriptor
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 
 from mipro._providers import ProviderError, resolve_provider
 from mipro.v1 import jobs_pb2
@@ -22,6 +28,14 @@ from ._errors import InvalidArgument
 from ._models import JobSpec, PolicySpec, ProposerSpec
 
 _ROOT = "policy_optimization"
+_SYNTH_ROOT = "config_body.prompt_learning"
+#: Synth's keys beyond our schema, by section of `prompt_learning`: each is mapped onto one of
+#: ours or accepted and ignored (README "Using Synth's SDK").
+_SYNTH_EXTRAS: dict[str, frozenset[str]] = {
+    "": frozenset({"auto_discover_patterns", "localapi_url"}),
+    "policy": frozenset({"inference_mode", "config"}),
+    "mipro": frozenset({"online_pool", "num_evaluations_per_iteration", "batch_size"}),
+}
 _MIN_PORT, _MAX_PORT = 1, 65535
 N = TypeVar("N", int, float)
 
@@ -131,10 +145,103 @@ def _proposer(mipro: jobs_pb2.MiproConfig, env: Mapping[str, str] | None) -> Pro
     )
 
 
+def _unknown_keys(data: Mapping[str, Any], message: _descriptor.Descriptor, path: str,
+                  section: str) -> None:
+    """Refuses the first key of `data` that neither `message` nor Synth's extras declare."""
+    extras = _SYNTH_EXTRAS.get(section, frozenset())
+    for key, value in data.items():
+        field = message.fields_by_name.get(key) or next(
+            (f for f in message.fields if f.json_name == key), None)
+        if field is None:
+            if key in extras:
+                continue
+            known = sorted({*message.fields_by_name, *extras})
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else f"; known: {', '.join(known)}"
+            raise InvalidArgument(f"{path}.{key}", f"is not a known field{hint}")
+        nested = field.message_type
+        if (nested is not None and isinstance(value, Mapping)
+                and nested.full_name != "google.protobuf.Struct"):
+            child = f"{section}.{field.name}".lstrip(".")
+            _unknown_keys(value, nested, f"{path}.{field.name}", child)
+
+
+def _from_synth(body: dict[str, Any]) -> jobs_pb2.PolicyOptimization:
+    """Synth's `prompt_learning` section as our `PolicyOptimization`, its knobs mapped."""
+    if set(body) - {"prompt_learning"}:
+        extra = sorted(set(body) - {"prompt_learning"})[0]
+        raise InvalidArgument(f"config_body.{extra}",
+                              'is not a known field; config_body holds only "prompt_learning"')
+    section = body.get("prompt_learning")
+    if not isinstance(section, dict):
+        raise InvalidArgument(_SYNTH_ROOT, "is required (an object)")
+    schema = cast(_descriptor.Descriptor, jobs_pb2.PolicyOptimization.DESCRIPTOR)
+    _unknown_keys(section, schema, _SYNTH_ROOT, "")
+    config = dict(section)
+    config.pop("auto_discover_patterns", None)
+    if "localapi_url" in config:
+        config.setdefault("task_app_url", config.pop("localapi_url"))
+    policy = config["policy"] = dict(config.get("policy") or {})
+    for ignored in _SYNTH_EXTRAS["policy"]:
+        policy.pop(ignored, None)
+    mipro = config["mipro"] = dict(config.get("mipro") or {})
+    mipro.setdefault("mode", "offline")
+    online_pool = mipro.pop("online_pool", None)
+    if not mipro.get("val_seeds") and online_pool is not None:
+        mipro["val_seeds"] = online_pool
+    batch_size = mipro.pop("batch_size", None)
+    if batch_size is not None:
+        mipro.setdefault("minibatch_size", batch_size)
+    per_round = mipro.pop("num_evaluations_per_iteration", None)
+    if per_round is not None and "num_candidates" not in mipro:
+        rounds = mipro.get("num_iterations", defaults.NUM_ITERATIONS.default)
+        if isinstance(per_round, int | float) and isinstance(rounds, int | float):
+            mipro["num_candidates"] = int(per_round) * int(rounds)
+    if "proposer" not in mipro:
+        mipro["proposer"] = {"mode": defaults.PROPOSER_MODE,
+                             "provider": policy.get("provider", ""),
+                             "model": policy.get("model", "")}
+    try:
+        return ParseDict(config, jobs_pb2.PolicyOptimization())
+    except ParseError as exc:
+        raise InvalidArgument(_SYNTH_ROOT, str(exc)) from None
+
+
+def _normalized(request: jobs_pb2.CreateJobRequest) -> tuple[jobs_pb2.CreateJobRequest, str]:
+    """The request in our own form, and the root its fields are named under in errors."""
+    if not request.HasField("config_body"):
+        return request, _ROOT
+    if request.HasField("policy_optimization"):
+        raise InvalidArgument("config_body", 'cannot be combined with "policy_optimization"')
+    algorithm = request.algorithm.strip() or "mipro"
+    if algorithm != "mipro":
+        raise InvalidArgument("algorithm", f'must be "mipro", got {algorithm!r}')
+    if request.HasField("overrides") and request.overrides.fields:
+        raise InvalidArgument("overrides", "is not supported: put the values in config_body")
+    if request.HasField("auto_start") and not request.auto_start:
+        raise InvalidArgument("auto_start", "must be true: jobs always start when created")
+    optimization = _from_synth(MessageToDict(request.config_body))
+    return (jobs_pb2.CreateJobRequest(policy_optimization=optimization,
+                                      request_id=request.request_id), _SYNTH_ROOT)
+
+
 def validate_create_request(
     request: jobs_pb2.CreateJobRequest, env: Mapping[str, str] | None = None
 ) -> JobSpec:
-    """Validates `request` and returns its spec; `env` resolves providers (default: os.environ)."""
+    """Validates `request` (ours or Synth's SDK form) and returns its spec; `env` resolves
+    providers (default: os.environ)."""
+    request, root = _normalized(request)
+    try:
+        return _validate_ours(request, env)
+    except InvalidArgument as error:
+        if root == _ROOT or not error.field.startswith(_ROOT):
+            raise
+        raise InvalidArgument(root + error.field.removeprefix(_ROOT),
+                              error.description) from None
+
+
+def _validate_ours(request: jobs_pb2.CreateJobRequest,
+                   env: Mapping[str, str] | None) -> JobSpec:
     if not request.HasField("policy_optimization"):
         raise InvalidArgument(_ROOT, "is required")
     if len(request.request_id) > 128:

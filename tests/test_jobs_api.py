@@ -86,8 +86,10 @@ async def test_list_filters_and_pages(running_stack: RunningStack) -> None:
     assert set(ids) <= {j["job_id"] for j in succeeded["jobs"]}
     assert all(j["status"] == "succeeded" for j in succeeded["jobs"])
     assert bad_status.status_code == 400 and "status" in bad_status.json()["message"]
-    assert bad_param.status_code == 400
+    # Unknown query parameters are ignored (Synth's client sends `_t`), not refused.
+    assert bad_param.status_code == 200, bad_param.text
     assert bad_param.headers["content-type"].startswith("application/json")
+    assert "jobs" in bad_param.json()
 
 
 async def test_idempotent_create_with_request_id(running_stack: RunningStack) -> None:

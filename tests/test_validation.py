@@ -109,3 +109,74 @@ def test_optional_settings_are_read() -> None:
     assert (spec.num_candidates, spec.max_concurrent, spec.seed) == (3, 2, 7)
     assert spec.test_seeds == (200, 201) and spec.env_config == {"split": "val"}
     assert spec.max_rollouts == 40 and spec.env_name == "intents"
+
+
+# --- Synth's SDK form (config_body.prompt_learning) ---------------------------------------------
+
+def _synth(**mipro: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "algorithm": "mipro", "task_app_url": "http://127.0.0.1:8102",
+        "auto_discover_patterns": False,
+        "policy": {"provider": "openai", "model": "gpt-4.1-nano", "inference_mode": "synth_hosted",
+                   "config": {}, "temperature": 0.0},
+        "mipro": {"bootstrap_train_seeds": [0, 1, 2], "online_pool": [5, 6, 7, 8],
+                  "num_iterations": 2, "num_evaluations_per_iteration": 3, "batch_size": 2,
+                  **mipro}}
+    return {"algorithm": "mipro", "config_body": {"prompt_learning": section}, "overrides": {},
+            "metadata": {"backend_base_url": "http://x/api"}, "auto_start": True}
+
+
+def test_synth_config_as_its_docs_write_it_gets_documented_defaults() -> None:
+    spec = _validate(_synth())
+    assert spec.mode == "offline"
+    assert spec.val_seeds == (5, 6, 7, 8)  # online_pool, as val_seeds is absent
+    assert spec.minibatch_size == 2 and spec.num_iterations == 2
+    assert spec.num_candidates == 6  # 3 evaluations per iteration x 2 iterations
+    assert (spec.proposer.provider, spec.proposer.model, spec.proposer.mode) == (
+        "openai", "gpt-4.1-nano", "instruction_only")
+    assert spec.proposer.temperature == 0.7 and spec.proposer.max_tokens == 512
+
+
+def test_synth_val_seeds_win_over_online_pool_and_explicit_knobs_win() -> None:
+    spec = _validate(_synth(val_seeds=[20, 21, 22], num_candidates=4, minibatch_size=3,
+                            termination_config={"max_rollouts": 50}))
+    assert spec.val_seeds == (20, 21, 22)
+    assert spec.num_candidates == 4 and spec.minibatch_size == 3 and spec.max_rollouts == 50
+
+
+@pytest.mark.parametrize(("where", "typo", "suggestion"), [
+    ("mipro", "val_seed", "val_seeds"),
+    ("mipro", "num_candidate", "num_candidates"),
+    ("policy", "modle", "model"),
+    ("", "task_app_ulr", "task_app_url"),
+])
+def test_synth_typo_is_refused_naming_the_field_and_the_close_match(
+        where: str, typo: str, suggestion: str) -> None:
+    job = _synth()
+    section = job["config_body"]["prompt_learning"]
+    (section[where] if where else section)[typo] = 1
+    path = ".".join(p for p in ("config_body.prompt_learning", where, typo) if p)
+    with pytest.raises(InvalidArgument) as caught:
+        _validate(job)
+    assert caught.value.field == path
+    assert f'did you mean "{suggestion}"' in caught.value.description
+
+
+def test_synth_errors_name_the_field_as_the_client_wrote_it() -> None:
+    job = _synth()
+    job["config_body"]["prompt_learning"]["mipro"].pop("bootstrap_train_seeds")
+    with pytest.raises(InvalidArgument) as caught:
+        _validate(job)
+    assert caught.value.field == "config_body.prompt_learning.mipro.bootstrap_train_seeds"
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"auto_start": False}, "auto_start"),
+    ({"overrides": {"mipro.num_iterations": 3}}, "overrides"),
+    ({"algorithm": "gepa"}, "algorithm"),
+    ({"policy_optimization": BASE["policy_optimization"]}, "config_body"),
+])
+def test_synth_top_level_refusals(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        _validate({**_synth(), **change})
+    assert caught.value.field == field

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13mipro/v1/jobs.proto\x12\x08mipro.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x10\x43reateJobRequest\x12\x39\n\x13policy_optimization\x18\x01 \x01(\x0b\x32\x1c.mipro.v1.PolicyOptimization\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"3\n\x11\x43reateJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x8a\x01\n\x12PolicyOptimization\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x14\n\x0ctask_app_url\x18\x02 \x01(\t\x12%\n\x06policy\x18\x03 \x01(\x0b\x32\x15.mipro.v1.PolicyModel\x12$\n\x05mipro\x18\x04 \x01(\x0b\x32\x15.mipro.v1.MiproConfig\"\x96\x01\n\x0bPolicyModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\"\n\x15max_completion_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x18\n\x16_max_completion_tokens\"\xa3\x04\n\x0bMiproConfig\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x1d\n\x15\x62ootstrap_train_seeds\x18\x02 \x03(\x05\x12\x11\n\tval_seeds\x18\x03 \x03(\x05\x12*\n\x08proposer\x18\x04 \x01(\x0b\x32\x18.mipro.v1.ProposerConfig\x12\x1b\n\x0enum_candidates\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\ntest_seeds\x18\x07 \x03(\x05\x12\x11\n\x04seed\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x10\n\x08\x65nv_name\x18\t \x01(\t\x12+\n\nenv_config\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x17rollout_timeout_seconds\x18\x0b \x01(\x01H\x03\x88\x01\x01\x12\x37\n\x12termination_config\x18\x0c \x01(\x0b\x32\x1b.mipro.v1.TerminationConfig\x12\x1b\n\x0enum_iterations\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x1b\n\x0eminibatch_size\x18\x0e \x01(\x05H\x05\x88\x01\x01\x42\x11\n\x0f_num_candidatesB\x11\n\x0f_max_concurrentB\x07\n\x05_seedB\x1a\n\x18_rollout_timeout_secondsB\x11\n\x0f_num_iterationsB\x11\n\x0f_minibatch_size\"\x91\x01\n\x0eProposerConfig\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"\xc7\x01\n\x11TerminationConfig\x12\x19\n\x0cmax_rollouts\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10max_time_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x0f\n\r_max_rolloutsB\x13\n\x11_max_time_secondsB\x0f\n\r_max_cost_usdB\r\n\x0b_max_tokens\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xf8\x06\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x39\n\x13policy_optimization\x18\x04 \x01(\x0b\x32\x1c.mipro.v1.PolicyOptimization\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nbest_score\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x62\x65st_instruction\x18\t \x01(\t\x12\x1b\n\x0e\x62\x61seline_score\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x14\x62\x61seline_instruction\x18\x0b \x01(\t\x12\x1a\n\x12rollouts_completed\x18\x0c \x01(\x05\x12\x17\n\x0frollouts_failed\x18\r \x01(\x05\x12\x15\n\rpolicy_tokens\x18\x0e \x01(\x05\x12\x17\n\x0fproposer_tokens\x18\x0f \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x10 \x01(\x01\x12\'\n\ncandidates\x18\x11 \x03(\x0b\x32\x13.mipro.v1.Candidate\x12\r\n\x05\x65rror\x18\x12 \x01(\t\x12\x1a\n\x12termination_reason\x18\x13 \x01(\t\x12 \n\x13\x62\x61seline_test_score\x18\x14 \x01(\x01H\x02\x88\x01\x01\x12\x1c\n\x0f\x62\x65st_test_score\x18\x15 \x01(\x01H\x03\x88\x01\x01\x12=\n\x11\x66\x61ilures_by_cause\x18\x16 \x03(\x0b\x32\".mipro.v1.Job.FailuresByCauseEntry\x12\'\n\x07history\x18\x17 \x03(\x0b\x32\x16.mipro.v1.HistoryPoint\x12\x0f\n\x07resumes\x18\x18 \x01(\x05\x1a\x36\n\x14\x46\x61iluresByCauseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\r\n\x0b_best_scoreB\x11\n\x0f_baseline_scoreB\x16\n\x14_baseline_test_scoreB\x12\n\x10_best_test_score\"\xf6\x01\n\tCandidate\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x0b\n\x03tip\x18\x03 \x01(\t\x12\x17\n\nmean_score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cseeds_scored\x18\x05 \x01(\x05\x12\x10\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x12\r\n\x05round\x18\x07 \x01(\x05\x12\x17\n\x0f\x66ully_evaluated\x18\x08 \x01(\x08\x12\x15\n\rpolicy_tokens\x18\t \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\x12\x17\n\x0f\x65xcluded_reason\x18\x0b \x01(\tB\r\n\x0b_mean_score\"G\n\x0cHistoryPoint\x12\x10\n\x08rollouts\x18\x01 \x01(\x05\x12\x12\n\nbest_score\x18\x02 \x01(\x01\x12\x11\n\tcandidate\x18\x03 \x01(\x05\"D\n\x0fListJobsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.mipro.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"H\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"M\n\x15ListJobEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.mipro.v1.JobEvent\x12\x10\n\x08next_seq\x18\x02 \x01(\x05\";\n\x16StreamJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x05\"\x9f\x01\n\x08JobEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x05\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08terminal\x18\x06 \x01(\x08\":\n\x1b\x43reateEnvironmentKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"q\n\x1c\x43reateEnvironmentKeyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xf8\x05\n\nJobService\x12u\n\tCreateJob\x12\x1a.mipro.v1.CreateJobRequest\x1a\x1b.mipro.v1.CreateJobResponse\"/\x82\xd3\xe4\x93\x02)\"$/api/policy-optimization/online/jobs:\x01*\x12g\n\x06GetJob\x12\x17.mipro.v1.GetJobRequest\x1a\r.mipro.v1.Job\"5\x82\xd3\xe4\x93\x02/\x12-/api/policy-optimization/online/jobs/{job_id}\x12o\n\x08ListJobs\x12\x19.mipro.v1.ListJobsRequest\x1a\x1a.mipro.v1.ListJobsResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/policy-optimization/online/jobs\x12w\n\tCancelJob\x12\x1a.mipro.v1.CancelJobRequest\x1a\r.mipro.v1.Job\"?\x82\xd3\xe4\x93\x02\x39\"4/api/policy-optimization/online/jobs/{job_id}/cancel:\x01*\x12\x8e\x01\n\rListJobEvents\x12\x1e.mipro.v1.ListJobEventsRequest\x1a\x1f.mipro.v1.ListJobEventsResponse\"<\x82\xd3\xe4\x93\x02\x36\x12\x34/api/policy-optimization/online/jobs/{job_id}/events\x12\x8e\x01\n\x0fStreamJobEvents\x12 .mipro.v1.StreamJobEventsRequest\x1a\x12.mipro.v1.JobEvent\"C\x82\xd3\xe4\x93\x02=\x12;/api/policy-optimization/online/jobs/{job_id}/events/stream0\x01\x32\x9c\x01\n\x15\x45nvironmentKeyService\x12\x82\x01\n\x14\x43reateEnvironmentKey\x12%.mipro.v1.CreateEnvironmentKeyRequest\x1a&.mipro.v1.CreateEnvironmentKeyResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/v1/env-keys:\x01*B\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13mipro/v1/jobs.proto\x12\x08mipro.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x02\n\x10\x43reateJobRequest\x12\x39\n\x13policy_optimization\x18\x01 \x01(\x0b\x32\x1c.mipro.v1.PolicyOptimization\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12,\n\x0b\x63onfig_body\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\toverrides\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nauto_start\x18\x07 \x01(\x08H\x00\x88\x01\x01\x42\r\n\x0b_auto_start\"3\n\x11\x43reateJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x8a\x01\n\x12PolicyOptimization\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x14\n\x0ctask_app_url\x18\x02 \x01(\t\x12%\n\x06policy\x18\x03 \x01(\x0b\x32\x15.mipro.v1.PolicyModel\x12$\n\x05mipro\x18\x04 \x01(\x0b\x32\x15.mipro.v1.MiproConfig\"\x96\x01\n\x0bPolicyModel\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\"\n\x15max_completion_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x18\n\x16_max_completion_tokens\"\xa3\x04\n\x0bMiproConfig\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x1d\n\x15\x62ootstrap_train_seeds\x18\x02 \x03(\x05\x12\x11\n\tval_seeds\x18\x03 \x03(\x05\x12*\n\x08proposer\x18\x04 \x01(\x0b\x32\x18.mipro.v1.ProposerConfig\x12\x1b\n\x0enum_candidates\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1b\n\x0emax_concurrent\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\ntest_seeds\x18\x07 \x03(\x05\x12\x11\n\x04seed\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x10\n\x08\x65nv_name\x18\t \x01(\t\x12+\n\nenv_config\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x17rollout_timeout_seconds\x18\x0b \x01(\x01H\x03\x88\x01\x01\x12\x37\n\x12termination_config\x18\x0c \x01(\x0b\x32\x1b.mipro.v1.TerminationConfig\x12\x1b\n\x0enum_iterations\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x1b\n\x0eminibatch_size\x18\x0e \x01(\x05H\x05\x88\x01\x01\x42\x11\n\x0f_num_candidatesB\x11\n\x0f_max_concurrentB\x07\n\x05_seedB\x1a\n\x18_rollout_timeout_secondsB\x11\n\x0f_num_iterationsB\x11\n\x0f_minibatch_size\"\x91\x01\n\x0eProposerConfig\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"\xc7\x01\n\x11TerminationConfig\x12\x19\n\x0cmax_rollouts\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10max_time_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cmax_cost_usd\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x0f\n\r_max_rolloutsB\x13\n\x11_max_time_secondsB\x0f\n\r_max_cost_usdB\r\n\x0b_max_tokens\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa0\x07\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x39\n\x13policy_optimization\x18\x04 \x01(\x0b\x32\x1c.mipro.v1.PolicyOptimization\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\nbest_score\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x10\x62\x65st_instruction\x18\t \x01(\t\x12\x1b\n\x0e\x62\x61seline_score\x18\n \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x14\x62\x61seline_instruction\x18\x0b \x01(\t\x12\x1a\n\x12rollouts_completed\x18\x0c \x01(\x05\x12\x17\n\x0frollouts_failed\x18\r \x01(\x05\x12\x15\n\rpolicy_tokens\x18\x0e \x01(\x05\x12\x17\n\x0fproposer_tokens\x18\x0f \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x10 \x01(\x01\x12\'\n\ncandidates\x18\x11 \x03(\x0b\x32\x13.mipro.v1.Candidate\x12\r\n\x05\x65rror\x18\x12 \x01(\t\x12\x1a\n\x12termination_reason\x18\x13 \x01(\t\x12 \n\x13\x62\x61seline_test_score\x18\x14 \x01(\x01H\x02\x88\x01\x01\x12\x1c\n\x0f\x62\x65st_test_score\x18\x15 \x01(\x01H\x03\x88\x01\x01\x12=\n\x11\x66\x61ilures_by_cause\x18\x16 \x03(\x0b\x32\".mipro.v1.Job.FailuresByCauseEntry\x12\'\n\x07history\x18\x17 \x03(\x0b\x32\x16.mipro.v1.HistoryPoint\x12\x0f\n\x07resumes\x18\x18 \x01(\x05\x12\x13\n\x0b\x62\x65st_prompt\x18\x19 \x01(\t\x12\x11\n\titeration\x18\x1a \x01(\x05\x1a\x36\n\x14\x46\x61iluresByCauseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\r\n\x0b_best_scoreB\x11\n\x0f_baseline_scoreB\x16\n\x14_baseline_test_scoreB\x12\n\x10_best_test_score\"\xf6\x01\n\tCandidate\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x0b\n\x03tip\x18\x03 \x01(\t\x12\x17\n\nmean_score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cseeds_scored\x18\x05 \x01(\x05\x12\x10\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x12\r\n\x05round\x18\x07 \x01(\x05\x12\x17\n\x0f\x66ully_evaluated\x18\x08 \x01(\x08\x12\x15\n\rpolicy_tokens\x18\t \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\n \x01(\x01\x12\x17\n\x0f\x65xcluded_reason\x18\x0b \x01(\tB\r\n\x0b_mean_score\"G\n\x0cHistoryPoint\x12\x10\n\x08rollouts\x18\x01 \x01(\x05\x12\x12\n\nbest_score\x18\x02 \x01(\x01\x12\x11\n\tcandidate\x18\x03 \x01(\x05\"D\n\x0fListJobsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.mipro.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"H\n\x14ListJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"M\n\x15ListJobEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.mipro.v1.JobEvent\x12\x10\n\x08next_seq\x18\x02 \x01(\x05\";\n\x16StreamJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x05\"\xb3\x01\n\x08JobEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x05\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08terminal\x18\x06 \x01(\x08\x12\x12\n\nsynth_type\x18\x07 \x01(\t\":\n\x1b\x43reateEnvironmentKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"q\n\x1c\x43reateEnvironmentKeyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x19ListSynthJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"R\n\x1aListSynthJobEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.mipro.v1.JobEvent\x12\x10\n\x08next_seq\x18\x02 \x01(\x05\"5\n\x14GetJobMetricsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"K\n\x0bMetricPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tcandidate\x18\x04 \x01(\x05\">\n\x15GetJobMetricsResponse\x12%\n\x06points\x18\x01 \x03(\x0b\x32\x15.mipro.v1.MetricPoint\">\n\x19StreamJobEventsSseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsince_seq\x18\x02 \x01(\x05\x32\xc6\x06\n\nJobService\x12u\n\tCreateJob\x12\x1a.mipro.v1.CreateJobRequest\x1a\x1b.mipro.v1.CreateJobResponse\"/\x82\xd3\xe4\x93\x02)\"$/api/policy-optimization/online/jobs:\x01*\x12\xb4\x01\n\x06GetJob\x12\x17.mipro.v1.GetJobRequest\x1a\r.mipro.v1.Job\"\x81\x01\x82\xd3\xe4\x93\x02{\x12-/api/policy-optimization/online/jobs/{job_id}Z+\x12)/api/prompt-learning/online/jobs/{job_id}Z\x1d\x12\x1b/api/learning/jobs/{job_id}\x12o\n\x08ListJobs\x12\x19.mipro.v1.ListJobsRequest\x1a\x1a.mipro.v1.ListJobsResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/policy-optimization/online/jobs\x12w\n\tCancelJob\x12\x1a.mipro.v1.CancelJobRequest\x1a\r.mipro.v1.Job\"?\x82\xd3\xe4\x93\x02\x39\"4/api/policy-optimization/online/jobs/{job_id}/cancel:\x01*\x12\x8e\x01\n\rListJobEvents\x12\x1e.mipro.v1.ListJobEventsRequest\x1a\x1f.mipro.v1.ListJobEventsResponse\"<\x82\xd3\xe4\x93\x02\x36\x12\x34/api/policy-optimization/online/jobs/{job_id}/events\x12\x8e\x01\n\x0fStreamJobEvents\x12 .mipro.v1.StreamJobEventsRequest\x1a\x12.mipro.v1.JobEvent\"C\x82\xd3\xe4\x93\x02=\x12;/api/policy-optimization/online/jobs/{job_id}/events/stream0\x01\x32\x9d\x03\n\x12SynthCompatService\x12\xbf\x01\n\x12ListSynthJobEvents\x12#.mipro.v1.ListSynthJobEventsRequest\x1a$.mipro.v1.ListSynthJobEventsResponse\"^\x82\xd3\xe4\x93\x02X\x12\x30/api/prompt-learning/online/jobs/{job_id}/eventsZ$\x12\"/api/learning/jobs/{job_id}/events\x12\xc4\x01\n\rGetJobMetrics\x12\x1e.mipro.v1.GetJobMetricsRequest\x1a\x1f.mipro.v1.GetJobMetricsResponse\"r\x82\xd3\xe4\x93\x02l\x12\x35/api/policy-optimization/online/jobs/{job_id}/metricsZ3\x12\x31/api/prompt-learning/online/jobs/{job_id}/metrics2\xb2\x01\n\x17SynthEventStreamService\x12\x96\x01\n\x12StreamJobEventsSse\x12#.mipro.v1.StreamJobEventsSseRequest\x1a\x14.google.api.HttpBody\"C\x82\xd3\xe4\x93\x02=\x12;/api/policy-optimization/online/jobs/{job_id}/events/stream0\x01\x32\x9c\x01\n\x15\x45nvironmentKeyService\x12\x82\x01\n\x14\x43reateEnvironmentKey\x12%.mipro.v1.CreateEnvironmentKeyRequest\x1a&.mipro.v1.CreateEnvironmentKeyResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/api/v1/env-keys:\x01*B\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,7 +41,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['CreateJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['CreateJob']._serialized_options = b'\202\323\344\223\002)\"$/api/policy-optimization/online/jobs:\001*'
   _globals['_JOBSERVICE'].methods_by_name['GetJob']._loaded_options = None
-  _globals['_JOBSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002/\022-/api/policy-optimization/online/jobs/{job_id}'
+  _globals['_JOBSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002{\022-/api/policy-optimization/online/jobs/{job_id}Z+\022)/api/prompt-learning/online/jobs/{job_id}Z\035\022\033/api/learning/jobs/{job_id}'
   _globals['_JOBSERVICE'].methods_by_name['ListJobs']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002&\022$/api/policy-optimization/online/jobs'
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._loaded_options = None
@@ -49,52 +50,74 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['ListJobEvents']._serialized_options = b'\202\323\344\223\0026\0224/api/policy-optimization/online/jobs/{job_id}/events'
   _globals['_JOBSERVICE'].methods_by_name['StreamJobEvents']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['StreamJobEvents']._serialized_options = b'\202\323\344\223\002=\022;/api/policy-optimization/online/jobs/{job_id}/events/stream'
+  _globals['_SYNTHCOMPATSERVICE'].methods_by_name['ListSynthJobEvents']._loaded_options = None
+  _globals['_SYNTHCOMPATSERVICE'].methods_by_name['ListSynthJobEvents']._serialized_options = b'\202\323\344\223\002X\0220/api/prompt-learning/online/jobs/{job_id}/eventsZ$\022\"/api/learning/jobs/{job_id}/events'
+  _globals['_SYNTHCOMPATSERVICE'].methods_by_name['GetJobMetrics']._loaded_options = None
+  _globals['_SYNTHCOMPATSERVICE'].methods_by_name['GetJobMetrics']._serialized_options = b'\202\323\344\223\002l\0225/api/policy-optimization/online/jobs/{job_id}/metricsZ3\0221/api/prompt-learning/online/jobs/{job_id}/metrics'
+  _globals['_SYNTHEVENTSTREAMSERVICE'].methods_by_name['StreamJobEventsSse']._loaded_options = None
+  _globals['_SYNTHEVENTSTREAMSERVICE'].methods_by_name['StreamJobEventsSse']._serialized_options = b'\202\323\344\223\002=\022;/api/policy-optimization/online/jobs/{job_id}/events/stream'
   _globals['_ENVIRONMENTKEYSERVICE'].methods_by_name['CreateEnvironmentKey']._loaded_options = None
   _globals['_ENVIRONMENTKEYSERVICE'].methods_by_name['CreateEnvironmentKey']._serialized_options = b'\202\323\344\223\002\025\"\020/api/v1/env-keys:\001*'
-  _globals['_CREATEJOBREQUEST']._serialized_start=126
-  _globals['_CREATEJOBREQUEST']._serialized_end=223
-  _globals['_CREATEJOBRESPONSE']._serialized_start=225
-  _globals['_CREATEJOBRESPONSE']._serialized_end=276
-  _globals['_POLICYOPTIMIZATION']._serialized_start=279
-  _globals['_POLICYOPTIMIZATION']._serialized_end=417
-  _globals['_POLICYMODEL']._serialized_start=420
-  _globals['_POLICYMODEL']._serialized_end=570
-  _globals['_MIPROCONFIG']._serialized_start=573
-  _globals['_MIPROCONFIG']._serialized_end=1120
-  _globals['_PROPOSERCONFIG']._serialized_start=1123
-  _globals['_PROPOSERCONFIG']._serialized_end=1268
-  _globals['_TERMINATIONCONFIG']._serialized_start=1271
-  _globals['_TERMINATIONCONFIG']._serialized_end=1470
-  _globals['_GETJOBREQUEST']._serialized_start=1472
-  _globals['_GETJOBREQUEST']._serialized_end=1503
-  _globals['_JOB']._serialized_start=1506
-  _globals['_JOB']._serialized_end=2394
-  _globals['_JOB_FAILURESBYCAUSEENTRY']._serialized_start=2262
-  _globals['_JOB_FAILURESBYCAUSEENTRY']._serialized_end=2316
-  _globals['_CANDIDATE']._serialized_start=2397
-  _globals['_CANDIDATE']._serialized_end=2643
-  _globals['_HISTORYPOINT']._serialized_start=2645
-  _globals['_HISTORYPOINT']._serialized_end=2716
-  _globals['_LISTJOBSREQUEST']._serialized_start=2718
-  _globals['_LISTJOBSREQUEST']._serialized_end=2786
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2788
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2860
-  _globals['_CANCELJOBREQUEST']._serialized_start=2862
-  _globals['_CANCELJOBREQUEST']._serialized_end=2912
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=2914
-  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=2986
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=2988
-  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=3065
-  _globals['_STREAMJOBEVENTSREQUEST']._serialized_start=3067
-  _globals['_STREAMJOBEVENTSREQUEST']._serialized_end=3126
-  _globals['_JOBEVENT']._serialized_start=3129
-  _globals['_JOBEVENT']._serialized_end=3288
-  _globals['_CREATEENVIRONMENTKEYREQUEST']._serialized_start=3290
-  _globals['_CREATEENVIRONMENTKEYREQUEST']._serialized_end=3348
-  _globals['_CREATEENVIRONMENTKEYRESPONSE']._serialized_start=3350
-  _globals['_CREATEENVIRONMENTKEYRESPONSE']._serialized_end=3463
-  _globals['_JOBSERVICE']._serialized_start=3466
-  _globals['_JOBSERVICE']._serialized_end=4226
-  _globals['_ENVIRONMENTKEYSERVICE']._serialized_start=4229
-  _globals['_ENVIRONMENTKEYSERVICE']._serialized_end=4385
+  _globals['_CREATEJOBREQUEST']._serialized_start=154
+  _globals['_CREATEJOBREQUEST']._serialized_end=443
+  _globals['_CREATEJOBRESPONSE']._serialized_start=445
+  _globals['_CREATEJOBRESPONSE']._serialized_end=496
+  _globals['_POLICYOPTIMIZATION']._serialized_start=499
+  _globals['_POLICYOPTIMIZATION']._serialized_end=637
+  _globals['_POLICYMODEL']._serialized_start=640
+  _globals['_POLICYMODEL']._serialized_end=790
+  _globals['_MIPROCONFIG']._serialized_start=793
+  _globals['_MIPROCONFIG']._serialized_end=1340
+  _globals['_PROPOSERCONFIG']._serialized_start=1343
+  _globals['_PROPOSERCONFIG']._serialized_end=1488
+  _globals['_TERMINATIONCONFIG']._serialized_start=1491
+  _globals['_TERMINATIONCONFIG']._serialized_end=1690
+  _globals['_GETJOBREQUEST']._serialized_start=1692
+  _globals['_GETJOBREQUEST']._serialized_end=1723
+  _globals['_JOB']._serialized_start=1726
+  _globals['_JOB']._serialized_end=2654
+  _globals['_JOB_FAILURESBYCAUSEENTRY']._serialized_start=2522
+  _globals['_JOB_FAILURESBYCAUSEENTRY']._serialized_end=2576
+  _globals['_CANDIDATE']._serialized_start=2657
+  _globals['_CANDIDATE']._serialized_end=2903
+  _globals['_HISTORYPOINT']._serialized_start=2905
+  _globals['_HISTORYPOINT']._serialized_end=2976
+  _globals['_LISTJOBSREQUEST']._serialized_start=2978
+  _globals['_LISTJOBSREQUEST']._serialized_end=3046
+  _globals['_LISTJOBSRESPONSE']._serialized_start=3048
+  _globals['_LISTJOBSRESPONSE']._serialized_end=3120
+  _globals['_CANCELJOBREQUEST']._serialized_start=3122
+  _globals['_CANCELJOBREQUEST']._serialized_end=3172
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_start=3174
+  _globals['_LISTJOBEVENTSREQUEST']._serialized_end=3246
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_start=3248
+  _globals['_LISTJOBEVENTSRESPONSE']._serialized_end=3325
+  _globals['_STREAMJOBEVENTSREQUEST']._serialized_start=3327
+  _globals['_STREAMJOBEVENTSREQUEST']._serialized_end=3386
+  _globals['_JOBEVENT']._serialized_start=3389
+  _globals['_JOBEVENT']._serialized_end=3568
+  _globals['_CREATEENVIRONMENTKEYREQUEST']._serialized_start=3570
+  _globals['_CREATEENVIRONMENTKEYREQUEST']._serialized_end=3628
+  _globals['_CREATEENVIRONMENTKEYRESPONSE']._serialized_start=3630
+  _globals['_CREATEENVIRONMENTKEYRESPONSE']._serialized_end=3743
+  _globals['_LISTSYNTHJOBEVENTSREQUEST']._serialized_start=3745
+  _globals['_LISTSYNTHJOBEVENTSREQUEST']._serialized_end=3822
+  _globals['_LISTSYNTHJOBEVENTSRESPONSE']._serialized_start=3824
+  _globals['_LISTSYNTHJOBEVENTSRESPONSE']._serialized_end=3906
+  _globals['_GETJOBMETRICSREQUEST']._serialized_start=3908
+  _globals['_GETJOBMETRICSREQUEST']._serialized_end=3961
+  _globals['_METRICPOINT']._serialized_start=3963
+  _globals['_METRICPOINT']._serialized_end=4038
+  _globals['_GETJOBMETRICSRESPONSE']._serialized_start=4040
+  _globals['_GETJOBMETRICSRESPONSE']._serialized_end=4102
+  _globals['_STREAMJOBEVENTSSSEREQUEST']._serialized_start=4104
+  _globals['_STREAMJOBEVENTSSSEREQUEST']._serialized_end=4166
+  _globals['_JOBSERVICE']._serialized_start=4169
+  _globals['_JOBSERVICE']._serialized_end=5007
+  _globals['_SYNTHCOMPATSERVICE']._serialized_start=5010
+  _globals['_SYNTHCOMPATSERVICE']._serialized_end=5423
+  _globals['_SYNTHEVENTSTREAMSERVICE']._serialized_start=5426
+  _globals['_SYNTHEVENTSTREAMSERVICE']._serialized_end=5604
+  _globals['_ENVIRONMENTKEYSERVICE']._serialized_start=5607
+  _globals['_ENVIRONMENTKEYSERVICE']._serialized_end=5763
 # @@protoc_insertion_point(module_scope)

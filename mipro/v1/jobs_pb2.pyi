@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -12,12 +13,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("policy_optimization", "request_id")
+    __slots__ = ("policy_optimization", "request_id", "algorithm", "config_body", "overrides", "metadata", "auto_start")
     POLICY_OPTIMIZATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_BODY_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    AUTO_START_FIELD_NUMBER: _ClassVar[int]
     policy_optimization: PolicyOptimization
     request_id: str
-    def __init__(self, policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    algorithm: str
+    config_body: _struct_pb2.Struct
+    overrides: _struct_pb2.Struct
+    metadata: _struct_pb2.Struct
+    auto_start: bool
+    def __init__(self, policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., request_id: _Optional[str] = ..., algorithm: _Optional[str] = ..., config_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., overrides: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., auto_start: _Optional[bool] = ...) -> None: ...
 
 class CreateJobResponse(_message.Message):
     __slots__ = ("job_id", "status")
@@ -116,7 +127,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "status", "phase", "policy_optimization", "created_at", "started_at", "finished_at", "best_score", "best_instruction", "baseline_score", "baseline_instruction", "rollouts_completed", "rollouts_failed", "policy_tokens", "proposer_tokens", "cost_usd", "candidates", "error", "termination_reason", "baseline_test_score", "best_test_score", "failures_by_cause", "history", "resumes")
+    __slots__ = ("job_id", "status", "phase", "policy_optimization", "created_at", "started_at", "finished_at", "best_score", "best_instruction", "baseline_score", "baseline_instruction", "rollouts_completed", "rollouts_failed", "policy_tokens", "proposer_tokens", "cost_usd", "candidates", "error", "termination_reason", "baseline_test_score", "best_test_score", "failures_by_cause", "history", "resumes", "best_prompt", "iteration")
     class FailuresByCauseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +159,8 @@ class Job(_message.Message):
     FAILURES_BY_CAUSE_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     RESUMES_FIELD_NUMBER: _ClassVar[int]
+    BEST_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: str
     phase: str
@@ -172,7 +185,9 @@ class Job(_message.Message):
     failures_by_cause: _containers.ScalarMap[str, int]
     history: _containers.RepeatedCompositeFieldContainer[HistoryPoint]
     resumes: int
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_score: _Optional[float] = ..., best_instruction: _Optional[str] = ..., baseline_score: _Optional[float] = ..., baseline_instruction: _Optional[str] = ..., rollouts_completed: _Optional[int] = ..., rollouts_failed: _Optional[int] = ..., policy_tokens: _Optional[int] = ..., proposer_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., error: _Optional[str] = ..., termination_reason: _Optional[str] = ..., baseline_test_score: _Optional[float] = ..., best_test_score: _Optional[float] = ..., failures_by_cause: _Optional[_Mapping[str, int]] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., resumes: _Optional[int] = ...) -> None: ...
+    best_prompt: str
+    iteration: int
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_score: _Optional[float] = ..., best_instruction: _Optional[str] = ..., baseline_score: _Optional[float] = ..., baseline_instruction: _Optional[str] = ..., rollouts_completed: _Optional[int] = ..., rollouts_failed: _Optional[int] = ..., policy_tokens: _Optional[int] = ..., proposer_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., error: _Optional[str] = ..., termination_reason: _Optional[str] = ..., baseline_test_score: _Optional[float] = ..., best_test_score: _Optional[float] = ..., failures_by_cause: _Optional[_Mapping[str, int]] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., resumes: _Optional[int] = ..., best_prompt: _Optional[str] = ..., iteration: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("index", "instruction", "tip", "mean_score", "seeds_scored", "failures", "round", "fully_evaluated", "policy_tokens", "cost_usd", "excluded_reason")
@@ -263,20 +278,22 @@ class StreamJobEventsRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., since_seq: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("seq", "type", "message", "data", "created_at", "terminal")
+    __slots__ = ("seq", "type", "message", "data", "created_at", "terminal", "synth_type")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    SYNTH_TYPE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     type: str
     message: str
     data: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
     terminal: bool
-    def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminal: _Optional[bool] = ...) -> None: ...
+    synth_type: str
+    def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminal: _Optional[bool] = ..., synth_type: _Optional[str] = ...) -> None: ...
 
 class CreateEnvironmentKeyRequest(_message.Message):
     __slots__ = ("name", "value")
@@ -295,3 +312,55 @@ class CreateEnvironmentKeyResponse(_message.Message):
     fingerprint: str
     updated_at: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListSynthJobEventsRequest(_message.Message):
+    __slots__ = ("job_id", "since_seq", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    since_seq: int
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., since_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListSynthJobEventsResponse(_message.Message):
+    __slots__ = ("events", "next_seq")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    next_seq: int
+    def __init__(self, events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ..., next_seq: _Optional[int] = ...) -> None: ...
+
+class GetJobMetricsRequest(_message.Message):
+    __slots__ = ("job_id", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class MetricPoint(_message.Message):
+    __slots__ = ("name", "step", "value", "candidate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    step: int
+    value: float
+    candidate: int
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., value: _Optional[float] = ..., candidate: _Optional[int] = ...) -> None: ...
+
+class GetJobMetricsResponse(_message.Message):
+    __slots__ = ("points",)
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[MetricPoint]
+    def __init__(self, points: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ...) -> None: ...
+
+class StreamJobEventsSseRequest(_message.Message):
+    __slots__ = ("job_id", "since_seq")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    since_seq: int
+    def __init__(self, job_id: _Optional[str] = ..., since_seq: _Optional[int] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from mipro.v1 import jobs_pb2 as mipro_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -112,7 +113,8 @@ class JobServiceServicer:
 
     def StreamJobEvents(self, request, context):
         """Streams a job's events live; the stream always ends with the job's terminal event.
-        Through the gateway it is NDJSON, one bare event per line.
+        Through the gateway it is NDJSON, one bare event per line; a request that accepts
+        `text/event-stream` is routed to `SynthEventStreamService` instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,6 +317,207 @@ class JobService:
             '/mipro.v1.JobService/StreamJobEvents',
             mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.SerializeToString,
             mipro_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SynthCompatServiceStub:
+    """The paths and shapes synth-ai 0.7's job client reads, beside the documented API.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListSynthJobEvents = channel.unary_unary(
+                '/mipro.v1.SynthCompatService/ListSynthJobEvents',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ListSynthJobEventsRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListSynthJobEventsResponse.FromString,
+                _registered_method=True)
+        self.GetJobMetrics = channel.unary_unary(
+                '/mipro.v1.SynthCompatService/GetJobMetrics',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.GetJobMetricsRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.GetJobMetricsResponse.FromString,
+                _registered_method=True)
+
+
+class SynthCompatServiceServicer:
+    """The paths and shapes synth-ai 0.7's job client reads, beside the documented API.
+    """
+
+    def ListSynthJobEvents(self, request, context):
+        """Returns a page of a job's events with Synth's event types in `type`, on the legacy
+        prefix the client reads results from. `limit` is at most 10000.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobMetrics(self, request, context):
+        """Returns a job's best-score history as metric points.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SynthCompatServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListSynthJobEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSynthJobEvents,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListSynthJobEventsRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.ListSynthJobEventsResponse.SerializeToString,
+            ),
+            'GetJobMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobMetrics,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.GetJobMetricsRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.GetJobMetricsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mipro.v1.SynthCompatService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mipro.v1.SynthCompatService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SynthCompatService:
+    """The paths and shapes synth-ai 0.7's job client reads, beside the documented API.
+    """
+
+    @staticmethod
+    def ListSynthJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.SynthCompatService/ListSynthJobEvents',
+            mipro_dot_v1_dot_jobs__pb2.ListSynthJobEventsRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.ListSynthJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.SynthCompatService/GetJobMetrics',
+            mipro_dot_v1_dot_jobs__pb2.GetJobMetricsRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.GetJobMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SynthEventStreamServiceStub:
+    """The live event stream as Server-Sent Events. The gateway routes a stream request that
+    accepts `text/event-stream` here, through a transcoder that lists only this service.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StreamJobEventsSse = channel.unary_stream(
+                '/mipro.v1.SynthEventStreamService/StreamJobEventsSse',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsSseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+
+
+class SynthEventStreamServiceServicer:
+    """The live event stream as Server-Sent Events. The gateway routes a stream request that
+    accepts `text/event-stream` here, through a transcoder that lists only this service.
+    """
+
+    def StreamJobEventsSse(self, request, context):
+        """Streams a job's events as SSE: `data: <event JSON>` blocks with Synth's event types,
+        ending with the terminal event and then `data: [DONE]`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SynthEventStreamServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StreamJobEventsSse': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobEventsSse,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsSseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mipro.v1.SynthEventStreamService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mipro.v1.SynthEventStreamService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SynthEventStreamService:
+    """The live event stream as Server-Sent Events. The gateway routes a stream request that
+    accepts `text/event-stream` here, through a transcoder that lists only this service.
+    """
+
+    @staticmethod
+    def StreamJobEventsSse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mipro.v1.SynthEventStreamService/StreamJobEventsSse',
+            mipro_dot_v1_dot_jobs__pb2.StreamJobEventsSseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,
