@@ -187,7 +187,7 @@ class SynthEventStreamServicer(jobs_pb2_grpc.SynthEventStreamServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         structlog.contextvars.clear_contextvars()
         try:
-            owner = self._auth.owner_from_metadata(context.invocation_metadata() or ())
+            owner = await self._auth.tenant_from_metadata(context.invocation_metadata() or ())
             async for event in self._jobs.stream_events(owner, request.job_id,
                                                         request.since_seq):
                 message = event_to_proto(event)
