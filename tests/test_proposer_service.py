@@ -436,6 +436,10 @@ class _Process:
         return self.popen.returncode
 
 
+#: The service token the proposer processes of these tests require.
+PROPOSER_TOKEN = "test-proposer-token-" + "0" * 16
+
+
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MIPRO_", "OPENAI_", "PROD_OPENAI_", "GROQ_"))}
@@ -503,6 +507,7 @@ def _start_proposer(model_url: str, log_dir: Path, name: str = "proposer") -> tu
     env = _clean_env(
         MIPRO_HOST="127.0.0.1",
         MIPRO_PROPOSER_PORT=str(port),
+        MIPRO_PROPOSER_TOKEN=PROPOSER_TOKEN,
         MIPRO_LOG_FORMAT="json",
         MIPRO_PROVIDER_LOCAL_BASE_URL=model_url,
         MIPRO_PROVIDER_LOCAL_API_KEY="sk-test-secret-do-not-log",
@@ -533,7 +538,9 @@ async def _propose(address: str, request: proposer_pb2.ProposeInstructionsReques
                    ) -> proposer_pb2.ProposeInstructionsResponse:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = proposer_pb2_grpc.ProposerServiceStub(channel)
-        return await stub.ProposeInstructions(request, timeout=CALL_TIMEOUT_S)
+        return await stub.ProposeInstructions(
+            request, timeout=CALL_TIMEOUT_S,
+            metadata=(("authorization", f"Bearer {PROPOSER_TOKEN}"),))
 
 
 async def test_proposes_distinct_candidates_with_tips(proposer: tuple[_Process, str]) -> None:

@@ -32,9 +32,13 @@ DRIVER = Path(__file__).parent / "synth_sdk" / "driver.py"
 
 
 @pytest.fixture(scope="session")
-def synth_python(request: pytest.FixtureRequest) -> Path:
-    """The Python of a venv holding synth-ai, made once per version (pip's cache helps)."""
-    root = Path(request.config.cache.mkdir(f"synth-ai-{SYNTH_VERSION}"))
+def synth_python(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a venv holding synth-ai, made once per version (pip's cache helps);
+    under pytest's cache when it is on, else in a temporary directory."""
+    cache = request.config.cache
+    root = (Path(cache.mkdir(f"synth-ai-{SYNTH_VERSION}")) if cache is not None
+            else tmp_path_factory.mktemp(f"synth-ai-{SYNTH_VERSION}"))
     python = root / "venv" / "bin" / "python"
     marker = root / "venv" / ".installed"
     if not marker.exists():
