@@ -36,7 +36,7 @@ def synth_python(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Python of a venv holding synth-ai, made once per version (pip's cache helps);
     under pytest's cache when it is on, else in a temporary directory."""
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)
     root = (Path(cache.mkdir(f"synth-ai-{SYNTH_VERSION}")) if cache is not None
             else tmp_path_factory.mktemp(f"synth-ai-{SYNTH_VERSION}"))
     python = root / "venv" / "bin" / "python"
