@@ -11,6 +11,7 @@ import asyncio
 import random
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from ._exchanges import ExchangeLedger
 from ._models import JobEvent, JobRecord, JobSpec, JobStatus
 from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
+from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
 from ._store import JobStore
 from ._task_app import TaskAppClient
 
@@ -46,8 +48,10 @@ class JobManager:
                  *, public_base_url: str, max_running_jobs: int, prices: PriceTable,
                  task_app_retry: RetryPolicy | None = None,
                  task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
-                 stream_poll_seconds: float = 5.0) -> None:
+                 stream_poll_seconds: float = 5.0,
+                 vault: EnvKeyVault | None = None) -> None:
         self._store = store
+        self._vault = vault
         self._ledger = ledger
         self._flush = summary_flush_seconds
         self._task_app_timeout = task_app_timeout
@@ -228,15 +232,53 @@ class JobManager:
 
     # -- environment keys --------------------------------------------------------------------
 
-    async def put_env_key(self, owner: str, name: str, value: str) -> datetime:
+    async def put_env_key(self, owner: str, name: str, value: str,
+                          ciphertext_b64: str = "") -> EnvKeyReceipt:
+        """Stores `value`, or the value a client sealed into `ciphertext_b64` (exactly one)."""
         name = name.strip()
         if not name:
             raise InvalidArgument("name", "is required")
         if len(name) > 128 or not name.replace("_", "").isalnum():
             raise InvalidArgument("name", "must be letters, digits and underscores, at most 128")
+        if value and ciphertext_b64:
+            raise InvalidArgument("ciphertext_b64", "give either value or ciphertext_b64, "
+                                  "not both")
+        vault = self._require_vault()
+        if ciphertext_b64:
+            if len(ciphertext_b64) > 8192:
+                raise InvalidArgument("ciphertext_b64", "must be at most 8192 characters")
+            try:
+                value = vault.open_sealed(ciphertext_b64)
+            except SecretsError as error:
+                raise InvalidArgument("ciphertext_b64", str(error)) from None
+            field = "ciphertext_b64"
+        else:
+            field = "value"
         if not value:
-            raise InvalidArgument("value", "is required")
+            raise InvalidArgument(field, "is required: give value (the key) or ciphertext_b64 "
+                                  "(the key sealed to GET /api/v1/crypto/public-key)")
         if len(value) > 4096:
-            raise InvalidArgument("value", "must be at most 4096 characters")
+            raise InvalidArgument(field, "must hold at most 4096 characters")
         await self._store.put_env_key(owner, name, value)
-        return datetime.now(UTC)
+        return EnvKeyReceipt(name=name, id=env_key_id(owner, name),
+                             fingerprint=vault.fingerprint(owner, name, value),
+                             updated_at=datetime.now(UTC))
+
+    def public_key(self) -> tuple[str, str]:
+        """`(base64 X25519 public key, alg)` that clients seal environment keys to."""
+        return self._require_vault().public_key_b64, SEALED_BOX_ALG
+
+    def _require_vault(self) -> EnvKeyVault:
+        if self._vault is None:
+            raise RuntimeError("the job manager has no vault for environment keys")
+        return self._vault
+
+
+@dataclass(frozen=True)
+class EnvKeyReceipt:
+    """What registering an environment key answers: never the value itself."""
+
+    name: str
+    id: str
+    fingerprint: str
+    updated_at: datetime

@@ -25,6 +25,7 @@ from ._grpc_service import EnvironmentKeyServicer, JobServicer
 from ._interceptor import Interceptor
 from ._jobs import JobManager
 from ._proposer_client import ProposerCallPolicy, ProposerClient
+from ._secrets import EnvKeyVault
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
 
@@ -42,9 +43,15 @@ class OrchestratorServer:
     def __init__(self, settings: Settings, *, store: JobStore | None = None) -> None:
         if not settings.api_keys:
             raise ValueError("MIPRO_API_KEYS is empty: the job API needs at least one key")
+        if not settings.secrets_keys:
+            raise ValueError("MIPRO_SECRETS_KEY is unset: the orchestrator needs a server key "
+                             "to encrypt environment keys (base64 of 32 random bytes; see "
+                             "README \"Environment keys\")")
+        vault = EnvKeyVault(settings.secrets_keys[0], settings.secrets_keys[1:])
         self._settings = settings
         self._store = store or SqliteJobStore(
-            settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
+            settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms,
+            vault=vault)
         self._ledger = ExchangeLedger()
         self._proposer = ProposerClient(settings.proposer_address,
                                         ProposerCallPolicy.from_settings(settings))
@@ -58,7 +65,8 @@ class OrchestratorServer:
                                 task_app_retry=settings.task_app_retry_policy,
                                 task_app_timeout=settings.task_app_timeout_seconds,
                                 summary_flush_seconds=settings.summary_flush_ms / 1000,
-                                stream_poll_seconds=settings.event_stream_poll_seconds)
+                                stream_poll_seconds=settings.event_stream_poll_seconds,
+                                vault=vault)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)

@@ -279,19 +279,35 @@ class JobEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminal: _Optional[bool] = ...) -> None: ...
 
 class CreateEnvironmentKeyRequest(_message.Message):
-    __slots__ = ("name", "value")
+    __slots__ = ("name", "value", "ciphertext_b64")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_B64_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: str
-    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ciphertext_b64: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., ciphertext_b64: _Optional[str] = ...) -> None: ...
 
 class CreateEnvironmentKeyResponse(_message.Message):
-    __slots__ = ("name", "fingerprint", "updated_at")
+    __slots__ = ("name", "fingerprint", "updated_at", "id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     fingerprint: str
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    id: str
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class GetPublicKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetPublicKeyResponse(_message.Message):
+    __slots__ = ("public_key", "alg")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ALG_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    alg: str
+    def __init__(self, public_key: _Optional[str] = ..., alg: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,109 @@
+"""Environment keys through the real gateway: Synth's sealed-box form (PyNaCl as the client,
+as the SDK does it), the plain form, the field errors, and what reaches the disk and logs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import nacl.public
+
+from .conftest import RunningStack
+from .test_end_to_end import (
+    JOBS,
+    _client,
+    _field_violations,
+    _poll_until_done,
+    documented_job,
+)
+
+ENV_KEYS = "/api/v1/env-keys"
+NAME = "ENVIRONMENT_API_KEY"
+
+
+async def _seal(client: httpx.AsyncClient, value: str) -> str:
+    response = await client.get("/api/v1/crypto/public-key")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["alg"] == "libsodium.sealedbox.v1"
+    public_key = nacl.public.PublicKey(base64.b64decode(body["public_key"]))
+    sealed = nacl.public.SealedBox(public_key).encrypt(value.encode())
+    return base64.b64encode(sealed).decode()
+
+
+def _data_dir(stack: RunningStack) -> Path:
+    return stack.stack.settings.data_dir.resolve()
+
+
+async def test_a_sealed_key_reaches_the_task_app_of_a_job(running_stack: RunningStack) -> None:
+    async with _client(running_stack) as client:
+        sealed = await _seal(client, running_stack.environment_key)
+        response = await client.post(ENV_KEYS, json={"name": NAME, "ciphertext_b64": sealed})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["name"] == NAME and body["id"].startswith("ek_") and body["updated_at"]
+        assert running_stack.environment_key not in response.text
+        response = await client.post(JOBS, json=documented_job(running_stack.task_app_url))
+        assert response.status_code == 200, response.text
+        job = await _poll_until_done(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job.get("error")
+    rollouts = [json.loads(line) for line in running_stack.task_app_record.read_text()
+                .splitlines() if job["job_id"] in (json.loads(line)["run_id"] or "")]
+    assert rollouts and all(r["status"] == 200 for r in rollouts)
+    assert all(all(r["auth_headers"].values()) for r in rollouts), rollouts[0]["auth_headers"]
+
+
+async def test_public_key_needs_an_api_key(running_stack: RunningStack) -> None:
+    async with httpx.AsyncClient(base_url=running_stack.gateway_url) as client:
+        response = await client.get("/api/v1/crypto/public-key")
+    assert response.status_code == 401, response.text
+
+
+async def test_the_plain_form_still_works_and_the_fingerprint_is_keyed(
+        running_stack: RunningStack) -> None:
+    value = "plain-form-key-abc"
+    async with _client(running_stack, key="mk_other_owner_key") as client:
+        first = await client.post(ENV_KEYS, json={"name": "PLAIN_FORM_KEY", "value": value})
+        again = await client.post(ENV_KEYS, json={"name": "PLAIN_FORM_KEY", "value": value})
+    assert first.status_code == 200, first.text
+    fingerprint = first.json()["fingerprint"]
+    assert fingerprint == again.json()["fingerprint"] and len(fingerprint) == 16
+    # the old fingerprint, a prefix of the value's plain SHA-256, helped guess a short key
+    assert not hashlib.sha256(value.encode()).hexdigest().startswith(fingerprint[:8])
+
+
+async def test_both_or_neither_form_is_a_400_naming_the_field(
+        running_stack: RunningStack) -> None:
+    async with _client(running_stack, key="mk_other_owner_key") as client:
+        sealed = await _seal(client, "whatever")
+        both = await client.post(ENV_KEYS, json={"name": "X_KEY", "value": "v",
+                                                 "ciphertext_b64": sealed})
+        neither = await client.post(ENV_KEYS, json={"name": "X_KEY"})
+        garbage = await client.post(ENV_KEYS, json={"name": "X_KEY",
+                                                    "ciphertext_b64": "bm90IHNlYWxlZA=="})
+    for response, field in ((both, "ciphertext_b64"), (neither, "value"),
+                            (garbage, "ciphertext_b64")):
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert body["message"].startswith(f"{field}: ") and _field_violations(body) == [field]
+
+
+async def test_keys_never_reach_the_disk_or_the_logs_in_plain_text(
+        running_stack: RunningStack) -> None:
+    secret = "sk-disk-scan-" + "Zq9" * 6
+    async with _client(running_stack, key="mk_other_owner_key") as client:
+        sealed = await _seal(client, secret)
+        response = await client.post(ENV_KEYS, json={"name": "SCANNED_KEY",
+                                                     "ciphertext_b64": sealed})
+        assert response.status_code == 200, response.text
+    data = _data_dir(running_stack)
+    for path in [*data.rglob("*"), *running_stack.log_dir.rglob("*")]:
+        if path.is_file():
+            assert secret[:12].encode() not in path.read_bytes(), path
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for name in ("mipro.db", "mipro.db-wal", "secrets.key"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
