@@ -29,6 +29,7 @@ from ._runner import JobRunner, end_job
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
 from ._store import JobStore
 from ._task_app import TaskAppClient
+from ._validation import env_key_name
 
 log = structlog.get_logger(__name__)
 
@@ -90,9 +91,9 @@ class JobManager:
     # -- jobs --------------------------------------------------------------------------------
 
     async def create(self, owner: str, spec: JobSpec, request_id: str = "") -> JobRecord:
-        if await self._store.get_env_key(owner, ENVIRONMENT_KEY_NAME) is None:
+        if await self._store.get_env_key(owner, spec.env_key_name) is None:
             raise FailedPrecondition(
-                f"no {ENVIRONMENT_KEY_NAME} is registered for this API key: register it with "
+                f"no {spec.env_key_name} is registered for this API key: register it with "
                 f"POST /api/v1/env-keys before creating a job")
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
                         created_at=datetime.now(UTC), request_id=request_id, phase="queued")
@@ -120,7 +121,7 @@ class JobManager:
                     await self._slot_freed.wait_for(lambda: self._running < self._max_running)
                     self._running += 1
             try:
-                env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
+                env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
                 task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
                                          retry=self._retry, rng=random.Random(job.spec.seed),
                                          timeout=self._task_app_timeout)
@@ -235,11 +236,9 @@ class JobManager:
     async def put_env_key(self, owner: str, name: str, value: str,
                           ciphertext_b64: str = "") -> EnvKeyReceipt:
         """Stores `value`, or the value a client sealed into `ciphertext_b64` (exactly one)."""
-        name = name.strip()
+        name = env_key_name(name, "name")
         if not name:
             raise InvalidArgument("name", "is required")
-        if len(name) > 128 or not name.replace("_", "").isalnum():
-            raise InvalidArgument("name", "must be letters, digits and underscores, at most 128")
         if value and ciphertext_b64:
             raise InvalidArgument("ciphertext_b64", "give either value or ciphertext_b64, "
                                   "not both")

@@ -107,3 +107,27 @@ async def test_keys_never_reach_the_disk_or_the_logs_in_plain_text(
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for name in ("mipro.db", "mipro.db-wal", "secrets.key"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+
+
+async def test_a_job_sends_the_key_it_names(running_stack: RunningStack) -> None:
+    job_body = documented_job(running_stack.task_app_url)
+    job_body["policy_optimization"]["env_key_name"] = "SUPPORT_APP_KEY"
+    async with _client(running_stack, key="mk_other_owner_key") as client:
+        missing = await client.post(JOBS, json=job_body)
+        assert missing.status_code == 400 and "SUPPORT_APP_KEY" in missing.text, missing.text
+        await client.post(ENV_KEYS, json={"name": NAME, "value": "not-the-task-apps-key"})
+        sealed = await _seal(client, running_stack.environment_key)
+        response = await client.post(ENV_KEYS, json={"name": "SUPPORT_APP_KEY",
+                                                     "ciphertext_b64": sealed})
+        assert response.status_code == 200, response.text
+        response = await client.post(JOBS, json=job_body)
+        assert response.status_code == 200, response.text
+        job = await _poll_until_done(client, response.json()["job_id"])
+        bad_name = dict(job_body, policy_optimization={**job_body["policy_optimization"],
+                                                       "env_key_name": "no spaces"})
+        refused = await client.post(JOBS, json=bad_name)
+    assert job["status"] == "succeeded", job.get("error")
+    assert job["policy_optimization"]["env_key_name"] == "SUPPORT_APP_KEY"
+    assert running_stack.environment_key not in json.dumps(job)
+    assert refused.status_code == 400
+    assert _field_violations(refused.json()) == ["policy_optimization.env_key_name"]

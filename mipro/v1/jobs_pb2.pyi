@@ -28,16 +28,18 @@ class CreateJobResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class PolicyOptimization(_message.Message):
-    __slots__ = ("algorithm", "task_app_url", "policy", "mipro")
+    __slots__ = ("algorithm", "task_app_url", "policy", "mipro", "env_key_name")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     TASK_APP_URL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     MIPRO_FIELD_NUMBER: _ClassVar[int]
+    ENV_KEY_NAME_FIELD_NUMBER: _ClassVar[int]
     algorithm: str
     task_app_url: str
     policy: PolicyModel
     mipro: MiproConfig
-    def __init__(self, algorithm: _Optional[str] = ..., task_app_url: _Optional[str] = ..., policy: _Optional[_Union[PolicyModel, _Mapping]] = ..., mipro: _Optional[_Union[MiproConfig, _Mapping]] = ...) -> None: ...
+    env_key_name: str
+    def __init__(self, algorithm: _Optional[str] = ..., task_app_url: _Optional[str] = ..., policy: _Optional[_Union[PolicyModel, _Mapping]] = ..., mipro: _Optional[_Union[MiproConfig, _Mapping]] = ..., env_key_name: _Optional[str] = ...) -> None: ...
 
 class PolicyModel(_message.Message):
     __slots__ = ("model", "provider", "temperature", "max_completion_tokens")
