@@ -3,6 +3,7 @@ as the SDK does it), the plain form, the field errors, and what reaches the disk
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import httpx
 import nacl.public
+import pytest
+
+from mipro import cli
 
 from .conftest import RunningStack
 from .test_end_to_end import (
@@ -131,3 +135,23 @@ async def test_a_job_sends_the_key_it_names(running_stack: RunningStack) -> None
     assert running_stack.environment_key not in json.dumps(job)
     assert refused.status_code == 400
     assert _field_violations(refused.json()) == ["policy_optimization.env_key_name"]
+
+
+async def test_the_cli_registers_a_sealed_key(running_stack: RunningStack,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIPRO_GATEWAY_URL", running_stack.gateway_url)
+    monkeypatch.setenv("MIPRO_API_KEY", "mk_other_owner_key")
+    monkeypatch.setenv("CLI_APP_KEY", running_stack.environment_key)
+    code = await asyncio.to_thread(cli.main, ["env-keys", "register", "--name", "CLI_APP_KEY"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert json.loads(printed)["name"] == "CLI_APP_KEY"
+    assert running_stack.environment_key not in printed
+    job_body = documented_job(running_stack.task_app_url)
+    job_body["policy_optimization"]["env_key_name"] = "CLI_APP_KEY"
+    async with _client(running_stack, key="mk_other_owner_key") as client:
+        response = await client.post(JOBS, json=job_body)
+        assert response.status_code == 200, response.text
+        job = await _poll_until_done(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job.get("error")
