@@ -98,16 +98,19 @@ async def test_both_or_neither_form_is_a_400_naming_the_field(
 
 async def test_keys_never_reach_the_disk_or_the_logs_in_plain_text(
         running_stack: RunningStack) -> None:
-    secret = "sk-disk-scan-" + "Zq9" * 6
+    sealed_secret, plain_secret = "sk-sealed-scan-" + "Zq9" * 6, "sk-plain-scan-" + "Wx4" * 6
     async with _client(running_stack, key="mk_other_owner_key") as client:
-        sealed = await _seal(client, secret)
-        response = await client.post(ENV_KEYS, json={"name": "SCANNED_KEY",
-                                                     "ciphertext_b64": sealed})
-        assert response.status_code == 200, response.text
+        sealed = await _seal(client, sealed_secret)
+        for body in ({"name": "SCANNED_KEY", "ciphertext_b64": sealed},
+                     {"name": "PLAIN_SCANNED_KEY", "value": plain_secret}):
+            response = await client.post(ENV_KEYS, json=body)
+            assert response.status_code == 200, response.text
     data = _data_dir(running_stack)
     for path in [*data.rglob("*"), *running_stack.log_dir.rglob("*")]:
         if path.is_file():
-            assert secret[:12].encode() not in path.read_bytes(), path
+            content = path.read_bytes()
+            for secret in (sealed_secret, plain_secret):
+                assert secret[:12].encode() not in content, path
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for name in ("mipro.db", "mipro.db-wal", "secrets.key"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
