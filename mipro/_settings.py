@@ -9,13 +9,15 @@ the same. Every timeout, retry count and interval of the processes is here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -126,6 +128,14 @@ class Settings(BaseSettings):
                           _Must("json, console or auto")] = "auto"
     #: `MIPRO_PRICES_FILE`: a JSON file of model prices that override the built-in table.
     prices_file: Path | None = None
+    #: `MIPRO_SECRETS_KEY`: the server key (base64 of 32 random bytes) that encrypts
+    #: environment keys at rest and opens sealed ones. Required by the orchestrator;
+    #: `mipro up`, `mipro demo` and the tests make one in `<data dir>/secrets.key` if unset.
+    secrets_key: Annotated[SecretStr | None, _Must("base64 of 32 bytes")] = None
+    #: `MIPRO_SECRETS_KEY_PREVIOUS`: comma-separated earlier server keys, still accepted for
+    #: decryption while stored keys are re-encrypted (see README "Environment keys").
+    secrets_key_previous: Annotated[tuple[SecretStr, ...], NoDecode,
+                                    _Must("comma-separated base64 keys of 32 bytes")] = ()
 
     # -- model providers (the proposer's and the interceptor's calls) -----------------------
     #: `MIPRO_PROVIDER_TIMEOUT_SECONDS`: the time limit of one attempt of a model call.
@@ -296,7 +306,7 @@ class Settings(BaseSettings):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "secrets_key_previous", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -308,6 +318,14 @@ class Settings(BaseSettings):
     def _pepper_length(cls, value: str) -> str:
         if value and len(value) < 16:
             raise ValueError("too short")
+        return value
+
+    @field_validator("secrets_key", "secrets_key_previous")
+    @classmethod
+    def _key_bytes(cls, value: Any) -> Any:
+        for key in value if isinstance(value, tuple) else (value,):
+            if key is not None:
+                _decode_secrets_key(key.get_secret_value())
         return value
 
     @field_validator("log_level", "log_format", mode="before")
@@ -334,11 +352,29 @@ class Settings(BaseSettings):
         return self.data_dir / "mipro.db"
 
     @property
+    def secrets_keys(self) -> tuple[bytes, ...]:
+        """The server keys, current first (empty when `MIPRO_SECRETS_KEY` is unset)."""
+        if self.secrets_key is None:
+            return ()
+        return tuple(_decode_secrets_key(k.get_secret_value())
+                     for k in (self.secrets_key, *self.secrets_key_previous))
+
+    @property
     def task_app_retry_policy(self) -> RetryPolicy:
         """How rollout calls to a task app are retried."""
         return RetryPolicy(max_attempts=self.task_app_retry_attempts,
                            initial_backoff=self.task_app_retry_initial_backoff_seconds,
                            max_backoff=self.task_app_retry_max_backoff_seconds)
+
+
+def _decode_secrets_key(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"decodes to {len(raw)} bytes, not 32")
+    return raw
 
 
 def variable_name(field: str) -> str:
@@ -353,4 +389,10 @@ def _describe(error: ValidationError) -> str:
     info = Settings.model_fields.get(field)
     must = next((m.text for m in (info.metadata if info else ()) if isinstance(m, _Must)), None)
     reason = f"must be {must}" if must else first["msg"]
+    if field in _SECRET_FIELDS:  # never echo a secret, not even a malformed one
+        return f"{variable_name(field)} {reason} ({first['msg']})"
     return f"{variable_name(field)} {reason}, got {first['input']!r}"
+
+
+#: Fields whose values an error message must not quote.
+_SECRET_FIELDS = frozenset({"secrets_key", "secrets_key_previous"})

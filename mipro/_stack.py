@@ -33,6 +33,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ._dev_secrets import dev_secrets_env
 from ._parent_death import die_with_parent
 from ._settings import Settings
 
@@ -252,7 +253,8 @@ class Stack:
         self.ensure_proposer_token()
         s = self.settings
         orchestrator = await self.spawn("orchestrator",
-                                         [sys.executable, "-P", "-m", "orchestrator"])
+                                         [sys.executable, "-P", "-m", "orchestrator"],
+                                         dev_secrets_env(self.env, s.data_dir.resolve()))
         await wait_grpc_serving(f"{dial_host(s.orchestrator_host)}:{s.orchestrator_port}",
                                 process=orchestrator,
                                 timeout=s.stack_ready_timeout_seconds)

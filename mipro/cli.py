@@ -35,6 +35,7 @@ from orchestrator._tenants import load_pepper
 from . import _admin
 from ._live import LiveView, render_result
 from ._providers import override_variables
+from ._sealed_box import seal
 from ._settings import Settings, SettingsError
 from ._stack import Stack, StackError, dial_host, free_port, stack_env
 
@@ -391,8 +392,13 @@ def cmd_env_keys(args: argparse.Namespace) -> int:
     value = args.value if args.value is not None else os.environ.get(args.name, "")
     if not value:
         raise SystemExit(f"no value: pass --value or set {args.name} in the environment")
-    with _api(settings) as api:
-        return _show(api.post("/api/v1/env-keys", json={"name": args.name, "value": value}))
+    with _api(settings) as api:  # sealed on this machine: the value never crosses in clear
+        public = api.get("/api/v1/crypto/public-key")
+        if not public.is_success:
+            return _show(public)
+        sealed = seal(public.json()["public_key"], value)
+        return _show(api.post("/api/v1/env-keys",
+                              json={"name": args.name, "ciphertext_b64": sealed}))
 
 
 def cmd_admin(args: argparse.Namespace) -> int:

@@ -62,7 +62,8 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.PolicyOptimization:
     if spec.max_tokens is not None:
         mipro.termination_config.max_tokens = spec.max_tokens
     return jobs_pb2.PolicyOptimization(
-        algorithm=spec.algorithm, task_app_url=spec.task_app_url, policy=policy, mipro=mipro)
+        algorithm=spec.algorithm, task_app_url=spec.task_app_url, policy=policy, mipro=mipro,
+        env_key_name=spec.env_key_name)
 
 
 def job_to_proto(job: JobRecord) -> jobs_pb2.Job:

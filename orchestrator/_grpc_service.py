@@ -8,7 +8,6 @@ gateway turns those into JSON error bodies with the matching HTTP status.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -142,11 +141,18 @@ class EnvironmentKeyServicer(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
         self, owner: str, request: jobs_pb2.CreateEnvironmentKeyRequest,
         context: Context,
     ) -> jobs_pb2.CreateEnvironmentKeyResponse:
-        updated_at = await self._jobs.put_env_key(owner, request.name, request.value)
+        receipt = await self._jobs.put_env_key(owner, request.name, request.value,
+                                               request.ciphertext_b64)
         return jobs_pb2.CreateEnvironmentKeyResponse(
-            name=request.name.strip(),
-            fingerprint=hashlib.sha256(request.value.encode()).hexdigest()[:8],
-            updated_at=to_timestamp(updated_at))
+            name=receipt.name, id=receipt.id, fingerprint=receipt.fingerprint,
+            updated_at=to_timestamp(receipt.updated_at))
+
+    @_unary
+    async def GetPublicKey(
+        self, owner: str, request: jobs_pb2.GetPublicKeyRequest, context: Context,
+    ) -> jobs_pb2.GetPublicKeyResponse:
+        public_key, alg = self._jobs.public_key()
+        return jobs_pb2.GetPublicKeyResponse(public_key=public_key, alg=alg)
 
 
 class SynthCompatServicer(jobs_pb2_grpc.SynthCompatServiceServicer):

@@ -29,12 +29,13 @@ from ._models import JobEvent, JobRecord, JobSpec, JobStatus
 from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
+from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
 from ._store import JobStore
 from ._task_app import TaskAppClient
+from ._validation import env_key_name
 
 log = structlog.get_logger(__name__)
 
-ENVIRONMENT_KEY_NAME = "ENVIRONMENT_API_KEY"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE = 100, 10_000
 
@@ -67,8 +68,10 @@ class JobManager:
                  task_app_retry: RetryPolicy | None = None,
                  task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
                  stream_poll_seconds: float = 5.0,
-                 tenant_limits: TenantLimits | None = None) -> None:
+                 tenant_limits: TenantLimits | None = None,
+                 vault: EnvKeyVault | None = None) -> None:
         self._store = store
+        self._vault = vault
         self._ledger = ledger
         self._flush = summary_flush_seconds
         self._task_app_timeout = task_app_timeout
@@ -108,9 +111,9 @@ class JobManager:
     # -- jobs --------------------------------------------------------------------------------
 
     async def create(self, owner: str, spec: JobSpec, request_id: str = "") -> JobRecord:
-        if await self._store.get_env_key(owner, ENVIRONMENT_KEY_NAME) is None:
+        if await self._store.get_env_key(owner, spec.env_key_name) is None:
             raise FailedPrecondition(
-                f"no {ENVIRONMENT_KEY_NAME} is registered for this tenant: register it with "
+                f"no {spec.env_key_name} is registered for this tenant: register it with "
                 f"POST /api/v1/env-keys before creating a job")
         self._check_tenant_limits(owner, spec)
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
@@ -156,7 +159,7 @@ class JobManager:
         try:
             if not holding_slot:
                 await self._scheduler.wait(job.job_id)
-            env_key = await self._store.get_env_key(job.owner, ENVIRONMENT_KEY_NAME) or ""
+            env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
             task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
                                      retry=self._retry, rng=random.Random(job.spec.seed),
                                      timeout=self._task_app_timeout)
@@ -281,15 +284,51 @@ class JobManager:
 
     # -- environment keys --------------------------------------------------------------------
 
-    async def put_env_key(self, owner: str, name: str, value: str) -> datetime:
-        name = name.strip()
+    async def put_env_key(self, owner: str, name: str, value: str,
+                          ciphertext_b64: str = "") -> EnvKeyReceipt:
+        """Stores `value`, or the value a client sealed into `ciphertext_b64` (exactly one)."""
+        name = env_key_name(name, "name")
         if not name:
             raise InvalidArgument("name", "is required")
-        if len(name) > 128 or not name.replace("_", "").isalnum():
-            raise InvalidArgument("name", "must be letters, digits and underscores, at most 128")
+        if value and ciphertext_b64:
+            raise InvalidArgument("ciphertext_b64", "give either value or ciphertext_b64, "
+                                  "not both")
+        vault = self._require_vault()
+        if ciphertext_b64:
+            if len(ciphertext_b64) > 8192:
+                raise InvalidArgument("ciphertext_b64", "must be at most 8192 characters")
+            try:
+                value = vault.open_sealed(ciphertext_b64)
+            except SecretsError as error:
+                raise InvalidArgument("ciphertext_b64", str(error)) from None
+            field = "ciphertext_b64"
+        else:
+            field = "value"
         if not value:
-            raise InvalidArgument("value", "is required")
+            raise InvalidArgument(field, "is required: give value (the key) or ciphertext_b64 "
+                                  "(the key sealed to GET /api/v1/crypto/public-key)")
         if len(value) > 4096:
-            raise InvalidArgument("value", "must be at most 4096 characters")
+            raise InvalidArgument(field, "must hold at most 4096 characters")
         await self._store.put_env_key(owner, name, value)
-        return datetime.now(UTC)
+        return EnvKeyReceipt(name=name, id=env_key_id(owner, name),
+                             fingerprint=vault.fingerprint(owner, name, value),
+                             updated_at=datetime.now(UTC))
+
+    def public_key(self) -> tuple[str, str]:
+        """`(base64 X25519 public key, alg)` that clients seal environment keys to."""
+        return self._require_vault().public_key_b64, SEALED_BOX_ALG
+
+    def _require_vault(self) -> EnvKeyVault:
+        if self._vault is None:
+            raise RuntimeError("the job manager has no vault for environment keys")
+        return self._vault
+
+
+@dataclass(frozen=True)
+class EnvKeyReceipt:
+    """What registering an environment key answers: never the value itself."""
+
+    name: str
+    id: str
+    fingerprint: str
+    updated_at: datetime

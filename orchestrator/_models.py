@@ -73,6 +73,8 @@ class JobSpec:
     max_time_seconds: float | None = None
     max_cost_usd: float | None = None
     max_tokens: int | None = None
+    #: The registered environment key the job sends to its task app (by name, never the value).
+    env_key_name: str = "ENVIRONMENT_API_KEY"
 
 
 @dataclass

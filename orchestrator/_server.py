@@ -30,6 +30,7 @@ from ._grpc_service import (
 from ._interceptor import Interceptor
 from ._jobs import JobManager, TenantLimits
 from ._proposer_client import ProposerCallPolicy, ProposerClient
+from ._secrets import EnvKeyVault
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
 from ._tenants import TenantWatch, ensure_bootstrap_tenants, load_pepper
@@ -48,9 +49,15 @@ class OrchestratorServer:
     """Runs the job API (gRPC) and the interceptor (HTTP) in one event loop."""
 
     def __init__(self, settings: Settings, *, store: JobStore | None = None) -> None:
+        if not settings.secrets_keys:
+            raise ValueError("MIPRO_SECRETS_KEY is unset: the orchestrator needs a server key "
+                             "to encrypt environment keys (base64 of 32 random bytes; see "
+                             "README \"Environment keys\")")
+        vault = EnvKeyVault(settings.secrets_keys[0], settings.secrets_keys[1:])
         self._settings = settings
         self._store = store or SqliteJobStore(
-            settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
+            settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms,
+            vault=vault)
         self._ledger = ExchangeLedger()
         self._proposer = ProposerClient(settings.proposer_address,
                                         ProposerCallPolicy.from_settings(settings),
@@ -71,7 +78,8 @@ class OrchestratorServer:
                                     max_queued_jobs=settings.tenant_max_queued_jobs,
                                     max_live_streams=settings.tenant_max_live_streams,
                                     max_seeds=settings.tenant_max_seeds,
-                                    max_candidates=settings.tenant_max_candidates))
+                                    max_candidates=settings.tenant_max_candidates),
+                                vault=vault)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         pepper, made = load_pepper(settings)

@@ -81,7 +81,7 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def put_env_key(self, owner: str, name: str, value: str) -> None:
-        """Stores (or replaces) an owner's named environment key."""
+        """Stores (or replaces) an owner's named environment key, never in plain text."""
 
     @abc.abstractmethod
     async def get_env_key(self, owner: str, name: str) -> str | None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import structlog
 
 from ._models import (
     ApiKeyRecord,
@@ -25,6 +27,7 @@ from ._models import (
     Tenant,
     TenantStatus,
 )
+from ._secrets import EnvKeyVault, SecretsError
 from ._store import (
     JobStore,
     candidates_from_list,
@@ -33,8 +36,11 @@ from ._store import (
     spec_to_dict,
 )
 
+log = structlog.get_logger(__name__)
+
 #: The schema version this module writes (1: rollouts as JSON blobs; 2: one column each;
-#: 3: tenants and API keys, new tables only).
+#: 3: tenants and API keys, new tables only). Environment keys are sealed by a separate,
+#: idempotent step keyed on their `key_id` column (`_seal_env_keys`).
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -184,10 +190,13 @@ def _decode_token(token: str) -> tuple[str, str]:
 class SqliteJobStore(JobStore):
     """The embedded job store: one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000,
+                 vault: EnvKeyVault | None = None) -> None:
         self._path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
+        #: Seals environment keys at rest; without one the store refuses to hold them.
+        self._vault = vault
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -196,7 +205,7 @@ class SqliteJobStore(JobStore):
         return self._db
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self._path)
         self._db = await aiosqlite.connect(self._path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
@@ -204,6 +213,7 @@ class SqliteJobStore(JobStore):
         await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         await self._db.executescript(_SCHEMA)
         await self._upgrade()
+        await self._seal_env_keys()
 
     async def _upgrade(self) -> None:
         """Moves version-1 rollouts (one JSON blob per row) into `rollout_results`; the
@@ -360,20 +370,85 @@ class SqliteJobStore(JobStore):
             for r in rows
         ]
 
+    # -- environment keys: sealed with the vault's current key, `key_id` naming it -----------
+
+    def _require_vault(self) -> EnvKeyVault:
+        if self._vault is None:
+            raise RuntimeError("this job store has no vault: environment keys are not stored "
+                               "in plain text (pass vault=EnvKeyVault(...))")
+        return self._vault
+
     async def put_env_key(self, owner: str, name: str, value: str) -> None:
+        key_id, sealed = self._require_vault().seal(name, value)
         await self._conn.execute(
-            "INSERT INTO env_keys (owner, name, value, updated_at) VALUES (?, ?, ?, ?)"
+            "INSERT INTO env_keys (owner, name, value, updated_at, key_id) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (owner, name) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at",
-            (owner, name, value, datetime.now(UTC).isoformat()),
+            " updated_at = excluded.updated_at, key_id = excluded.key_id",
+            (owner, name, sealed, datetime.now(UTC).isoformat(), key_id),
         )
 
     async def get_env_key(self, owner: str, name: str) -> str | None:
+        vault = self._require_vault()
         async with self._conn.execute(
-            "SELECT value FROM env_keys WHERE owner = ? AND name = ?", (owner, name)
+            "SELECT value, key_id FROM env_keys WHERE owner = ? AND name = ?", (owner, name)
         ) as cursor:
             row = await cursor.fetchone()
-        return row["value"] if row else None
+        if row is None:
+            return None
+        try:
+            return vault.open(name, row["key_id"] or "", row["value"])
+        except SecretsError as error:  # the owner is told to register the key again
+            log.warning("stored environment key unreadable", name=name, reason=str(error))
+            return None
+
+    async def _seal_env_keys(self) -> None:
+        """Seals every env-key row under the vault's current key, in one transaction: rows
+        from before encryption (`key_id` NULL: plain text) and rows an earlier server key
+        sealed (rotation). Idempotent and independent of `user_version`: the marker is the
+        `key_id` column, added here when missing."""
+        conn = self._conn
+        async with conn.execute("PRAGMA table_info(env_keys)") as cursor:
+            columns = {r["name"] for r in await cursor.fetchall()}
+        if "key_id" not in columns:
+            await conn.execute("ALTER TABLE env_keys ADD COLUMN key_id TEXT")
+        if self._vault is None:
+            return
+        vault = self._vault
+        async with conn.execute(
+                "SELECT owner, name, value, key_id FROM env_keys"
+                " WHERE key_id IS NULL OR key_id != ?", (vault.current_key_id,)) as cursor:
+            rows = list(await cursor.fetchall())
+        if not rows:
+            return
+        await conn.execute("PRAGMA secure_delete = ON")  # zero the plain text it replaces
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            resealed = unreadable = 0
+            for row in rows:
+                try:
+                    value = row["value"] if row["key_id"] is None else vault.open(
+                        row["name"], row["key_id"], row["value"])
+                except SecretsError:
+                    unreadable += 1
+                    continue
+                key_id, sealed = vault.seal(row["name"], value)
+                await conn.execute(
+                    "UPDATE env_keys SET value = ?, key_id = ? WHERE owner = ? AND name = ?",
+                    (sealed, key_id, row["owner"], row["name"]))
+                resealed += 1
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        finally:
+            await conn.execute("PRAGMA secure_delete = OFF")
+        if resealed:
+            log.info("environment keys sealed under the current server key", count=resealed)
+        if unreadable:
+            log.warning("environment keys sealed with a server key that is not configured; "
+                        "add it to MIPRO_SECRETS_KEY_PREVIOUS or register them again",
+                        count=unreadable)
+
 
     # -- tenants and API keys ----------------------------------------------------------------
 
@@ -438,3 +513,15 @@ def _api_key_from_row(row: aiosqlite.Row) -> ApiKeyRecord:
                         prefix=row["prefix"], secret_hash=row["secret_hash"],
                         created_at=datetime.fromisoformat(row["created_at"]),
                         revoked_at=_parse_ts(row["revoked_at"]))
+
+
+def _private_file(path: Path) -> None:
+    """Creates `path`'s directory 0700 and the file 0600 (tightening existing ones), so
+    other local users read neither the database nor its WAL (SQLite gives the -wal and
+    -shm files the database file's mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)

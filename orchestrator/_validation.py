@@ -284,6 +284,7 @@ def _validate_ours(request: jobs_pb2.CreateJobRequest,
     if len(env_name) > 200:
         raise InvalidArgument(f"{field}.env_name", "must be at most 200 characters")
     env_config = MessageToDict(mipro.env_config) if mipro.HasField("env_config") else {}
+    key_name = env_key_name(msg.env_key_name, f"{_ROOT}.env_key_name") or "ENVIRONMENT_API_KEY"
     return JobSpec(
         task_app_url=task_app_url,
         policy=policy,
@@ -305,4 +306,13 @@ def _validate_ours(request: jobs_pb2.CreateJobRequest,
         max_time_seconds=max_time,
         max_cost_usd=max_cost,
         max_tokens=max_tokens,
+        env_key_name=key_name,
     )
+
+
+def env_key_name(value: str, field: str) -> str:
+    """`value` stripped: letters, digits and underscores, at most 128 (empty passes)."""
+    name = value.strip()
+    if name and (len(name) > 128 or not name.replace("_", "").isalnum()):
+        raise InvalidArgument(field, "must be letters, digits and underscores, at most 128")
+    return name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,23 @@ def test_service_commands_are_the_ones_the_cli_runs() -> None:
     assert gateway[gateway.index("-c") + 1] == "/app/gateway/envoy.compose.yaml"
 
 
+#: The values of compose's required variables, as the README's command line sets them.
+_REQUIRED = {"MIPRO_API_KEYS": "mk_choose_one", "MIPRO_SECRETS_KEY": "A" * 43 + "="}
+
+
+def _interpolated(environment: dict[str, str]) -> dict[str, str]:
+    """`environment` as `docker compose` fills it: `${VAR:?msg}` from `_REQUIRED`,
+    `${VAR:-default}` with its default."""
+    def fill(match: re.Match[str]) -> str:
+        name, kind, default = match.groups()
+        return _REQUIRED[name] if kind == "?" else default
+    return {k: re.sub(r"\$\{(\w+):([?-])([^}]*)\}", fill, str(v))
+            for k, v in environment.items()}
+
+
 def test_ports_agree_between_compose_settings_and_gateway() -> None:
     services = _compose()["services"]
-    orchestrator = Settings.from_env(services["orchestrator"]["environment"])
+    orchestrator = Settings.from_env(_interpolated(services["orchestrator"]["environment"]))
     proposer = Settings.from_env(services["proposer"]["environment"])
     assert orchestrator.proposer_address == f"proposer:{proposer.proposer_port}"
     clusters = {c["name"]: c for c in _envoy_compose()["static_resources"]["clusters"]}

@@ -169,7 +169,8 @@ class _EnvironmentKeys(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
     async def CreateEnvironmentKey(
         self, request: pb.CreateEnvironmentKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateEnvironmentKeyResponse:
-        return pb.CreateEnvironmentKeyResponse(name=request.name, fingerprint="0123abcd")
+        return pb.CreateEnvironmentKeyResponse(name=request.name, fingerprint="0123abcd",
+                                               id="ek_1")
 
 
 # --- A stand-in interceptor ---------------------------------------------------------------------
@@ -395,7 +396,8 @@ async def test_env_keys_reach_grpc_not_the_interceptor(
         "/api/v1/env-keys", json={"name": "ENVIRONMENT_API_KEY", "value": "secret"}
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"name": "ENVIRONMENT_API_KEY", "fingerprint": "0123abcd"}
+    assert response.json() == {"name": "ENVIRONMENT_API_KEY", "fingerprint": "0123abcd",
+                               "id": "ek_1"}
     assert len(stack.interceptor.requests) == seen
 
 

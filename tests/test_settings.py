@@ -106,7 +106,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
             for line in table.splitlines() if line.startswith("| `MIPRO_")}
     defaults = Settings.from_env({})
     derived = {"proposer_address", "public_base_url", "api_keys", "data_dir", "prices_file",
-               "api_key_pepper"}
+               "api_key_pepper", "secrets_key", "secrets_key_previous"}
     # Fallbacks, secrets made per run, flags and optional files, shown in words.
     derived |= {"gateway_host", "orchestrator_host", "interceptor_host", "proposer_host",
                 "proposer_token", "gateway_expose_grpc_introspection", "gateway_tls_cert_file",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from orchestrator._models import (
     ProposerSpec,
     RolloutResult,
 )
+from orchestrator._secrets import EnvKeyVault
 
 SPEC = JobSpec(task_app_url="http://127.0.0.1:1", policy=PolicySpec("m", "openai", 0.0, 64),
                proposer=ProposerSpec("m", "openai"), bootstrap_train_seeds=(0, 1),
@@ -94,7 +96,7 @@ async def test_events_are_numbered_without_gaps_under_concurrency(tmp_path: Path
 
 
 async def test_env_keys_replace_per_owner(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "db.sqlite")
+    store = SqliteJobStore(tmp_path / "db.sqlite", vault=EnvKeyVault(os.urandom(32)))
     await store.open()
     await store.put_env_key("own_a", "ENVIRONMENT_API_KEY", "one")
     await store.put_env_key("own_a", "ENVIRONMENT_API_KEY", "two")

@@ -39,16 +39,18 @@ class CreateJobResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class PolicyOptimization(_message.Message):
-    __slots__ = ("algorithm", "task_app_url", "policy", "mipro")
+    __slots__ = ("algorithm", "task_app_url", "policy", "mipro", "env_key_name")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     TASK_APP_URL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     MIPRO_FIELD_NUMBER: _ClassVar[int]
+    ENV_KEY_NAME_FIELD_NUMBER: _ClassVar[int]
     algorithm: str
     task_app_url: str
     policy: PolicyModel
     mipro: MiproConfig
-    def __init__(self, algorithm: _Optional[str] = ..., task_app_url: _Optional[str] = ..., policy: _Optional[_Union[PolicyModel, _Mapping]] = ..., mipro: _Optional[_Union[MiproConfig, _Mapping]] = ...) -> None: ...
+    env_key_name: str
+    def __init__(self, algorithm: _Optional[str] = ..., task_app_url: _Optional[str] = ..., policy: _Optional[_Union[PolicyModel, _Mapping]] = ..., mipro: _Optional[_Union[MiproConfig, _Mapping]] = ..., env_key_name: _Optional[str] = ...) -> None: ...
 
 class PolicyModel(_message.Message):
     __slots__ = ("model", "provider", "temperature", "max_completion_tokens")
@@ -296,22 +298,38 @@ class JobEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminal: _Optional[bool] = ..., synth_type: _Optional[str] = ...) -> None: ...
 
 class CreateEnvironmentKeyRequest(_message.Message):
-    __slots__ = ("name", "value")
+    __slots__ = ("name", "value", "ciphertext_b64")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_B64_FIELD_NUMBER: _ClassVar[int]
     name: str
     value: str
-    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ciphertext_b64: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., ciphertext_b64: _Optional[str] = ...) -> None: ...
 
 class CreateEnvironmentKeyResponse(_message.Message):
-    __slots__ = ("name", "fingerprint", "updated_at")
+    __slots__ = ("name", "fingerprint", "updated_at", "id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     fingerprint: str
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    id: str
+    def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class GetPublicKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetPublicKeyResponse(_message.Message):
+    __slots__ = ("public_key", "alg")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ALG_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    alg: str
+    def __init__(self, public_key: _Optional[str] = ..., alg: _Optional[str] = ...) -> None: ...
 
 class ListSynthJobEventsRequest(_message.Message):
     __slots__ = ("job_id", "since_seq", "limit")

@@ -544,6 +544,11 @@ class EnvironmentKeyServiceStub:
                 request_serializer=mipro_dot_v1_dot_jobs__pb2.CreateEnvironmentKeyRequest.SerializeToString,
                 response_deserializer=mipro_dot_v1_dot_jobs__pb2.CreateEnvironmentKeyResponse.FromString,
                 _registered_method=True)
+        self.GetPublicKey = channel.unary_unary(
+                '/mipro.v1.EnvironmentKeyService/GetPublicKey',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.GetPublicKeyRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.GetPublicKeyResponse.FromString,
+                _registered_method=True)
 
 
 class EnvironmentKeyServiceServicer:
@@ -558,6 +563,14 @@ class EnvironmentKeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPublicKey(self, request, context):
+        """The server's X25519 public key, to seal an environment key on the client (libsodium's
+        sealed box) and register it as `ciphertext_b64`, as Synth's SDK does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnvironmentKeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -565,6 +578,11 @@ def add_EnvironmentKeyServiceServicer_to_server(servicer, server):
                     servicer.CreateEnvironmentKey,
                     request_deserializer=mipro_dot_v1_dot_jobs__pb2.CreateEnvironmentKeyRequest.FromString,
                     response_serializer=mipro_dot_v1_dot_jobs__pb2.CreateEnvironmentKeyResponse.SerializeToString,
+            ),
+            'GetPublicKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPublicKey,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.GetPublicKeyRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.GetPublicKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -595,6 +613,33 @@ class EnvironmentKeyService:
             '/mipro.v1.EnvironmentKeyService/CreateEnvironmentKey',
             mipro_dot_v1_dot_jobs__pb2.CreateEnvironmentKeyRequest.SerializeToString,
             mipro_dot_v1_dot_jobs__pb2.CreateEnvironmentKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPublicKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.EnvironmentKeyService/GetPublicKey',
+            mipro_dot_v1_dot_jobs__pb2.GetPublicKeyRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.GetPublicKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
