@@ -25,6 +25,7 @@ from ._grpc_service import EnvironmentKeyServicer, JobServicer
 from ._interceptor import Interceptor
 from ._jobs import JobManager
 from ._proposer_client import ProposerCallPolicy, ProposerClient
+from ._ssrf import AddressPolicy
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
 
@@ -58,7 +59,9 @@ class OrchestratorServer:
                                 task_app_retry=settings.task_app_retry_policy,
                                 task_app_timeout=settings.task_app_timeout_seconds,
                                 summary_flush_seconds=settings.summary_flush_ms / 1000,
-                                stream_poll_seconds=settings.event_stream_poll_seconds)
+                                stream_poll_seconds=settings.event_stream_poll_seconds,
+                                address_policy=AddressPolicy(settings.task_app_allow),
+                                task_app_max_response_bytes=settings.task_app_max_response_bytes)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)

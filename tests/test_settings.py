@@ -106,6 +106,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
             for line in table.splitlines() if line.startswith("| `MIPRO_")}
     defaults = Settings.from_env({})
     derived = {"proposer_address", "public_base_url", "api_keys", "data_dir", "prices_file"}
+    derived |= {"task_app_allow", "interceptor_token_key"}  # unset by default
     for name in Settings.model_fields:
         variable = variable_name(name)
         assert variable in rows, f"{variable} is missing from the README's settings table"
