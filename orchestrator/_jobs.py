@@ -28,6 +28,7 @@ from ._runner import JobRunner, end_job
 from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_client
 from ._store import JobStore
 from ._task_app import MAX_RESPONSE_BYTES, TaskAppClient
+from ._tokens import RolloutTokens
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,10 @@ class JobManager:
                  task_app_retry: RetryPolicy | None = None,
                  task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
                  stream_poll_seconds: float = 5.0, address_policy: AddressPolicy | None = None,
-                 task_app_max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+                 task_app_max_response_bytes: int = MAX_RESPONSE_BYTES,
+                 tokens: RolloutTokens | None = None) -> None:
+        #: Signs the inference-URL tokens the interceptor verifies (the same key).
+        self._tokens = tokens or RolloutTokens()
         self._store = store
         #: Where task apps may be; each job's resolved address is pinned at create.
         self._addresses = address_policy or AddressPolicy()
@@ -139,6 +143,7 @@ class JobManager:
                     job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
                     store=self._store, ledger=self._ledger, prices=self._prices,
                     public_base_url=self._public_base_url, flush_interval=self._flush,
+                    tokens=self._tokens,
                     emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
                 self._live[job.job_id] = run
                 await run.run()

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[redacted]"
 #: Substrings of a known secret this long or longer are removed.
 MIN_SECRET_FRAGMENT = 6
 
-_SECRET_NAME = (r"[A-Za-z0-9_\-]*(?:key|token|secret|passw(?:or)?d|authori[sz]ation|credential"
+_SECRET_NAME = (r"[A-Za-z0-9_\-]*(?:key|token(?!s)|secret|passw(?:or)?d|authori[sz]ation|credential"
                 r"|cookie|signature|first\d+|last\d+|prefix|suffix)[A-Za-z0-9_\-]*")
+_SECRET_KEY = re.compile(_SECRET_NAME, re.IGNORECASE)
 #: `"api_key": "v"`, `"allowed_first15": ["v", ...]`, `'token': 'v'`.
 _JSON_FIELD = re.compile(
     r"""(?P<name>["']""" + _SECRET_NAME + r"""["']\s*:\s*)"""
@@ -71,6 +73,18 @@ class Redactor:
         for shape in _SHAPES:
             text = shape.sub(REDACTED, text)
         return _URL_USERINFO.sub(lambda m: m["scheme"] + REDACTED + "@", text)
+
+    def redact_json(self, value: Any) -> Any:
+        """`value` (parsed JSON) with every string redacted and the values of secret-named
+        fields replaced."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self.redact_json(v) for v in value]
+        if isinstance(value, dict):
+            return {k: REDACTED if _SECRET_KEY.fullmatch(str(k)) else self.redact_json(v)
+                    for k, v in value.items()}
+        return value
 
     def _known(self, text: str) -> str:
         """`text` with every run made of a known secret's 6-character windows replaced; any

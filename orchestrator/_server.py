@@ -28,6 +28,7 @@ from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._ssrf import AddressPolicy
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
+from ._tokens import RolloutTokens
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +47,17 @@ class OrchestratorServer:
         self._settings = settings
         self._store = store or SqliteJobStore(
             settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms)
-        self._ledger = ExchangeLedger()
+        self._ledger = ExchangeLedger(
+            max_calls_per_rollout=settings.interceptor_max_calls_per_rollout)
+        tokens = RolloutTokens(settings.interceptor_token_key)
         self._proposer = ProposerClient(settings.proposer_address,
                                         ProposerCallPolicy.from_settings(settings))
         self._interceptor = Interceptor(self._ledger,
                                         provider_timeout=settings.provider_timeout_seconds,
-                                        provider_max_retries=settings.provider_max_retries)
+                                        provider_max_retries=settings.provider_max_retries,
+                                        tokens=tokens,
+                                        max_body_bytes=settings.interceptor_max_body_bytes,
+                                        default_max_tokens=settings.interceptor_default_max_tokens)
         self._jobs = JobManager(self._store, self._ledger, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
@@ -61,7 +67,8 @@ class OrchestratorServer:
                                 summary_flush_seconds=settings.summary_flush_ms / 1000,
                                 stream_poll_seconds=settings.event_stream_poll_seconds,
                                 address_policy=AddressPolicy(settings.task_app_allow),
-                                task_app_max_response_bytes=settings.task_app_max_response_bytes)
+                                task_app_max_response_bytes=settings.task_app_max_response_bytes,
+                                tokens=tokens)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         auth = Authenticator(settings.api_keys)
