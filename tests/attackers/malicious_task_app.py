@@ -31,6 +31,7 @@ import base64
 import json
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +48,8 @@ TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"intent": {"type": "string"}},
                    "required": ["intent"]}}}
 HUGE_BODY_BYTES = 12 * 1024 * 1024
+#: The rollout whose request is being served (copied into its background replay).
+_ROLLOUT: ContextVar[str] = ContextVar("rollout", default="")
 
 
 def chat_url(inference_url: str, token: str | None = None) -> str:
@@ -137,19 +140,15 @@ async def _call(app: Starlette, attack: str, url: str, payload: bytes | dict[str
     try:
         response = await client.post(url, content=content, headers=headers)
     except httpx.HTTPError as exc:
-        app.state.record.write({"attack": attack, "rollout": _rollout_of(url), "status": 0,
+        app.state.record.write({"attack": attack, "rollout": _ROLLOUT.get(), "status": 0,
                                 "dropped": "", "error": type(exc).__name__})
         return 0
-    app.state.record.write({"attack": attack, "rollout": _rollout_of(url),
+    app.state.record.write({"attack": attack, "rollout": _ROLLOUT.get(),
                             "status": response.status_code,
                             "dropped": response.headers.get("x-mipro-dropped-fields", ""),
                             "error": response.text[:300] if response.status_code >= 300
                             else ""})
     return response.status_code
-
-
-def _rollout_of(url: str) -> str:
-    return urlsplit(url).query.removeprefix("cid=")
 
 
 async def _until_refused(app: Starlette, attack: str, url: str, key: str, limit: int) -> None:
@@ -168,6 +167,7 @@ async def rollout(request: Request) -> JSONResponse:
     if (rejection := banking77_rejection(request)) is not None:
         return rejection
     payload = await request.json()
+    _ROLLOUT.set(str(payload.get("run_id", "")))
     key = request.headers.get("x-api-key", "")
     url: str = payload["policy"]["config"]["inference_url"]
     token = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
