@@ -270,6 +270,39 @@ class Settings(BaseSettings):
     #: with 400. Default 64.
     tenant_max_candidates: Annotated[int, Field(ge=1), _Must("a whole number, at least 1")] = 64
 
+    # -- safety: the interceptor's policy and where task apps may be ------------------------
+    #: `MIPRO_TASK_APP_ALLOW`: comma-separated hosts, CIDRs, `loopback` or `private` that
+    #: task apps may use besides public addresses (refused by default: loopback, private,
+    #: link-local, CGNAT, metadata). `mipro up`, `mipro demo` and the tests set `loopback`.
+    task_app_allow: Annotated[tuple[str, ...], NoDecode,
+                              _Must("comma-separated hosts or CIDRs")] = ()
+    #: `MIPRO_TASK_APP_MAX_RESPONSE_BYTES`: the longest task-app answer read. Default 4 MiB.
+    task_app_max_response_bytes: Annotated[int, Field(ge=1024),
+                                           _Must("a number of bytes, at least 1024")] = 4194304
+    #: `MIPRO_INTERCEPTOR_TOKEN_KEY`: the secret that signs inference-URL tokens; every
+    #: interceptor replica of one deployment needs the same one. Unset, each process makes a
+    #: random one (tokens then die with the process, which a single orchestrator never minds).
+    interceptor_token_key: str = Field(default="", repr=False)
+    #: `MIPRO_INTERCEPTOR_MAX_BODY_BYTES`: the largest model-call body the interceptor reads;
+    #: larger ones get 413. Default 2 MiB.
+    interceptor_max_body_bytes: Annotated[int, Field(ge=1024),
+                                          _Must("a number of bytes, at least 1024")] = 2097152
+    #: `MIPRO_INTERCEPTOR_DEFAULT_MAX_TOKENS`: the completion-token cap of every model call
+    #: of a job whose policy sets no `max_completion_tokens`. Default 4096.
+    interceptor_default_max_tokens: Annotated[int, Field(ge=1),
+                                              _Must("a whole number, at least 1")] = 4096
+    #: `MIPRO_INTERCEPTOR_MAX_CALLS_PER_ROLLOUT`: model calls one rollout may make; more get
+    #: 429. Default 32.
+    interceptor_max_calls_per_rollout: Annotated[int, Field(ge=1),
+                                                 _Must("a whole number, at least 1")] = 32
+
+    @field_validator("task_app_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -48,6 +48,8 @@ EXAMPLE_JOB = EXAMPLE_DIR / "job.json"
 LOCAL_MODEL_JOB = EXAMPLE_DIR / "job_local_model.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
 TERMINAL_EVENTS = tuple(f"job.{status}" for status in TERMINAL)
+#: Where the dev profile (`mipro up`, `mipro demo`) lets task apps be: this machine only.
+DEV_TASK_APP_ALLOW = "loopback"
 
 
 def _print(*parts: object) -> None:
@@ -133,6 +135,7 @@ async def _up(settings: Settings, env: dict[str, str]) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     env = _env_with_flags(args)
+    env.setdefault("MIPRO_TASK_APP_ALLOW", DEV_TASK_APP_ALLOW)
     settings = Settings.from_env(env)
     if not settings.api_keys:
         key = _new_api_key()
@@ -161,6 +164,7 @@ def _demo_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     env.pop("MIPRO_PUBLIC_BASE_URL", None)
     env["MIPRO_API_KEYS"] = _new_api_key()
     env.setdefault("MIPRO_DATA_DIR", str(Path(".mipro") / "demo"))
+    env.setdefault("MIPRO_TASK_APP_ALLOW", DEV_TASK_APP_ALLOW)
     settings = Settings.from_env(env)
     return settings, stack_env(settings, env)
 

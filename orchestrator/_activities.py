@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from ._proposer_client import ProposerClient
 from ._scoreboard import Phase
 from ._store import JobStore
 from ._task_app import FailureCause, RolloutCall, RolloutOutcome, TaskAppClient
+from ._tokens import RolloutTokens
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +111,8 @@ class JobActivities:
     def __init__(self, *, job_id: str, spec: JobSpec, environment_key: str,
                  task_app: TaskAppClient, proposer: ProposerClient, store: JobStore,
                  ledger: ExchangeLedger, meter: Meter, public_base_url: str,
-                 instruction_of: Callable[[int], str | None], on_result: ResultSink) -> None:
+                 instruction_of: Callable[[int], str | None], on_result: ResultSink,
+                 tokens: RolloutTokens) -> None:
         self._job_id = job_id
         self._spec = spec
         self._env_key = environment_key
@@ -123,7 +124,7 @@ class JobActivities:
         self._public_base_url = public_base_url
         self._instruction_of = instruction_of
         self._on_result = on_result
-        self._trial_ids: dict[int, str] = {}
+        self._tokens = tokens
         self._task_info: dict[str, Any] | None = None
         self._outage_streak = 0
         self._last_outage = ""
@@ -176,24 +177,23 @@ class JobActivities:
         results.sort(key=lambda r: order[(r.phase, r.candidate_index, r.seed)])
         return BatchOutcome(tuple(results), exhausted)
 
-    def _trial_id(self, candidate: int) -> str:
-        trial = self._trial_ids.get(candidate)
-        if trial is None:
-            trial = self._trial_ids[candidate] = f"t_{secrets.token_urlsafe(12)}"
-        return trial
-
     async def _rollout(self, item: RolloutItem) -> RolloutResult:
         spec, policy = self._spec, self._spec.policy
         rid = rollout_id(self._job_id, item.phase, item.candidate, item.seed)
-        trial = self._trial_id(item.candidate)
         instruction = self._instruction_of(item.candidate) if item.candidate else None
+        # The token lives as long as the rollout can (every attempt and back-off), plus a
+        # minute of grace; closing the rollout ends it sooner.
+        ttl = self._task_app.rollout_deadline(spec.rollout_timeout_seconds) + 60
+        token, claims = self._tokens.mint(job_id=self._job_id, candidate=item.candidate,
+                                          rollout_id=rid, ttl_seconds=ttl)
         self._ledger.open(RolloutGrant(
-            job_id=self._job_id, rollout_id=rid, trial_id=trial,
+            job_id=self._job_id, rollout_id=rid, nonce=claims.nonce,
             candidate_index=item.candidate, instruction=instruction, policy=policy,
-            environment_key=self._env_key, on_usage=self._meter.add_policy_usage))
+            environment_key=self._env_key, on_usage=self._meter.add_policy_usage,
+            spent=self._meter.spent, max_concurrent=spec.max_concurrent))
         call = RolloutCall(
             rollout_id=rid, seed=item.seed, candidate_index=item.candidate,
-            inference_url=f"{self._public_base_url}/v1/{trial}?cid={rid}",
+            inference_url=f"{self._public_base_url}/v1/{token}?cid={rid}",
             model=policy.model, provider=policy.provider,
             timeout_seconds=spec.rollout_timeout_seconds, temperature=policy.temperature,
             max_completion_tokens=policy.max_completion_tokens, instruction=instruction,

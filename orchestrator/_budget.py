@@ -100,6 +100,12 @@ class Meter:
             return "max_tokens"
         return None
 
+    def spent(self) -> str | None:
+        """The first spend budget (time, cost, tokens) that ran out, or None: what refuses a
+        model call of a rollout already started (`max_rollouts` counted it when it began)."""
+        reason = self.exhausted()
+        return None if reason == "max_rollouts" else reason
+
     def check(self) -> None:
         """Raises `BudgetExhausted` when a budget ran out."""
         reason = self.exhausted()

@@ -4,11 +4,13 @@ The rollout activity `open`s a rollout before calling the task app and `close`s 
 task app answers; in between, the interceptor serves the rollout's model calls and `record`s
 each exchange. The ledger is bounded: only open rollouts have an entry, each keeps at most
 `max_calls` exchanges, and a call for an unknown or closed rollout is never kept (the
-interceptor refuses it before forwarding anything).
+interceptor refuses it before forwarding anything). It also holds, per job with an open
+rollout, the semaphore that bounds the job's model calls in flight to its `max_concurrent`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +40,8 @@ class RolloutGrant:
 
     job_id: str
     rollout_id: str
-    trial_id: str
+    #: The random nonce of this opening of the rollout, carried by its token.
+    nonce: str
     candidate_index: int
     #: The candidate's instruction; None passes the task app's messages through (baseline).
     instruction: str | None
@@ -46,6 +49,10 @@ class RolloutGrant:
     environment_key: str = field(repr=False)
     #: Meters the tokens of every answered call against the job's budgets, late ones too.
     on_usage: Callable[[int, int], None] = field(repr=False, default=lambda p, c: None)
+    #: The job's spend budget that ran out (tokens, cost, time), or None; checked per call.
+    spent: Callable[[], str | None] = field(repr=False, default=lambda: None)
+    #: The job's model calls in flight at once, at most.
+    max_concurrent: int = 1
 
 
 @dataclass
@@ -70,19 +77,33 @@ class ExchangeLedger:
     def __init__(self, *, max_calls_per_rollout: int = 32) -> None:
         self._open: dict[str, _Entry] = {}
         self._max_calls = max_calls_per_rollout
+        #: job id -> (its calls-in-flight semaphore, its open rollouts)
+        self._jobs: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
     def open(self, grant: RolloutGrant) -> None:
+        previous = self._open.get(grant.rollout_id)
+        if previous is None:
+            semaphore, count = self._jobs.get(grant.job_id) or (
+                asyncio.Semaphore(max(1, grant.max_concurrent)), 0)
+            self._jobs[grant.job_id] = (semaphore, count + 1)
         self._open[grant.rollout_id] = _Entry(grant)
 
-    def admit(self, rollout_id: str, trial_id: str) -> RolloutGrant:
-        """The grant for a model call of `rollout_id` through `trial_id`'s URL, counting the
-        call; raises `CallRefused` for an unknown or finished rollout, a URL of another
-        trial, or a rollout over its number of model calls."""
+    def calls_in_flight(self, job_id: str) -> asyncio.Semaphore:
+        """The semaphore bounding `job_id`'s model calls in flight (the job has an open
+        rollout: `admit` just said so)."""
+        return self._jobs[job_id][0]
+
+    def admit(self, rollout_id: str, *, job_id: str, candidate: int,
+              nonce: str) -> RolloutGrant:
+        """The grant for a model call of the rollout a verified token names, counting the
+        call; raises `CallRefused` for an unknown or finished rollout, a token of another
+        job, candidate or opening of the rollout, or a rollout over its number of calls."""
         entry = self._open.get(rollout_id)
-        if entry is None or entry.grant.trial_id != trial_id:
+        if entry is None or (entry.grant.job_id, entry.grant.candidate_index,
+                             entry.grant.nonce) != (job_id, candidate, nonce):
             raise CallRefused(404, "unknown or finished rollout", "not_found_error")
         if entry.calls >= self._max_calls:
             raise CallRefused(429, f"a rollout may make at most {self._max_calls} model calls",
@@ -106,7 +127,15 @@ class ExchangeLedger:
     def close(self, rollout_id: str) -> list[Exchange]:
         """Ends the rollout's entry and returns its exchanges."""
         entry = self._open.pop(rollout_id, None)
-        return entry.exchanges if entry is not None else []
+        if entry is None:
+            return []
+        job_id = entry.grant.job_id
+        semaphore, count = self._jobs[job_id]
+        if count <= 1:
+            del self._jobs[job_id]
+        else:
+            self._jobs[job_id] = (semaphore, count - 1)
+        return entry.exchanges
 
 
 # -- what a rollout's exchanges tell ---------------------------------------------------------

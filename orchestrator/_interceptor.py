@@ -1,19 +1,30 @@
 """The interceptor: the OpenAI-compatible endpoint that task apps send their model calls to.
 
-A rollout's `inference_url` is `<public base>/v1/<trial_id>?cid=<rollout id>`. A call is
-served only while that rollout is open in the `ExchangeLedger` and names its trial; any other
-(unknown, forged or finished rollout) is refused before anything is forwarded. For the
-candidate's trial, the interceptor swaps the candidate's instruction into the system message
-(the baseline passes messages through), applies the job's policy model settings, forwards the
-call to the provider through the shared provider factory (the openai SDK's own retries are
-this hop's one retry layer), reports the exchange to the ledger, meters its tokens, and
-returns the provider's JSON unchanged.
+It enforces the job; it does not relay for it. A rollout's `inference_url` is
+`<public base>/v1/<token>?cid=<rollout id>`, where the token (`_tokens.py`) is signed and
+expiring and names the (job, candidate, rollout) and the opening of the rollout it was minted
+for. A call is served only when the token verifies (else 401) and that opening is still in
+the `ExchangeLedger` (else 404); nothing refused is ever forwarded. Then, in order:
+
+- the body is read up to `max_body_bytes` (413 past it) and must be JSON without NaN/Infinity;
+- the job's environment key must be presented (401);
+- the job's policy is applied (`enforce_policy`): the model is forced, `n` must be absent or 1
+  and `stream` false (400), the token cap is the job's `max_completion_tokens` or, when it has
+  none, at most the server's default cap, and only `PASSED_FIELDS` reach the provider (others
+  are dropped and named in the `X-Mipro-Dropped-Fields` response header);
+- a job whose spend budget is used up gets 429 (the plan ends it with that
+  `termination_reason` at its next check), and at most the job's `max_concurrent` calls are
+  forwarded at once (the rest wait);
+- for a candidate, its instruction replaces the system message (the baseline passes through).
+
+The call is forwarded through the shared provider factory (the openai SDK's own retries are
+this hop's one retry layer), metered against the job's budgets, reported to the ledger, and
+the provider's JSON is returned unchanged; a provider's error body is redacted first.
 """
 
 from __future__ import annotations
 
 import hmac
-import inspect
 import time
 from typing import Any
 
@@ -28,16 +39,30 @@ from mipro._providers import ProviderError, make_async_client, resolve_provider
 
 from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant
 from ._models import PolicySpec
+from ._redact import Redactor
+from ._task_app import loads_finite
+from ._tokens import RolloutTokens, TokenRefused
 
 log = structlog.get_logger(__name__)
 
-_CREATE_PARAMETERS = frozenset(
-    inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
-) - {"self", "extra_headers", "extra_query", "extra_body", "timeout", "stream"}
+#: Request fields forwarded as the task app sent them.
+PASSED_FIELDS = frozenset({
+    "messages", "tools", "tool_choice", "response_format", "temperature", "top_p", "stop",
+    "seed", "parallel_tool_calls", "presence_penalty", "frequency_penalty"})
+#: Request fields the interceptor decides itself (checked, then set or removed).
+_CONTROLLED = frozenset({"model", "n", "stream", "max_tokens", "max_completion_tokens"})
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+DEFAULT_MAX_TOKENS = 4096
 
 
-def _error(status: int, message: str, *, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None}}, status)
+class PolicyViolation(Exception):
+    """The call asks for what the job does not allow; answered 400."""
+
+
+def _error(status: int, message: str, *, type_: str = "invalid_request_error",
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": None}}, status,
+                        headers=headers)
 
 
 def _presented_key(request: Request) -> str:
@@ -59,29 +84,51 @@ def rewrite_messages(messages: list[dict[str, Any]], instruction: str) -> list[d
     return [{"role": "system", "content": instruction}, *messages]
 
 
-def _apply_policy(body: dict[str, Any], policy: PolicySpec) -> dict[str, Any]:
-    body = dict(body)
-    body["model"] = policy.model
+def _token_cap(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def enforce_policy(body: dict[str, Any], policy: PolicySpec,
+                   default_max_tokens: int) -> tuple[dict[str, Any], list[str]]:
+    """The body the provider sees, and the names of the fields dropped from it; raises
+    `PolicyViolation` for what cannot be made safe by rewriting."""
+    if body.get("n") not in (None, 1):
+        raise PolicyViolation("n must be absent or 1: one completion per call")
+    if body.get("stream"):
+        raise PolicyViolation("stream=true is not supported by the interceptor")
+    out = {k: v for k, v in body.items() if k in PASSED_FIELDS}
+    dropped = sorted(k for k in body if k not in PASSED_FIELDS and k not in _CONTROLLED)
+    out["model"] = policy.model
     if policy.temperature is not None:
-        body["temperature"] = policy.temperature
+        out["temperature"] = policy.temperature
     if policy.max_completion_tokens is not None:
-        key = "max_tokens" if "max_tokens" in body else "max_completion_tokens"
-        body[key] = policy.max_completion_tokens
-    return body
+        cap = policy.max_completion_tokens
+    else:
+        asked = [c for c in (_token_cap(body.get("max_tokens")),
+                             _token_cap(body.get("max_completion_tokens"))) if c is not None]
+        cap = min([default_max_tokens, *asked])
+    # One cap, under the name the task app used (local servers often know only max_tokens).
+    out["max_tokens" if "max_tokens" in body else "max_completion_tokens"] = cap
+    return out, dropped
 
 
 class Interceptor:
-    """The ASGI app serving `/v1/{trial_id}/chat/completions`."""
+    """The ASGI app serving `/v1/{token}/chat/completions`."""
 
     def __init__(self, ledger: ExchangeLedger, *, provider_timeout: float,
-                 provider_max_retries: int) -> None:
+                 provider_max_retries: int, tokens: RolloutTokens | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self._ledger = ledger
         self._timeout = provider_timeout
         self._max_retries = provider_max_retries
+        self.tokens = tokens or RolloutTokens()
+        self._max_body = max_body_bytes
+        self._default_max_tokens = default_max_tokens
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.app = Starlette(
             routes=[
-                Route("/v1/{trial_id}/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/{token}/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/chat/completions", self._no_trial, methods=["POST"]),
                 Route("/healthz", self._health, methods=["GET"]),
             ]
@@ -92,63 +139,97 @@ class Interceptor:
             await client.close()
         self._clients.clear()
 
-    def _client(self, provider: str) -> openai.AsyncOpenAI:
+    def _client(self, provider: str) -> tuple[openai.AsyncOpenAI, str]:
+        """The provider's client and its API key (for redaction)."""
         endpoint = resolve_provider(provider)
         cache_key = (endpoint.name, endpoint.base_url)
         if cache_key not in self._clients:
             self._clients[cache_key] = make_async_client(
                 endpoint, timeout_seconds=self._timeout, max_retries=self._max_retries)
-        return self._clients[cache_key]
+        return self._clients[cache_key], endpoint.api_key
 
     async def _health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def _no_trial(self, request: Request) -> JSONResponse:
-        return _error(404, "the inference URL must name a trial: /v1/<trial_id>/chat/completions")
+        return _error(404, "the inference URL must carry its token: /v1/<token>/chat/completions")
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The body, or None when it is longer than `max_body_bytes`."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _chat(self, request: Request) -> JSONResponse:
-        cid = request.query_params.get("cid", "")
         try:
-            grant = self._ledger.admit(cid, request.path_params["trial_id"])
+            claims = self.tokens.verify(request.path_params["token"])
+            grant = self._ledger.admit(claims.rollout_id, job_id=claims.job_id,
+                                       candidate=claims.candidate, nonce=claims.nonce)
+        except TokenRefused as refused:
+            return _error(401, str(refused), type_="authentication_error")
         except CallRefused as refused:
             return _error(refused.status, str(refused), type_=refused.kind)
+        in_flight = self._ledger.calls_in_flight(grant.job_id)
         presented = _presented_key(request)
-        if not presented or not hmac.compare_digest(presented, grant.environment_key):
+        if not presented or not hmac.compare_digest(presented.encode(),
+                                                    grant.environment_key.encode()):
             return _error(401, "X-API-Key must carry the job's environment key",
                           type_="authentication_error")
+        raw = await self._read_body(request)
+        if raw is None:
+            return _error(413, f"the request body is larger than {self._max_body} bytes")
         try:
-            body = await request.json()
+            body = loads_finite(raw)
         except ValueError:
-            return _error(400, "the request body is not valid JSON")
+            return _error(400, "the request body is not valid JSON (NaN and Infinity included)")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "the request body must be an object with a messages list")
-        if body.get("stream"):
-            return _error(400, "stream=true is not supported by the interceptor")
+        try:
+            body, dropped = enforce_policy(body, grant.policy, self._default_max_tokens)
+        except PolicyViolation as violation:
+            return _error(400, str(violation))
         if grant.instruction is not None:
             body["messages"] = rewrite_messages(body["messages"], grant.instruction)
-        return await self._forward(grant, _apply_policy(body, grant.policy))
+        headers = {"X-Mipro-Dropped-Fields": ",".join(dropped)} if dropped else {}
+        async with in_flight:
+            spent = grant.spent()
+            if spent is not None:
+                return _error(429, f"the job's {spent} budget is spent", type_="rate_limit_error",
+                              headers=headers)
+            response = await self._forward(grant, body)
+        response.headers.update(headers)
+        return response
 
     async def _forward(self, grant: RolloutGrant, body: dict[str, Any]) -> JSONResponse:
-        known = {k: v for k, v in body.items() if k in _CREATE_PARAMETERS}
-        extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMETERS and k != "stream"}
         started = time.perf_counter()
+        redactor = Redactor([grant.environment_key])
         try:
-            client = self._client(grant.policy.provider)
-            raw = await client.chat.completions.with_raw_response.create(
-                **known, extra_body=extra or None)
+            client, provider_key = self._client(grant.policy.provider)
+            redactor = redactor.with_secrets(provider_key)
+            raw = await client.chat.completions.with_raw_response.create(**body)
             payload: dict[str, Any] = raw.http_response.json()
         except ProviderError as exc:
-            return self._failed(grant, body, started, 502, f"policy provider: {exc}")
+            message = redactor.redact(f"policy provider: {exc}")
+            return self._failed(grant, body, started, 502, message)
         except openai.APIStatusError as exc:
             try:
-                provider_body = exc.response.json()
+                provider_body = redactor.redact_json(loads_finite(exc.response.content))
             except ValueError:
-                provider_body = {"error": {"message": exc.response.text[:500]}}
+                provider_body = {"error": {"message": redactor.redact(exc.response.text[:500])}}
             self._record_failure(grant, body, started,
                                  f"policy provider answered {exc.status_code}")
             return JSONResponse(provider_body, exc.status_code)
         except openai.APIError as exc:
-            message = f"policy provider {grant.policy.provider!r} unreachable: {exc}"
+            message = redactor.redact(
+                f"policy provider {grant.policy.provider!r} unreachable: {exc}")
             return self._failed(grant, body, started, 502, message)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         usage = usage if isinstance(usage, dict) else {}

@@ -30,8 +30,10 @@ from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
+from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_client
 from ._store import JobStore
-from ._task_app import TaskAppClient
+from ._task_app import MAX_RESPONSE_BYTES, TaskAppClient
+from ._tokens import RolloutTokens
 from ._validation import env_key_name
 
 log = structlog.get_logger(__name__)
@@ -69,9 +71,17 @@ class JobManager:
                  task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
                  stream_poll_seconds: float = 5.0,
                  tenant_limits: TenantLimits | None = None,
-                 vault: EnvKeyVault | None = None) -> None:
+                 vault: EnvKeyVault | None = None, address_policy: AddressPolicy | None = None,
+                 task_app_max_response_bytes: int = MAX_RESPONSE_BYTES,
+                 tokens: RolloutTokens | None = None) -> None:
+        #: Signs the inference-URL tokens the interceptor verifies (the same key).
+        self._tokens = tokens or RolloutTokens()
         self._store = store
         self._vault = vault
+        #: Where task apps may be; each job's resolved address is pinned at create.
+        self._addresses = address_policy or AddressPolicy()
+        self._pins: dict[str, PinnedTarget] = {}
+        self._max_response_bytes = task_app_max_response_bytes
         self._ledger = ledger
         self._flush = summary_flush_seconds
         self._task_app_timeout = task_app_timeout
@@ -84,8 +94,6 @@ class JobManager:
         self._scheduler = FairScheduler(max_running_jobs, self._limits.max_running_jobs)
         self._streams: dict[str, int] = {}
         self._retry = task_app_retry or RetryPolicy()
-        self._http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, JobRunner] = {}
         self._event_signals: dict[str, asyncio.Event] = {}
@@ -106,7 +114,6 @@ class JobManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._http.aclose()
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -116,11 +123,13 @@ class JobManager:
                 f"no {spec.env_key_name} is registered for this tenant: register it with "
                 f"POST /api/v1/env-keys before creating a job")
         self._check_tenant_limits(owner, spec)
+        target = await self._pin(spec.task_app_url)
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
                         created_at=datetime.now(UTC), request_id=request_id, phase="queued")
         stored = await self._store.create_job(job)
         if stored.job_id != job.job_id:  # an idempotent retry of an earlier create
             return stored
+        self._pins[job.job_id] = target
         await self._emit(job.job_id, "job.created", "job created",
                          {"job_id": job.job_id}, False)
         self._schedule(job)
@@ -159,23 +168,51 @@ class JobManager:
         try:
             if not holding_slot:
                 await self._scheduler.wait(job.job_id)
-            env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
-            task_app = TaskAppClient(job.spec.task_app_url, env_key, http=self._http,
-                                     retry=self._retry, rng=random.Random(job.spec.seed),
-                                     timeout=self._task_app_timeout)
-            run = JobRunner(
-                job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
-                store=self._store, ledger=self._ledger, prices=self._prices,
-                public_base_url=self._public_base_url, flush_interval=self._flush,
-                emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
-            self._live[job.job_id] = run
-            await run.run()
+            http: httpx.AsyncClient | None = None
+            try:
+                target = self._pins.pop(job.job_id, None)
+                if target is None:  # resumed after a restart: checked and pinned again
+                    try:
+                        target = await self._pin(job.spec.task_app_url)
+                    except InvalidArgument as refused:
+                        await self._fail_unstarted(job, refused.description)
+                        return
+                env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
+                http = job_http_client(target, max_connections=job.spec.max_concurrent + 2)
+                task_app = TaskAppClient(job.spec.task_app_url, env_key, http=http,
+                                         retry=self._retry, rng=random.Random(job.spec.seed),
+                                         timeout=self._task_app_timeout,
+                                         max_response_bytes=self._max_response_bytes)
+                run = JobRunner(
+                    job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
+                    store=self._store, ledger=self._ledger, prices=self._prices,
+                    public_base_url=self._public_base_url, flush_interval=self._flush,
+                    tokens=self._tokens,
+                    emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
+                self._live[job.job_id] = run
+                await run.run()
+            finally:
+                if http is not None:
+                    await http.aclose()
         except asyncio.CancelledError:
             pass
         finally:
             self._scheduler.done(job.job_id)  # frees its slot or its place in the queue
             self._live.pop(job.job_id, None)
             self._tasks.pop(job.job_id, None)
+
+    async def _pin(self, url: str) -> PinnedTarget:
+        """The task app's checked, resolved address; `InvalidArgument` naming the field."""
+        try:
+            return await self._addresses.pin(url)
+        except AddressRefused as refused:
+            raise InvalidArgument("policy_optimization.task_app_url", str(refused)) from None
+
+    async def _fail_unstarted(self, job: JobRecord, error: str) -> None:
+        ending = end_job(job, JobStatus.FAILED, "failed",
+                         f"policy_optimization.task_app_url {error}")
+        await self._store.save_job(job)
+        await self._emit(job.job_id, ending.type, ending.message, ending.data, True)
 
     async def get(self, owner: str, job_id: str) -> JobRecord:
         live = self._live.get(job_id)

@@ -28,6 +28,7 @@ from mipro._settings import Settings
 from mipro.v1 import proposer_pb2, proposer_pb2_grpc
 
 from ._errors import JobFailure
+from ._redact import Redactor
 
 _SERVICE = proposer_pb2.DESCRIPTOR.services_by_name["ProposerService"].full_name
 _RETRYABLE = ("UNAVAILABLE",)
@@ -113,7 +114,7 @@ class ProposerClient:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"no answer within {self._policy.deadline_seconds:g} s"
             else:
-                detail = exc.details() or ""
+                detail = Redactor().redact(exc.details() or "")  # may quote a provider
             raise JobFailure(
                 f"proposer service at {self._address} failed: {code.name}: {detail}"
             ) from None

@@ -41,6 +41,7 @@ from ._proposer_client import ProposerClient
 from ._scoreboard import Phase, Scoreboard
 from ._store import JobStore
 from ._task_app import TaskAppClient
+from ._tokens import RolloutTokens
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +88,7 @@ class JobRunner:
     def __init__(self, job: JobRecord, *, environment_key: str, task_app: TaskAppClient,
                  proposer: ProposerClient, store: JobStore, ledger: ExchangeLedger,
                  prices: PriceTable, public_base_url: str, emit: EventSink,
-                 flush_interval: float = 0.25) -> None:
+                 flush_interval: float = 0.25, tokens: RolloutTokens | None = None) -> None:
         self.job = job
         spec = job.spec
         self._store = store
@@ -105,7 +106,7 @@ class JobRunner:
             job_id=job.job_id, spec=spec, environment_key=environment_key, task_app=task_app,
             proposer=proposer, store=store, ledger=ledger, meter=self.meter,
             public_base_url=public_base_url, instruction_of=self._instruction_of,
-            on_result=self._on_result)
+            on_result=self._on_result, tokens=tokens or RolloutTokens())
         #: Set when the process shuts down: the job is left unfinished instead of cancelled.
         self.interrupted = False
 

@@ -31,9 +31,11 @@ from ._interceptor import Interceptor
 from ._jobs import JobManager, TenantLimits
 from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._secrets import EnvKeyVault
+from ._ssrf import AddressPolicy
 from ._store import JobStore
 from ._store_sqlite import SqliteJobStore
 from ._tenants import TenantWatch, ensure_bootstrap_tenants, load_pepper
+from ._tokens import RolloutTokens
 
 log = structlog.get_logger(__name__)
 
@@ -58,13 +60,18 @@ class OrchestratorServer:
         self._store = store or SqliteJobStore(
             settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms,
             vault=vault)
-        self._ledger = ExchangeLedger()
+        self._ledger = ExchangeLedger(
+            max_calls_per_rollout=settings.interceptor_max_calls_per_rollout)
+        tokens = RolloutTokens(settings.interceptor_token_key)
         self._proposer = ProposerClient(settings.proposer_address,
                                         ProposerCallPolicy.from_settings(settings),
                                         token=settings.proposer_token)
         self._interceptor = Interceptor(self._ledger,
                                         provider_timeout=settings.provider_timeout_seconds,
-                                        provider_max_retries=settings.provider_max_retries)
+                                        provider_max_retries=settings.provider_max_retries,
+                                        tokens=tokens,
+                                        max_body_bytes=settings.interceptor_max_body_bytes,
+                                        default_max_tokens=settings.interceptor_default_max_tokens)
         self._jobs = JobManager(self._store, self._ledger, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
@@ -79,7 +86,10 @@ class OrchestratorServer:
                                     max_live_streams=settings.tenant_max_live_streams,
                                     max_seeds=settings.tenant_max_seeds,
                                     max_candidates=settings.tenant_max_candidates),
-                                vault=vault)
+                                vault=vault,
+                                address_policy=AddressPolicy(settings.task_app_allow),
+                                task_app_max_response_bytes=settings.task_app_max_response_bytes,
+                                tokens=tokens)
         self._grpc = grpc.aio.server()
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         pepper, made = load_pepper(settings)

@@ -6,6 +6,12 @@ every way a rollout can go wrong into a `RolloutOutcome` with a `FailureCause`: 
 never a score of 0. It is also the task-app hop's one retry layer: transient failures
 (connection errors, timeouts, 429, 5xx) are retried per its `RetryPolicy`, unless the caller
 says the failure came from a model call the interceptor already retried.
+
+Everything it reads is bounded: a response body is streamed and cut off at
+`max_response_bytes` (a larger one is a `response_too_large` failure), each attempt has a
+total deadline (`timeout`, not only per read, so a task app dripping a byte at a time cannot
+hold a rollout), JSON with NaN or Infinity is refused as invalid, and every text it quotes
+from the task app goes through the job's `Redactor` first.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ import structlog
 from mipro._retry import RetryPolicy, parse_retry_after
 
 from ._errors import TaskAppRejected, TaskAppUnavailable
+from ._redact import Redactor
 
 log = structlog.get_logger(__name__)
 
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_QUOTED_BODY = 300
+#: The default cap of a task-app response body.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 class FailureCause(enum.StrEnum):
@@ -44,6 +53,8 @@ class FailureCause(enum.StrEnum):
     NO_REWARD = "no_reward"
     POLICY_MODEL = "policy_model_error"
     """The policy model call failed in the interceptor (after its own retries)."""
+    TOO_LARGE = "response_too_large"
+    """The task app's answer was longer than the client reads."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +126,38 @@ class RolloutCall:
         }
 
 
-def _quote(text: str) -> str:
-    text = " ".join(text.split())
+def _quote(text: str, redactor: Redactor) -> str:
+    text = redactor.redact(" ".join(text.split()))
     return text if len(text) <= _MAX_QUOTED_BODY else text[:_MAX_QUOTED_BODY] + "…"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def loads_finite(data: bytes | str) -> Any:
+    """`json.loads`, refusing NaN and ±Infinity (which Python's parser accepts)."""
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+class ResponseTooLarge(Exception):
+    """A task app's answer was longer than the cap."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A task app's HTTP answer, read in full up to the cap."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return loads_finite(self.content)
 
 
 def _number(value: Any) -> float | None:
@@ -151,7 +191,7 @@ def extract_reward(body: Any) -> float | None:
     return None
 
 
-def _is_auth_rejection(response: httpx.Response) -> str | None:
+def _is_auth_rejection(response: Answer, redactor: Redactor) -> str | None:
     """A cause when the task app refused the environment key, else None."""
     text = response.text.lower()
     if response.status_code == 503 and "missing_environment_api_key" in text:
@@ -163,7 +203,7 @@ def _is_auth_rejection(response: httpx.Response) -> str | None:
     ):
         return (
             f"the task app rejected the registered environment key ({response.status_code}: "
-            f"{_quote(response.text)})"
+            f"{_quote(response.text, redactor)})"
         )
     return None
 
@@ -180,8 +220,12 @@ class TaskAppClient:
         retry: RetryPolicy,
         rng: random.Random,
         timeout: float = 10.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        redactor: Redactor | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._max_bytes = max_response_bytes
+        self._redactor = redactor or Redactor([environment_key])
         self._timeout = timeout
         self._http = http
         self._retry = retry
@@ -196,17 +240,50 @@ class TaskAppClient:
     def base_url(self) -> str:
         return self._base_url
 
+    def rollout_deadline(self, timeout: float) -> float:
+        """The longest one `rollout()` with per-attempt `timeout` can take, retries and
+        back-off included."""
+        attempts = self._retry.max_attempts
+        return attempts * timeout + (attempts - 1) * self._retry.max_backoff
+
+    async def _send(self, method: str, path: str, timeout: float,
+                    payload: dict[str, Any] | None = None) -> Answer:
+        """One request, its whole answer read within `timeout` and `max_response_bytes`."""
+        async with asyncio.timeout(timeout):
+            async with self._http.stream(method, f"{self._base_url}{path}", json=payload,
+                                         headers=self._headers, timeout=timeout) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_bytes:
+                    raise ResponseTooLarge(declared)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise ResponseTooLarge(str(size))
+                    chunks.append(chunk)
+                return Answer(response.status_code, response.headers, b"".join(chunks))
+
+    def _error_text(self, exc: BaseException) -> str:
+        return self._redactor.redact(f"{type(exc).__name__}: {exc}")
+
     async def check_health(self) -> None:
         """Raises `TaskAppUnavailable`/`TaskAppRejected` unless `/health` answers healthy."""
-        timeout = self._timeout
-        url = f"{self._base_url}/health"
         try:
-            response = await self._http.get(url, headers=self._headers, timeout=timeout)
+            response = await self._send("GET", "/health", self._timeout)
+        except TimeoutError:
+            raise TaskAppUnavailable(
+                f"task app at {self._base_url} did not answer /health within "
+                f"{self._timeout:g} s") from None
+        except ResponseTooLarge:
+            raise TaskAppUnavailable(
+                f"task app at {self._base_url} answered /health with more than "
+                f"{self._max_bytes} bytes") from None
         except httpx.HTTPError as exc:
             raise TaskAppUnavailable(
-                f"task app at {self._base_url} is unreachable: {type(exc).__name__}: {exc}"
+                f"task app at {self._base_url} is unreachable: {self._error_text(exc)}"
             ) from None
-        if (cause := _is_auth_rejection(response)) is not None:
+        if (cause := _is_auth_rejection(response, self._redactor)) is not None:
             raise TaskAppRejected(f"task app at {self._base_url}: {cause}")
         body: Any = None
         try:
@@ -217,19 +294,17 @@ class TaskAppClient:
         if response.status_code != 200 or not healthy:
             raise TaskAppUnavailable(
                 f"task app at {self._base_url} failed its health check: GET /health answered "
-                f"{response.status_code} {_quote(response.text)}"
+                f"{response.status_code} {_quote(response.text, self._redactor)}"
             )
 
     async def task_info(self) -> dict[str, Any] | None:
         """The task app's `/task_info` answer, or None when it gives none."""
         try:
-            response = await self._http.get(
-                f"{self._base_url}/task_info", headers=self._headers, timeout=self._timeout
-            )
+            response = await self._send("GET", "/task_info", self._timeout)
             if response.status_code != 200:
                 return None
             body = response.json()
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, TimeoutError, ResponseTooLarge):
             return None
         return body if isinstance(body, dict) else None
 
@@ -253,28 +328,29 @@ class TaskAppClient:
         self, payload: dict[str, Any], timeout: float
     ) -> tuple[RolloutOutcome, float | None, bool]:
         try:
-            response = await self._http.post(
-                f"{self._base_url}/rollout", json=payload, headers=self._headers, timeout=timeout
-            )
-        except httpx.TimeoutException:
+            response = await self._send("POST", "/rollout", timeout, payload)
+        except (httpx.TimeoutException, TimeoutError):
             return RolloutOutcome(None, FailureCause.TIMEOUT,
                                   f"no answer within {timeout:g} s"), None, True
+        except ResponseTooLarge:
+            detail = f"the answer is longer than {self._max_bytes} bytes"
+            return RolloutOutcome(None, FailureCause.TOO_LARGE, detail), None, False
         except httpx.HTTPError as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            return RolloutOutcome(None, FailureCause.CONNECT_ERROR, detail), None, True
-        if (cause := _is_auth_rejection(response)) is not None:
+            return RolloutOutcome(None, FailureCause.CONNECT_ERROR,
+                                  self._error_text(exc)), None, True
+        if (cause := _is_auth_rejection(response, self._redactor)) is not None:
             return RolloutOutcome(None, FailureCause.AUTH_REJECTED, cause,
                                   response.status_code), None, False
         if response.status_code >= 300:
-            outcome = RolloutOutcome(None, FailureCause.HTTP_STATUS, _quote(response.text),
-                                     response.status_code)
+            outcome = RolloutOutcome(None, FailureCause.HTTP_STATUS,
+                                     _quote(response.text, self._redactor), response.status_code)
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             return outcome, retry_after, response.status_code in _RETRYABLE_STATUS
         try:
             body = response.json()
-        except (ValueError, json.JSONDecodeError):
+        except ValueError:
             return RolloutOutcome(None, FailureCause.INVALID_JSON,
-                                  _quote(response.text)), None, False
+                                  _quote(response.text, self._redactor)), None, False
         reward = extract_reward(body)
         if reward is None:
             detail = "the response carries no finite reward in metrics or reward_info"

@@ -95,6 +95,8 @@ def _task_app_url(value: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgument(field, f"must be an http(s) URL with a host, got {url!r}")
+    if "@" in parts.netloc:
+        raise InvalidArgument(field, "must not carry credentials (user:password@) in the URL")
     try:
         port = parts.port
     except ValueError:

@@ -1,6 +1,7 @@
 """Starting the tests' own processes as part of a `Stack`, so `Stack.stop()` stops them by
-pid with the rest: the fake model (`tests.fakes.fake_model`) and HTTP proxies in front of a
-server (the fault injectors of `tests.faults`)."""
+pid with the rest: the fake model (`tests.fakes.fake_model`), HTTP proxies in front of a
+server (the fault injectors of `tests.faults`) and other test servers (the attackers of
+`tests.attackers`)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ async def start_http_proxy(stack: Stack, module: str, upstream: str, port: int, 
             "--upstream", upstream, *args]
     if log is not None:
         argv += ["--log", str(log)]
+    process = await stack.spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv, _module_env(stack))
+    await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process,
+                       timeout=stack.settings.stack_ready_timeout_seconds)
+    return f"http://{host}:{port}"
+
+
+async def start_test_server(stack: Stack, module: str, port: int, *, args: Sequence[str] = (),
+                            ready_path: str = "/health") -> str:
+    """Starts `python -m module --host --port *args`, waits until `ready_path` answers 200
+    (with no key: pass a server that answers it so), and returns its URL."""
+    host = stack.settings.host
+    argv = [sys.executable, "-m", module, "--host", host, "--port", str(port), *args]
     process = await stack.spawn(f"{module.rsplit('.', 1)[-1]}-{port}", argv, _module_env(stack))
     await wait_http_ok(f"http://{host}:{port}{ready_path}", process=process,
                        timeout=stack.settings.stack_ready_timeout_seconds)

@@ -69,6 +69,7 @@ async def launch_stack(tmp: Path, *, model_front: str | None = None,
         "MIPRO_DATA_DIR": str(tmp / "data"),
         "MIPRO_API_KEYS": f"{api_key},mk_other_owner_key",
         "MIPRO_LOG_FORMAT": "json",
+        "MIPRO_TASK_APP_ALLOW": "loopback",  # the dev profile: task apps on this machine
         **(extra_env or {}),
     }
     settings = Settings.from_env(env)

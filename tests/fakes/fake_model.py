@@ -20,9 +20,11 @@ A body that is not a JSON object with a non-empty `model` and a non-empty list o
 `messages`, or that asks to stream, gets a 400 in OpenAI's error shape.
 
 `--record FILE` appends one JSON line per completion: `{"model", "system", "user",
-"has_tools", "answer", "prompt_tokens", "completion_tokens"}`, the system (or developer)
-messages joined (null when there are none), the last user message and what was answered
-(the tool call's arguments, or the text).
+"has_tools", "answer", "prompt_tokens", "completion_tokens", "request_fields",
+"max_tokens", "max_completion_tokens", "n", "body_bytes"}`, the system (or developer)
+messages joined (null when there are none), the last user message, what was answered (the
+tool call's arguments, or the text), and what the request asked for: its field names, token
+caps, `n` and size.
 """
 
 from __future__ import annotations
@@ -185,7 +187,10 @@ def record_entry(body: dict[str, Any], completion: dict[str, Any],
     return {"model": body["model"], "system": "\n\n".join(system) if system else None,
             "user": user, "has_tools": bool(body.get("tools")), "answer": answer,
             "prompt_tokens": completion["usage"]["prompt_tokens"],
-            "completion_tokens": completion["usage"]["completion_tokens"]}
+            "completion_tokens": completion["usage"]["completion_tokens"],
+            "request_fields": sorted(body), "max_tokens": body.get("max_tokens"),
+            "max_completion_tokens": body.get("max_completion_tokens"), "n": body.get("n"),
+            "body_bytes": len(json.dumps(body))}
 
 
 async def chat_completions(request: Request) -> JSONResponse:
