@@ -49,7 +49,8 @@ def test_service_commands_are_the_ones_the_cli_runs() -> None:
 
 
 #: The values of compose's required variables, as the README's command line sets them.
-_REQUIRED = {"MIPRO_API_KEYS": "mk_choose_one", "MIPRO_SECRETS_KEY": "A" * 43 + "="}
+_REQUIRED = {"MIPRO_API_KEYS": "mk_choose_one", "MIPRO_SECRETS_KEY": "A" * 43 + "=",
+             "MIPRO_PROPOSER_TOKEN": "compose-proposer-token"}
 
 
 def _interpolated(environment: dict[str, str]) -> dict[str, str]:
@@ -65,7 +66,7 @@ def _interpolated(environment: dict[str, str]) -> dict[str, str]:
 def test_ports_agree_between_compose_settings_and_gateway() -> None:
     services = _compose()["services"]
     orchestrator = Settings.from_env(_interpolated(services["orchestrator"]["environment"]))
-    proposer = Settings.from_env(services["proposer"]["environment"])
+    proposer = Settings.from_env(_interpolated(services["proposer"]["environment"]))
     assert orchestrator.proposer_address == f"proposer:{proposer.proposer_port}"
     clusters = {c["name"]: c for c in _envoy_compose()["static_resources"]["clusters"]}
     upstreams = {
@@ -107,11 +108,13 @@ def test_the_model_service_is_the_local_provider_of_the_stack() -> None:
 
 def test_internal_services_bind_inside_their_containers_and_share_the_token() -> None:
     services = _compose()["services"]
-    orchestrator = Settings.from_env(services["orchestrator"]["environment"])
-    proposer = Settings.from_env(services["proposer"]["environment"])
+    raw = {name: services[name]["environment"] for name in ("orchestrator", "proposer")}
+    orchestrator = Settings.from_env(_interpolated(raw["orchestrator"]))
+    proposer = Settings.from_env(_interpolated(raw["proposer"]))
     # Reachable from the other containers, yet published nowhere: only the gateway has ports.
     assert (orchestrator.orchestrator_host, orchestrator.interceptor_host) == ("0.0.0.0",) * 2
     assert proposer.proposer_host == "0.0.0.0"
     assert [name for name, s in services.items() if "ports" in s] == ["gateway"]
-    assert orchestrator.proposer_token == proposer.proposer_token
-    assert orchestrator.proposer_token.startswith("${MIPRO_PROPOSER_TOKEN:?")
+    assert orchestrator.proposer_token == proposer.proposer_token == "compose-proposer-token"
+    assert raw["orchestrator"]["MIPRO_PROPOSER_TOKEN"].startswith("${MIPRO_PROPOSER_TOKEN:?")
+    assert raw["proposer"]["MIPRO_PROPOSER_TOKEN"].startswith("${MIPRO_PROPOSER_TOKEN:?")

@@ -240,6 +240,7 @@ async def local_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         "MIPRO_DATA_DIR": str(tmp / "data"),
         "MIPRO_API_KEYS": api_key,
         "MIPRO_LOG_FORMAT": "json",
+        "MIPRO_TASK_APP_ALLOW": "loopback",  # the dev profile: task apps on this machine
     }
     settings = Settings.from_env(env)
     stack = Stack(settings, stack_env(settings, env), log_dir=tmp / "logs")
