@@ -39,6 +39,30 @@ class BenchError(RuntimeError):
     """A process of the benchmark failed, or the API answered an error; the message says which."""
 
 
+class ApiError(BenchError):
+    """The REST API answered a non-2xx status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+#: Answers that mean "overloaded, try again": the gateway's 503 when its health check of the
+#: orchestrator failed, and its 504.
+_TRANSIENT_STATUS = frozenset({503, 504})
+_SUBMIT_ATTEMPTS = 5
+
+
+def transient_error(error: BaseException) -> str | None:
+    """A short name for an overload error worth retrying (503, 504, no answer within the
+    client's timeout), or None for any other error."""
+    if isinstance(error, ApiError) and error.status in _TRANSIENT_STATUS:
+        return f"http {error.status}"
+    if isinstance(error, httpx.TimeoutException):
+        return "client timeout"
+    return None
+
+
 @dataclass
 class OwnProcess:
     """A server this module started: its process and log file."""
@@ -145,14 +169,24 @@ class BenchStack:
             method, self.gateway_url + path, json=body, timeout=timeout,
             headers={"Authorization": f"Bearer {self.api_key}"})
         if response.status_code // 100 != 2:
-            raise BenchError(f"{method} {path} answered {response.status_code}: "
-                             f"{response.text[:500]}")
+            raise ApiError(f"{method} {path} answered {response.status_code}: "
+                           f"{response.text[:500]}", response.status_code)
         result: dict[str, Any] = response.json()
         return result
 
     async def submit(self, job: dict[str, Any]) -> str:
-        created = await self.api("POST", "/api/policy-optimization/online/jobs", job)
-        return str(created["job_id"])
+        """Creates the job; an overloaded gateway is tried again with the same `request_id`,
+        so a retry never makes a second job."""
+        body = {**job, "request_id": "bench_" + secrets.token_hex(8)}
+        for attempt in range(1, _SUBMIT_ATTEMPTS + 1):
+            try:
+                created = await self.api("POST", "/api/policy-optimization/online/jobs", body)
+                return str(created["job_id"])
+            except (ApiError, httpx.TimeoutException) as error:
+                if transient_error(error) is None or attempt == _SUBMIT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(attempt)
+        raise AssertionError("unreachable")
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return await self.api("GET", f"/api/policy-optimization/online/jobs/{job_id}")
