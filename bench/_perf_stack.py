@@ -50,7 +50,7 @@ class ApiError(BenchError):
 #: Answers that mean "overloaded, try again": the gateway's 503 when its health check of the
 #: orchestrator failed, and its 504.
 _TRANSIENT_STATUS = frozenset({503, 504})
-_SUBMIT_ATTEMPTS = 5
+_SUBMIT_SECONDS = 120.0
 
 
 def transient_error(error: BaseException) -> str | None:
@@ -140,6 +140,7 @@ class BenchStack:
     environment_key: str
     task_app_url: str
     http: httpx.AsyncClient
+    refused_submits: int = 0
 
     @property
     def gateway_url(self) -> str:
@@ -175,18 +176,20 @@ class BenchStack:
         return result
 
     async def submit(self, job: dict[str, Any]) -> str:
-        """Creates the job; an overloaded gateway is tried again with the same `request_id`,
-        so a retry never makes a second job."""
+        """Creates the job. A call refused by overload is tried again every second, with the
+        same `request_id` so that a retry never makes a second job, for at most
+        `_SUBMIT_SECONDS`; `refused_submits` counts those calls."""
         body = {**job, "request_id": "bench_" + secrets.token_hex(8)}
-        for attempt in range(1, _SUBMIT_ATTEMPTS + 1):
+        deadline = time.monotonic() + _SUBMIT_SECONDS
+        while True:
             try:
                 created = await self.api("POST", "/api/policy-optimization/online/jobs", body)
                 return str(created["job_id"])
             except (ApiError, httpx.TimeoutException) as error:
-                if transient_error(error) is None or attempt == _SUBMIT_ATTEMPTS:
+                if transient_error(error) is None or time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(attempt)
-        raise AssertionError("unreachable")
+                self.refused_submits += 1
+                await asyncio.sleep(1.0)
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return await self.api("GET", f"/api/policy-optimization/online/jobs/{job_id}")
