@@ -64,7 +64,7 @@ bench: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.search_efficiency
 
-## bench-perf: the engine's cost per rollout on the real stack (about 25 minutes; prints
+## bench-perf: the engine's cost per rollout on the real stack (about 30 minutes; prints
 ## tables). ARGS=--quick is a smoke run of a minute or two; ARGS="--only cpu,wall" picks.
 bench-perf: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

@@ -39,6 +39,30 @@ class BenchError(RuntimeError):
     """A process of the benchmark failed, or the API answered an error; the message says which."""
 
 
+class ApiError(BenchError):
+    """The REST API answered a non-2xx status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+#: Answers that mean "overloaded, try again": the gateway's 503 when its health check of the
+#: orchestrator failed, and its 504.
+_TRANSIENT_STATUS = frozenset({503, 504})
+_SUBMIT_SECONDS = 120.0
+
+
+def transient_error(error: BaseException) -> str | None:
+    """A short name for an overload error worth retrying (503, 504, no answer within the
+    client's timeout), or None for any other error."""
+    if isinstance(error, ApiError) and error.status in _TRANSIENT_STATUS:
+        return f"http {error.status}"
+    if isinstance(error, httpx.TimeoutException):
+        return "client timeout"
+    return None
+
+
 @dataclass
 class OwnProcess:
     """A server this module started: its process and log file."""
@@ -116,6 +140,7 @@ class BenchStack:
     environment_key: str
     task_app_url: str
     http: httpx.AsyncClient
+    refused_submits: int = 0
 
     @property
     def gateway_url(self) -> str:
@@ -145,14 +170,26 @@ class BenchStack:
             method, self.gateway_url + path, json=body, timeout=timeout,
             headers={"Authorization": f"Bearer {self.api_key}"})
         if response.status_code // 100 != 2:
-            raise BenchError(f"{method} {path} answered {response.status_code}: "
-                             f"{response.text[:500]}")
+            raise ApiError(f"{method} {path} answered {response.status_code}: "
+                           f"{response.text[:500]}", response.status_code)
         result: dict[str, Any] = response.json()
         return result
 
     async def submit(self, job: dict[str, Any]) -> str:
-        created = await self.api("POST", "/api/policy-optimization/online/jobs", job)
-        return str(created["job_id"])
+        """Creates the job. A call refused by overload is tried again every second, with the
+        same `request_id` so that a retry never makes a second job, for at most
+        `_SUBMIT_SECONDS`; `refused_submits` counts those calls."""
+        body = {**job, "request_id": "bench_" + secrets.token_hex(8)}
+        deadline = time.monotonic() + _SUBMIT_SECONDS
+        while True:
+            try:
+                created = await self.api("POST", "/api/policy-optimization/online/jobs", body)
+                return str(created["job_id"])
+            except (ApiError, httpx.TimeoutException) as error:
+                if transient_error(error) is None or time.monotonic() > deadline:
+                    raise
+                self.refused_submits += 1
+                await asyncio.sleep(1.0)
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return await self.api("GET", f"/api/policy-optimization/online/jobs/{job_id}")
