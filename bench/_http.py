@@ -18,6 +18,7 @@ of one. `HttpClient.post(url, body, headers)` reuses idle connections per host a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -235,7 +236,7 @@ class _ServerProtocol(asyncio.Protocol):
             self._busy = True
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
-            task.add_done_callback(lambda done, ka=keep_alive: self._finished(done, ka))
+            task.add_done_callback(functools.partial(self._finished, keep_alive=keep_alive))
 
     def _finished(self, task: asyncio.Future[Response], keep_alive: bool) -> None:
         self._tasks.discard(task)

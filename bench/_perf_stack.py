@@ -290,5 +290,5 @@ def job_request(task_app_url: str, *, num_candidates: int, val_seeds: int,
 def planned_rollouts(job: dict[str, Any]) -> int:
     """The rollouts `job` (from `job_request`) runs when every proposal is kept."""
     mipro = job["policy_optimization"]["mipro"]
-    return (len(mipro["bootstrap_train_seeds"])
-            + (mipro["num_candidates"] + 1) * len(mipro["val_seeds"]))
+    candidates: int = mipro["num_candidates"]
+    return len(mipro["bootstrap_train_seeds"]) + (candidates + 1) * len(mipro["val_seeds"])
