@@ -231,6 +231,14 @@ async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
         "MIPRO_API_KEYS": api_key,
         "MIPRO_MAX_RUNNING_JOBS": str(max_running_jobs),
         "MIPRO_LOG_FORMAT": "json",
+        # The bench is one operator's own tenant on this machine: the dev profile's loopback
+        # task apps, and no per-tenant or per-key limit below the benchmark's own load.
+        "MIPRO_TASK_APP_ALLOW": "loopback",
+        "MIPRO_TENANT_MAX_RUNNING_JOBS": str(max_running_jobs),
+        "MIPRO_TENANT_MAX_QUEUED_JOBS": "100",
+        "MIPRO_TENANT_MAX_SEEDS": "30000",
+        "MIPRO_TENANT_MAX_LIVE_STREAMS": "100",
+        "MIPRO_GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000",
     }
     settings = Settings.from_env(env)
     log_dir = directory / "logs"

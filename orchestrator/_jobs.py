@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 
 from mipro._pricing import PriceTable
@@ -30,7 +30,7 @@ from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
-from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_client
+from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_session
 from ._store import JobStore
 from ._task_app import MAX_RESPONSE_BYTES, TaskAppClient
 from ._tokens import RolloutTokens
@@ -168,7 +168,7 @@ class JobManager:
         try:
             if not holding_slot:
                 await self._scheduler.wait(job.job_id)
-            http: httpx.AsyncClient | None = None
+            http: aiohttp.ClientSession | None = None
             try:
                 target = self._pins.pop(job.job_id, None)
                 if target is None:  # resumed after a restart: checked and pinned again
@@ -178,7 +178,7 @@ class JobManager:
                         await self._fail_unstarted(job, refused.description)
                         return
                 env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
-                http = job_http_client(target, max_connections=job.spec.max_concurrent + 2)
+                http = job_http_session(target, max_connections=job.spec.max_concurrent + 2)
                 task_app = TaskAppClient(job.spec.task_app_url, env_key, http=http,
                                          retry=self._retry, rng=random.Random(job.spec.seed),
                                          timeout=self._task_app_timeout,
@@ -193,7 +193,7 @@ class JobManager:
                 await run.run()
             finally:
                 if http is not None:
-                    await http.aclose()
+                    await http.close()
         except asyncio.CancelledError:
             pass
         finally:

@@ -15,14 +15,16 @@ for any other host is refused. The job's client never follows redirects.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import aiohttp.abc
+from aiohttp.abc import ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -136,34 +138,40 @@ class AddressPolicy:
         return PinnedTarget(url=url, host=host, address=addresses[0].split("%", 1)[0])
 
 
-class PinnedTransport(httpx.AsyncBaseTransport):
-    """Sends every request for the pinned host to the pinned address (keeping `Host` and
-    SNI), and refuses requests for any other host."""
+class PinnedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves the pinned host to the pinned address, whatever DNS says now, and refuses
+    every other host: the job's client can reach its task app and nothing else."""
 
-    def __init__(self, target: PinnedTarget, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, target: PinnedTarget) -> None:
         self._target = target
-        self._inner = inner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = (request.url.host or "").rstrip(".").lower()
-        if host != self._target.host:
-            raise httpx.ConnectError(
-                f"the job may only reach its task app host, not {host!r}", request=request)
-        request.url = request.url.copy_with(host=self._target.address)
-        request.extensions = {**request.extensions, "sni_hostname": self._target.host}
-        return await self._inner.handle_async_request(request)
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        name = host.rstrip(".").lower()
+        if name != self._target.host:
+            raise OSError(errno.EPERM, f"the job may only reach its task app host, not {name!r}")
+        address = ipaddress.ip_address(self._target.address)
+        return [ResolveResult(
+            hostname=host, host=str(address), port=port,
+            family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+            proto=0, flags=socket.AI_NUMERICHOST)]
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def close(self) -> None:
+        return None
 
 
-def job_http_client(target: PinnedTarget, *, max_connections: int) -> httpx.AsyncClient:
-    """A job's own client for its task app: pinned, no redirects, no cookies kept, at most
-    `max_connections` connections."""
-    limits = httpx.Limits(max_connections=max_connections,
-                          max_keepalive_connections=max_connections)
-    inner = httpx.AsyncHTTPTransport(limits=limits)
-    # A jar whose policy accepts no domain keeps nothing: `Set-Cookie` is never sent back.
-    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(transport=PinnedTransport(target, inner), follow_redirects=False,
-                             cookies=no_cookies, trust_env=False)
+def job_http_session(target: PinnedTarget, *, max_connections: int) -> aiohttp.ClientSession:
+    """A job's own HTTP session for its task app: pinned (the name keeps its `Host` header
+    and TLS name, the connection goes to the checked address), no cookies kept, at most
+    `max_connections` connections; callers never follow redirects.
+
+    aiohttp rather than httpx on this hop for a measured reason: at 64 requests in flight,
+    httpx spent about 2.9 ms of CPU per request in its connection pool, aiohttp 0.16 ms
+    (BENCHMARKS.md)."""
+    connector = aiohttp.TCPConnector(limit=max_connections, resolver=PinnedResolver(target),
+                                     use_dns_cache=False)
+    # No session-wide time limit: each call is bounded by its own deadline (a rollout's may be
+    # longer than aiohttp's default of 5 minutes).
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                 trust_env=False, auto_decompress=True,
+                                 timeout=aiohttp.ClientTimeout(total=None))

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
+from multidict import CIMultiDictProxy
 
 from mipro._retry import RetryPolicy, parse_retry_after
 
@@ -35,6 +36,8 @@ from ._redact import Redactor
 
 log = structlog.get_logger(__name__)
 
+#: How much of a task app answer is read at a time.
+_CHUNK_BYTES = 65_536
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_QUOTED_BODY = 300
 #: The default cap of a task-app response body.
@@ -149,7 +152,7 @@ class Answer:
     """A task app's HTTP answer, read in full up to the cap."""
 
     status_code: int
-    headers: httpx.Headers
+    headers: CIMultiDictProxy[str]
     content: bytes
 
     @property
@@ -216,7 +219,7 @@ class TaskAppClient:
         base_url: str,
         environment_key: str,
         *,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         retry: RetryPolicy,
         rng: random.Random,
         timeout: float = 10.0,
@@ -250,19 +253,20 @@ class TaskAppClient:
                     payload: dict[str, Any] | None = None) -> Answer:
         """One request, its whole answer read within `timeout` and `max_response_bytes`."""
         async with asyncio.timeout(timeout):
-            async with self._http.stream(method, f"{self._base_url}{path}", json=payload,
-                                         headers=self._headers, timeout=timeout) as response:
+            async with self._http.request(method, f"{self._base_url}{path}", json=payload,
+                                          headers=self._headers,
+                                          allow_redirects=False) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self._max_bytes:
                     raise ResponseTooLarge(declared)
                 chunks: list[bytes] = []
                 size = 0
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
                     size += len(chunk)
                     if size > self._max_bytes:
                         raise ResponseTooLarge(str(size))
                     chunks.append(chunk)
-                return Answer(response.status_code, response.headers, b"".join(chunks))
+                return Answer(response.status, response.headers, b"".join(chunks))
 
     def _error_text(self, exc: BaseException) -> str:
         return self._redactor.redact(f"{type(exc).__name__}: {exc}")
@@ -279,7 +283,7 @@ class TaskAppClient:
             raise TaskAppUnavailable(
                 f"task app at {self._base_url} answered /health with more than "
                 f"{self._max_bytes} bytes") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise TaskAppUnavailable(
                 f"task app at {self._base_url} is unreachable: {self._error_text(exc)}"
             ) from None
@@ -304,7 +308,7 @@ class TaskAppClient:
             if response.status_code != 200:
                 return None
             body = response.json()
-        except (httpx.HTTPError, ValueError, TimeoutError, ResponseTooLarge):
+        except (aiohttp.ClientError, ValueError, TimeoutError, ResponseTooLarge):
             return None
         return body if isinstance(body, dict) else None
 
@@ -329,13 +333,13 @@ class TaskAppClient:
     ) -> tuple[RolloutOutcome, float | None, bool]:
         try:
             response = await self._send("POST", "/rollout", timeout, payload)
-        except (httpx.TimeoutException, TimeoutError):
+        except TimeoutError:
             return RolloutOutcome(None, FailureCause.TIMEOUT,
                                   f"no answer within {timeout:g} s"), None, True
         except ResponseTooLarge:
             detail = f"the answer is longer than {self._max_bytes} bytes"
             return RolloutOutcome(None, FailureCause.TOO_LARGE, detail), None, False
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return RolloutOutcome(None, FailureCause.CONNECT_ERROR,
                                   self._error_text(exc)), None, True
         if (cause := _is_auth_rejection(response, self._redactor)) is not None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import openai
 import pytest
@@ -94,7 +95,7 @@ def _rollout_payload(seed: int, inference_url: str) -> RolloutCall:
                        timeout_seconds=10.0, env_name="bench")
 
 
-def _client(http: httpx.AsyncClient, url: str, key: str = ENVIRONMENT_KEY) -> TaskAppClient:
+def _client(http: aiohttp.ClientSession, url: str, key: str = ENVIRONMENT_KEY) -> TaskAppClient:
     return TaskAppClient(url, key, http=http, retry=RetryPolicy(max_attempts=1),
                          rng=random.Random(0))
 
@@ -137,7 +138,7 @@ async def test_fake_task_app_makes_one_chat_call_per_rollout_to_the_inference_ur
     server = await _http.serve(model, "127.0.0.1", 0)
     inference = f"http://127.0.0.1:{server.port}/v1/t_trial?cid=r7"
     try:
-        async with httpx.AsyncClient() as http:
+        async with aiohttp.ClientSession() as http:
             client = _client(http, task_app_url)
             await client.check_health()
             info = await client.task_info()
@@ -167,7 +168,7 @@ async def test_fake_task_app_rejects_a_wrong_key_and_fails_when_the_model_does(
     server = await _http.serve(model, "127.0.0.1", 0)
     inference = f"http://127.0.0.1:{server.port}/v1/t_trial?cid=r1"
     try:
-        async with httpx.AsyncClient() as http:
+        async with aiohttp.ClientSession() as http:
             with pytest.raises(TaskAppRejected, match="rejected the registered environment key"):
                 await _client(http, task_app_url, key="wrong").check_health()
             refused = await _client(http, task_app_url, key="wrong").rollout(
@@ -186,7 +187,7 @@ async def test_fake_task_app_latency_option_delays_each_answer(tmp_path: Path,
     process, url = await _server(tmp_path, "slow_task_app", "bench.fake_task_app",
                                  "--latency-ms", "300", env=_task_app_env(), ready_path="/")
     try:
-        async with httpx.AsyncClient() as http:
+        async with aiohttp.ClientSession() as http:
             started = time.perf_counter()
             outcome = await _client(http, url).rollout(
                 _rollout_payload(3, model_url + "/v1?cid=r3"))

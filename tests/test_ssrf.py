@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 import pytest_asyncio
 import uvicorn
@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from mipro._stack import free_port
-from orchestrator._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_client
+from orchestrator._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_session
 
 
 def _resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
@@ -97,12 +97,13 @@ async def test_the_pinned_client_connects_to_the_checked_address_only(local_serv
     # with the name the tenant gave in the Host header.
     target = PinnedTarget(url=f"http://rebind.example:{local_server}",
                           host="rebind.example", address="127.0.0.1")
-    async with job_http_client(target, max_connections=2) as client:
-        first = await client.get(f"http://rebind.example:{local_server}/echo")
-        assert first.json()["host"] == f"rebind.example:{local_server}"
-        second = await client.get(f"http://rebind.example:{local_server}/echo")
-        assert second.json()["cookie"] is None  # Set-Cookie is never sent back
-        redirect = await client.get(f"http://rebind.example:{local_server}/redirect")
-        assert redirect.status_code == 302  # answered, not followed
-        with pytest.raises(httpx.ConnectError, match="only reach its task app"):
-            await client.get("http://169.254.169.254/latest/meta-data")
+    async with job_http_session(target, max_connections=2) as client:
+        async with client.get(f"http://rebind.example:{local_server}/echo") as first:
+            assert (await first.json())["host"] == f"rebind.example:{local_server}"
+        async with client.get(f"http://rebind.example:{local_server}/echo") as second:
+            assert (await second.json())["cookie"] is None  # Set-Cookie is never sent back
+        async with client.get(f"http://rebind.example:{local_server}/redirect",
+                              allow_redirects=False) as redirect:
+            assert redirect.status == 302  # answered, not followed
+        with pytest.raises(aiohttp.ClientConnectorError, match="only reach its task app"):
+            await client.get("http://metadata.example/latest/meta-data")
