@@ -28,16 +28,16 @@ import hmac
 import time
 from typing import Any
 
-import openai
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mipro._providers import ProviderError, make_async_client, resolve_provider
+from mipro._providers import ProviderEndpoint, ProviderError, resolve_provider
 
 from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant
+from ._forwarding import ProviderForwarder, ProviderStatusError, ProviderUnreachable
 from ._models import PolicySpec
 from ._redact import Redactor
 from ._task_app import loads_finite
@@ -116,16 +116,18 @@ class Interceptor:
     """The ASGI app serving `/v1/{token}/chat/completions`."""
 
     def __init__(self, ledger: ExchangeLedger, *, provider_timeout: float,
-                 provider_max_retries: int, tokens: RolloutTokens | None = None,
+                 provider_max_retries: int, provider_connect_timeout: float = 10.0,
+                 tokens: RolloutTokens | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self._ledger = ledger
-        self._timeout = provider_timeout
-        self._max_retries = provider_max_retries
+        self._forwarder = ProviderForwarder(
+            timeout_seconds=provider_timeout, connect_timeout_seconds=provider_connect_timeout,
+            max_retries=provider_max_retries)
+        self._endpoints: dict[str, ProviderEndpoint] = {}
         self.tokens = tokens or RolloutTokens()
         self._max_body = max_body_bytes
         self._default_max_tokens = default_max_tokens
-        self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.app = Starlette(
             routes=[
                 Route("/v1/{token}/chat/completions", self._chat, methods=["POST"]),
@@ -135,18 +137,14 @@ class Interceptor:
         )
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        self._clients.clear()
+        await self._forwarder.close()
 
-    def _client(self, provider: str) -> tuple[openai.AsyncOpenAI, str]:
-        """The provider's client and its API key (for redaction)."""
-        endpoint = resolve_provider(provider)
-        cache_key = (endpoint.name, endpoint.base_url)
-        if cache_key not in self._clients:
-            self._clients[cache_key] = make_async_client(
-                endpoint, timeout_seconds=self._timeout, max_retries=self._max_retries)
-        return self._clients[cache_key], endpoint.api_key
+    def _endpoint(self, provider: str) -> ProviderEndpoint:
+        """The provider's endpoint, resolved once per process (settings do not change)."""
+        endpoint = self._endpoints.get(provider)
+        if endpoint is None:
+            endpoint = self._endpoints[provider] = resolve_provider(provider)
+        return endpoint
 
     async def _health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -212,25 +210,26 @@ class Interceptor:
         started = time.perf_counter()
         redactor = Redactor([grant.environment_key])
         try:
-            client, provider_key = self._client(grant.policy.provider)
-            redactor = redactor.with_secrets(provider_key)
-            raw = await client.chat.completions.with_raw_response.create(**body)
-            payload: dict[str, Any] = raw.http_response.json()
+            endpoint = self._endpoint(grant.policy.provider)
+            redactor = redactor.with_secrets(endpoint.api_key)
+            payload = await self._forwarder.chat(endpoint, body)
         except ProviderError as exc:
             message = redactor.redact(f"policy provider: {exc}")
             return self._failed(grant, body, started, 502, message)
-        except openai.APIStatusError as exc:
+        except ProviderStatusError as exc:
             try:
-                provider_body = redactor.redact_json(loads_finite(exc.response.content))
+                provider_body = redactor.redact_json(loads_finite(exc.body))
             except ValueError:
-                provider_body = {"error": {"message": redactor.redact(exc.response.text[:500])}}
-            self._record_failure(grant, body, started,
-                                 f"policy provider answered {exc.status_code}")
-            return JSONResponse(provider_body, exc.status_code)
-        except openai.APIError as exc:
+                provider_body = {"error": {"message": redactor.redact(exc.text[:500])}}
+            self._record_failure(grant, body, started, f"policy provider answered {exc.status}")
+            return JSONResponse(provider_body, exc.status)
+        except (ProviderUnreachable, ValueError) as exc:
             message = redactor.redact(
                 f"policy provider {grant.policy.provider!r} unreachable: {exc}")
             return self._failed(grant, body, started, 502, message)
+        if not isinstance(payload, dict):
+            return self._failed(grant, body, started, 502,
+                                "policy provider answered JSON that is not an object")
         usage = payload.get("usage") if isinstance(payload, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(

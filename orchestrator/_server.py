@@ -69,6 +69,8 @@ class OrchestratorServer:
         self._interceptor = Interceptor(self._ledger,
                                         provider_timeout=settings.provider_timeout_seconds,
                                         provider_max_retries=settings.provider_max_retries,
+                                        provider_connect_timeout=(
+                                            settings.provider_connect_timeout_seconds),
                                         tokens=tokens,
                                         max_body_bytes=settings.interceptor_max_body_bytes,
                                         default_max_tokens=settings.interceptor_default_max_tokens)
