@@ -156,13 +156,17 @@ def _orchestrator_cluster(host: str, port: int) -> dict[str, Any]:
     cluster = _cluster(_ORCHESTRATOR_CLUSTER, host, port, http2=True)
     cluster["health_checks"] = [
         {
-            "timeout": "1s",
+            # A busy orchestrator (its event loop full of rollouts) may take a few seconds to
+            # answer; a dead one is refused at once, so a patient timeout costs nothing there.
+            # At 1 s and 2 misses, 20 running jobs made the gateway refuse every API call
+            # (BENCHMARKS.md, "20 jobs running").
+            "timeout": "5s",
             "interval": "5s",
             # Without traffic (the host is unhealthy, so there is none) Envoy would otherwise
             # check only every 60 s, and an orchestrator starting after the gateway would wait.
             "no_traffic_interval": "2s",
             "unhealthy_interval": "2s",
-            "unhealthy_threshold": 2,
+            "unhealthy_threshold": 3,
             "healthy_threshold": 1,
             "grpc_health_check": {"service_name": ""},
         }
