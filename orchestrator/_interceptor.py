@@ -17,8 +17,9 @@ the `ExchangeLedger` (else 404); nothing refused is ever forwarded. Then, in ord
   forwarded at once (the rest wait);
 - for a candidate, its instruction replaces the system message (the baseline passes through).
 
-The call is forwarded through the shared provider factory (the openai SDK's own retries are
-this hop's one retry layer), metered against the job's budgets, reported to the ledger, and
+The call's provider is resolved by the shared provider factory and the call forwarded by
+`_forwarding.ProviderForwarder` (aiohttp; stamina's retries are this hop's one retry layer),
+metered against the job's budgets, reported to the ledger, and
 the provider's JSON is returned unchanged; a provider's error body is redacted first.
 """
 

@@ -228,6 +228,8 @@ class JobRunner:
         if not fresh:
             return BatchOutcome(tuple(stored))
         outcome = await self._activities.run_rollouts(fresh)
+        if not stored:
+            return outcome  # already in the items' order
         order = {_key(i.phase, i.candidate, i.seed): n for n, i in enumerate(items)}
         merged = sorted((*stored, *outcome.results),
                         key=lambda r: order[_key(r.phase, r.candidate_index, r.seed)])

@@ -6,9 +6,10 @@ network, so the URL must not reach what only that network can: `AddressPolicy.pi
 resolves the host and refuses loopback, private (RFC 1918, ULA), link-local (169.254.0.0/16,
 where cloud metadata answers), CGNAT (100.64.0.0/10), multicast, unspecified and every other
 address that is not globally routable, unless `MIPRO_TASK_APP_ALLOW` opens it. Every address
-the name resolves to must pass, and the first one is pinned: `PinnedTransport` connects the
-job's requests to it (sending the original `Host` header and TLS SNI), so a DNS answer that
-changes after the check (rebinding) cannot move the job to another address, and a request
+the name resolves to must pass, and the first one is pinned: `PinnedResolver` connects the
+job's requests to it (the URL, so the `Host` header and TLS name, keep the original name),
+so a DNS answer that changes after the check (rebinding) cannot move the job to another
+address, and a request
 for any other host is refused. The job's client never follows redirects.
 """
 
