@@ -35,6 +35,11 @@ upstream down) is a JSON body `{"code": <http status>, "message": "..."}`; error
 server come back as the transcoder's `{"code": <grpc code>, "message": "...", "details": [...]}`
 with the mapped HTTP status.
 
+With `metrics_port`, a second listener on the same host serves Envoy's own stats for
+Prometheus: `/stats/prometheus` (also as `/metrics`) is proxied to the admin interface, which
+stays on loopback, and nothing else of the admin interface is reachable there (any other
+path is 404). The committed renderings have it on port 9902.
+
 `python -m gateway.config` rewrites the two committed renderings, `gateway/envoy.yaml` (local
 development, run from the repository root) and `gateway/envoy.compose.yaml` (docker-compose);
 `--check` exits 1 when either is stale.
@@ -103,6 +108,10 @@ _ROUTER = "envoy.filters.http.router"
 _ORCHESTRATOR_CLUSTER = "orchestrator_grpc"
 _INTERCEPTOR_CLUSTER = "interceptor_http"
 _DISABLED = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+_ADMIN_CLUSTER = "envoy_admin"
+#: The port of the metrics listener in the committed renderings (`MIPRO_GATEWAY_METRICS_PORT`
+#: for `mipro up` and the stack).
+RENDERED_METRICS_PORT = 9902
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
@@ -498,8 +507,10 @@ def build_envoy_config(
     api_timeout_seconds: float = API_TIMEOUT_SECONDS,
     interceptor_timeout_seconds: float = INTERCEPTOR_TIMEOUT_SECONDS,
     protections: GatewayProtections | None = None,
+    metrics_port: int | None = None,
 ) -> dict[str, Any]:
-    """Returns the Envoy bootstrap as a dict; `descriptor_path` is relative to Envoy's cwd."""
+    """Returns the Envoy bootstrap as a dict; `descriptor_path` is relative to Envoy's cwd.
+    With `metrics_port`, a listener there serves only Envoy's Prometheus stats."""
     protections = protections or GatewayProtections()
     routes = _routes(api_timeout_seconds=api_timeout_seconds,
                      interceptor_timeout_seconds=interceptor_timeout_seconds,
@@ -533,7 +544,7 @@ def build_envoy_config(
         ],
         "local_reply_config": _local_reply_config(protections.rate_limit_per_minute),
     }
-    return {
+    config: dict[str, Any] = {
         "admin": {"address": _socket_address(admin_host, admin_port)},
         "static_resources": {
             "listeners": [
@@ -560,6 +571,42 @@ def build_envoy_config(
                 }
             ]
         },
+    }
+    if metrics_port is not None:
+        resources = config["static_resources"]
+        resources["listeners"].append(_metrics_listener(listen_host, metrics_port))
+        resources["clusters"].append(_cluster(_ADMIN_CLUSTER, admin_host, admin_port,
+                                              http2=False))
+    return config
+
+
+def _metrics_listener(host: str, port: int) -> dict[str, Any]:
+    """A listener whose only routes are Envoy's Prometheus stats, from the admin interface."""
+    stats = "/stats/prometheus"
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "metrics",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "metrics",
+            "virtual_hosts": [{"name": "metrics", "domains": ["*"], "routes": [
+                {"match": {"path": stats}, "route": {"cluster": _ADMIN_CLUSTER}},
+                {"match": {"path": "/metrics"},
+                 "route": {"cluster": _ADMIN_CLUSTER, "prefix_rewrite": stats}},
+            ]}],
+        },
+        "http_filters": [{
+            "name": _ROUTER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }],
+    }
+    return {
+        "name": "metrics",
+        "address": _socket_address(host, port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}],
     }
 
 
@@ -596,6 +643,7 @@ class Rendering:
     listen_port: int = 8080
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
+    metrics_port: int | None = RENDERED_METRICS_PORT
 
     def render(self) -> str:
         header = (
@@ -611,6 +659,7 @@ class Rendering:
             orchestrator_grpc=self.orchestrator_grpc,
             interceptor_http=self.interceptor_http,
             descriptor_path=self.descriptor_path,
+            metrics_port=self.metrics_port,
         )
 
 

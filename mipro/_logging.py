@@ -1,7 +1,9 @@
 """structlog set-up shared by every process: JSON lines to stderr, or console on a terminal.
 
 Standard-library loggers (grpc, httpx, uvicorn) go through the same formatter, so one process
-prints one format. Job code binds `job_id` with `structlog.contextvars`, so lines say which job.
+prints one format. Job code binds `job_id` (and a rollout's `rollout_id`) with
+`structlog.contextvars`, so lines say which job; with tracing on, lines also carry the current
+span's `trace_id` and `span_id`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,18 @@ import sys
 
 import structlog
 
+from ._tracing import current_ids
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+
+def add_trace_ids(_logger: object, _name: str, event: structlog.types.EventDict
+                  ) -> structlog.types.EventDict:
+    """Adds `trace_id` and `span_id` of the current span (when tracing is on)."""
+    for key, value in current_ids().items():
+        event.setdefault(key, value)
+    return event
 
 
 def configure_logging(component: str, *, level: str = "info", fmt: str = "auto") -> None:
@@ -23,6 +35,7 @@ def configure_logging(component: str, *, level: str = "info", fmt: str = "auto")
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         lambda _logger, _name, event: {"component": component, **event},

@@ -51,6 +51,9 @@ Millis = Annotated[int, Field(ge=1), _Must("a whole number of milliseconds, at l
 Attempts = Annotated[int, Field(ge=1, le=10), _Must("a whole number of attempts (1-10)")]
 Retries = Annotated[int, Field(ge=0, le=10), _Must("a whole number of retries (0-10)")]
 #: gRPC treats a `maxAttempts` above 5 as 5 (gRFC A6), so larger values would be a lie.
+#: A port that may be left unset (the endpoint is then off).
+OptionalPort = Annotated[int | None, Field(ge=0, le=65535),
+                         _Must("a port number (0-65535), or unset")]
 GrpcAttempts = Annotated[int, Field(ge=1, le=5), _Must("a whole number of attempts (1-5)")]
 
 
@@ -296,7 +299,32 @@ class Settings(BaseSettings):
     interceptor_max_calls_per_rollout: Annotated[int, Field(ge=1),
                                                  _Must("a whole number, at least 1")] = 32
 
-    @field_validator("task_app_allow", mode="before")
+    # -- observability (README "Metrics and traces") -----------------------------------------
+    #: `MIPRO_METRICS_HOST`: the address the `/metrics` endpoints bind. Default `MIPRO_HOST`.
+    metrics_host: str = ""
+    #: `MIPRO_METRICS_PORT`: the orchestrator process's Prometheus `/metrics` port (every
+    #: role of the process on one endpoint); 0 picks a free port. Default unset: no endpoint.
+    metrics_port: OptionalPort = None
+    #: `MIPRO_PROPOSER_METRICS_PORT`: the proposer service's `/metrics` port; 0 picks a free
+    #: port. Default unset: no endpoint.
+    proposer_metrics_port: OptionalPort = None
+    #: `MIPRO_GATEWAY_METRICS_PORT`: a gateway listener that serves only Envoy's
+    #: `/stats/prometheus` (also as `/metrics`), on `MIPRO_GATEWAY_HOST`. Default unset: none.
+    gateway_metrics_port: OptionalPort = None
+    #: `MIPRO_METRICS_MODELS`: comma-separated model names that may be `model` label values
+    #: besides those of the price table; any other model is counted as `other`.
+    metrics_models: Annotated[tuple[str, ...], NoDecode, _Must("comma-separated names")] = ()
+    #: `MIPRO_TRACING`: `true` exports OpenTelemetry traces over OTLP (the SDK reads the
+    #: standard `OTEL_EXPORTER_OTLP_*` variables), `false` never. Default: on exactly when
+    #: `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
+    tracing: bool | None = None
+
+    @property
+    def metrics_bind_host(self) -> str:
+        """The address the `/metrics` endpoints bind."""
+        return self.metrics_host or self.host
+
+    @field_validator("task_app_allow", "metrics_models", mode="before")
     @classmethod
     def _split_allow(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -308,6 +308,7 @@ def gateway_config_yaml(s: Settings) -> str:
         api_timeout_seconds=s.gateway_api_timeout_seconds,
         interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
         protections=GatewayProtections.from_settings(s),
+        metrics_port=s.gateway_metrics_port,
     )
 
 

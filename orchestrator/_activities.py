@@ -15,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from mipro import _metrics, _tracing
 from mipro.v1 import proposer_pb2
 
 from ._budget import Meter
 from ._errors import JobFailure, TaskAppUnavailable
 from ._exchanges import ExchangeLedger, RolloutGrant, provider_failure, trace_of
+from ._job_trace import JobTrace
 from ._models import JobSpec, RolloutResult, rollout_id
 from ._proposer_client import ProposerClient
 from ._scoreboard import Phase
@@ -112,7 +115,7 @@ class JobActivities:
                  task_app: TaskAppClient, proposer: ProposerClient, store: JobStore,
                  ledger: ExchangeLedger, meter: Meter, public_base_url: str,
                  instruction_of: Callable[[int], str | None], on_result: ResultSink,
-                 tokens: RolloutTokens) -> None:
+                 tokens: RolloutTokens, trace: JobTrace | None = None) -> None:
         self._job_id = job_id
         self._spec = spec
         self._env_key = environment_key
@@ -125,6 +128,7 @@ class JobActivities:
         self._instruction_of = instruction_of
         self._on_result = on_result
         self._tokens = tokens
+        self._trace = trace or JobTrace(job_id)
         self._task_info: dict[str, Any] | None = None
         self._outage_streak = 0
         self._last_outage = ""
@@ -158,13 +162,22 @@ class JobActivities:
                 item = items[position]
                 position += 1
                 self._meter.rollouts += 1
-                result = await self._rollout(item)
-                await self._store.record_rollout(self._job_id, result)
-                if item.phase is not Phase.BOOTSTRAP:
-                    result = dataclasses.replace(result, trace=None)  # stored, not kept
-                results.append(result)
-                await self._on_result(result, len(results), len(items))
-                await self._watch_for_outage(result)
+                rid = rollout_id(self._job_id, item.phase, item.candidate, item.seed)
+                with structlog.contextvars.bound_contextvars(rollout_id=rid):
+                    started = time.perf_counter()
+                    _metrics.ROLLOUTS_IN_FLIGHT.inc()
+                    try:
+                        result = await self._rollout(item, rid)
+                    finally:
+                        _metrics.ROLLOUTS_IN_FLIGHT.dec()
+                    _metrics.count_rollout(result.phase, result.failure_cause,
+                                           time.perf_counter() - started)
+                    await self._store.record_rollout(self._job_id, result)
+                    if item.phase is not Phase.BOOTSTRAP:
+                        result = dataclasses.replace(result, trace=None)  # stored, not kept
+                    results.append(result)
+                    await self._on_result(result, len(results), len(items))
+                    await self._watch_for_outage(result)
 
         workers = min(self._spec.max_concurrent, len(items))
         try:
@@ -177,9 +190,8 @@ class JobActivities:
         results.sort(key=lambda r: order[(r.phase, r.candidate_index, r.seed)])
         return BatchOutcome(tuple(results), exhausted)
 
-    async def _rollout(self, item: RolloutItem) -> RolloutResult:
+    async def _rollout(self, item: RolloutItem, rid: str) -> RolloutResult:
         spec, policy = self._spec, self._spec.policy
-        rid = rollout_id(self._job_id, item.phase, item.candidate, item.seed)
         instruction = self._instruction_of(item.candidate) if item.candidate else None
         # The token lives as long as the rollout can (every attempt and back-off), plus a
         # minute of grace; closing the rollout ends it sooner.
@@ -191,16 +203,23 @@ class JobActivities:
             candidate_index=item.candidate, instruction=instruction, policy=policy,
             environment_key=self._env_key, on_usage=self._meter.add_policy_usage,
             spent=self._meter.spent, max_concurrent=spec.max_concurrent))
+        span = self._trace.rollout(rid, claims.nonce, phase=item.phase.value,
+                                   candidate=item.candidate, seed=item.seed)
         call = RolloutCall(
             rollout_id=rid, seed=item.seed, candidate_index=item.candidate,
             inference_url=f"{self._public_base_url}/v1/{token}?cid={rid}",
             model=policy.model, provider=policy.provider,
             timeout_seconds=spec.rollout_timeout_seconds, temperature=policy.temperature,
             max_completion_tokens=policy.max_completion_tokens, instruction=instruction,
-            env_name=spec.env_name, env_config=spec.env_config)
+            env_name=spec.env_name, env_config=spec.env_config,
+            traceparent=_tracing.traceparent(span))
         try:
             outcome = await self._task_app.rollout(
                 call, may_retry=lambda: not self._ledger.provider_error(rid))
+        except BaseException:
+            if span is not None:
+                span.end()
+            raise
         finally:
             exchanges = self._ledger.close(rid)
         model_error = provider_failure(exchanges)
@@ -208,11 +227,13 @@ class JobActivities:
             outcome = RolloutOutcome(None, FailureCause.POLICY_MODEL, model_error)
         prompt = sum(e.prompt_tokens for e in exchanges)
         completion = sum(e.completion_tokens for e in exchanges)
-        return RolloutResult(
+        result = RolloutResult(
             rollout_id=rid, candidate_index=item.candidate, seed=item.seed,
             phase=item.phase.value, reward=outcome.reward, failure_cause=outcome.failure_cause,
             failure_detail=outcome.failure_detail, tokens=prompt + completion,
             trace=trace_of(exchanges), prompt_tokens=prompt, completion_tokens=completion)
+        self._trace.rollout_done(span, result)
+        return result
 
     async def _watch_for_outage(self, result: RolloutResult) -> None:
         """Fails the job when the task app stays down: a streak of connection failures
@@ -254,7 +275,20 @@ class JobActivities:
                 for p in request.previous],
             seed=request.seed % _SEED_MODULUS,
         )
-        response = await self._proposer.propose(message)
+        started = time.perf_counter()
+        with _tracing.span("propose", parent=self._trace.parent, kind=_tracing.SpanKind.CLIENT,
+                           attributes={"mipro.round": request.round,
+                                       "mipro.candidates_asked": request.size}) as span:
+            try:
+                response = await self._proposer.propose(
+                    message, traceparent=_tracing.traceparent(span))
+            except JobFailure:
+                _metrics.PROPOSER_REQUEST_SECONDS.labels("error").observe(
+                    time.perf_counter() - started)
+                raise
+            _metrics.PROPOSER_REQUEST_SECONDS.labels("ok").observe(time.perf_counter() - started)
+            if span is not None:
+                span.set_attribute("mipro.proposals", len(response.instructions))
         usage = response.usage
         self._meter.add_proposer_usage(usage.prompt_tokens, usage.completion_tokens)
         return Proposals(

@@ -35,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mipro import _metrics, _tracing
+from mipro._pricing import PriceTable
 from mipro._providers import ProviderEndpoint, ProviderError, resolve_provider
 
 from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant
@@ -120,8 +122,11 @@ class Interceptor:
                  provider_max_retries: int, provider_connect_timeout: float = 10.0,
                  tokens: RolloutTokens | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS,
+                 prices: PriceTable | None = None) -> None:
         self._ledger = ledger
+        #: Prices the `mipro_provider_cost_usd_total` metric of answered calls.
+        self._prices = prices or PriceTable.load()
         self._forwarder = ProviderForwarder(
             timeout_seconds=provider_timeout, connect_timeout_seconds=provider_connect_timeout,
             max_retries=provider_max_retries)
@@ -173,27 +178,35 @@ class Interceptor:
             grant = self._ledger.admit(claims.rollout_id, job_id=claims.job_id,
                                        candidate=claims.candidate, nonce=claims.nonce)
         except TokenRefused as refused:
+            _metrics.count_refusal("token_invalid")
             return _error(401, str(refused), type_="authentication_error")
         except CallRefused as refused:
+            _metrics.count_refusal("rollout_unknown" if refused.status == 404
+                                   else "too_many_calls")
             return _error(refused.status, str(refused), type_=refused.kind)
         in_flight = self._ledger.calls_in_flight(grant.job_id)
         presented = _presented_key(request)
         if not presented or not hmac.compare_digest(presented.encode(),
                                                     grant.environment_key.encode()):
+            _metrics.count_refusal("environment_key")
             return _error(401, "X-API-Key must carry the job's environment key",
                           type_="authentication_error")
         raw = await self._read_body(request)
         if raw is None:
+            _metrics.count_refusal("body_too_large")
             return _error(413, f"the request body is larger than {self._max_body} bytes")
         try:
             body = loads_finite(raw)
         except ValueError:
+            _metrics.count_refusal("invalid_body")
             return _error(400, "the request body is not valid JSON (NaN and Infinity included)")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            _metrics.count_refusal("invalid_body")
             return _error(400, "the request body must be an object with a messages list")
         try:
             body, dropped = enforce_policy(body, grant.policy, self._default_max_tokens)
         except PolicyViolation as violation:
+            _metrics.count_refusal("policy_violation")
             return _error(400, str(violation))
         if grant.instruction is not None:
             body["messages"] = rewrite_messages(body["messages"], grant.instruction)
@@ -201,13 +214,43 @@ class Interceptor:
         async with in_flight:
             spent = grant.spent()
             if spent is not None:
+                _metrics.count_refusal("budget_spent")
                 return _error(429, f"the job's {spent} budget is spent", type_="rate_limit_error",
                               headers=headers)
-            response = await self._forward(grant, body)
+            response = await self._traced_forward(grant, body)
         response.headers.update(headers)
         return response
 
-    async def _forward(self, grant: RolloutGrant, body: dict[str, Any]) -> JSONResponse:
+    async def _traced_forward(self, grant: RolloutGrant, body: dict[str, Any]) -> JSONResponse:
+        """`_forward`, counted in the metrics and, with tracing on, as a span under the
+        rollout's span (its id derived from the token's rollout id and nonce)."""
+        started = time.perf_counter()
+        model = grant.policy.model
+        parent = (_tracing.rollout_context(grant.job_id, grant.rollout_id, grant.nonce)
+                  if _tracing.enabled() else None)
+        with _tracing.span(f"chat {model}", parent=parent, kind=_tracing.SpanKind.CLIENT,
+                           attributes={"gen_ai.operation.name": "chat",
+                                       "gen_ai.system": grant.policy.provider,
+                                       "gen_ai.request.model": model,
+                                       "mipro.job_id": grant.job_id,
+                                       "mipro.rollout_id": grant.rollout_id}) as span:
+            response, usage = await self._forward(grant, body)
+            ok = response.status_code < 300
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+                span.set_attribute("gen_ai.usage.input_tokens", usage[0])
+                span.set_attribute("gen_ai.usage.output_tokens", usage[1])
+                if not ok:
+                    span.set_status(_tracing.Status(_tracing.StatusCode.ERROR))
+        _metrics.count_model_call(
+            "policy", model, time.perf_counter() - started, ok=ok, prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            cost_usd=self._prices.cost_usd(model, usage[0], usage[1]) if ok else 0.0)
+        return response
+
+    async def _forward(self, grant: RolloutGrant,
+                       body: dict[str, Any]) -> tuple[JSONResponse, tuple[int, int]]:
+        """The answer to the task app, and the (prompt, completion) tokens it was metered."""
         started = time.perf_counter()
         redactor = Redactor([grant.environment_key])
         try:
@@ -216,21 +259,21 @@ class Interceptor:
             payload = await self._forwarder.chat(endpoint, body)
         except ProviderError as exc:
             message = redactor.redact(f"policy provider: {exc}")
-            return self._failed(grant, body, started, 502, message)
+            return self._failed(grant, body, started, 502, message), (0, 0)
         except ProviderStatusError as exc:
             try:
                 provider_body = redactor.redact_json(loads_finite(exc.body))
             except ValueError:
                 provider_body = {"error": {"message": redactor.redact(exc.text[:500])}}
             self._record_failure(grant, body, started, f"policy provider answered {exc.status}")
-            return JSONResponse(provider_body, exc.status)
+            return JSONResponse(provider_body, exc.status), (0, 0)
         except (ProviderUnreachable, ValueError) as exc:
             message = redactor.redact(
                 f"policy provider {grant.policy.provider!r} unreachable: {exc}")
-            return self._failed(grant, body, started, 502, message)
+            return self._failed(grant, body, started, 502, message), (0, 0)
         if not isinstance(payload, dict):
             return self._failed(grant, body, started, 502,
-                                "policy provider answered JSON that is not an object")
+                                "policy provider answered JSON that is not an object"), (0, 0)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(
@@ -239,7 +282,7 @@ class Interceptor:
         self._ledger.record(grant.rollout_id, Exchange(
             messages=body["messages"], response=payload, prompt_tokens=prompt,
             completion_tokens=completion, latency_ms=(time.perf_counter() - started) * 1000))
-        return JSONResponse(payload)
+        return JSONResponse(payload), (prompt, completion)
 
     def _record_failure(self, grant: RolloutGrant, body: dict[str, Any], started: float,
                         error: str) -> None:

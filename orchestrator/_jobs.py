@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from mipro import _metrics
 from mipro._pricing import PriceTable
 from mipro._retry import RetryPolicy
 
@@ -92,6 +93,8 @@ class JobManager:
         self._max_running = max_running_jobs
         self._limits = tenant_limits or TenantLimits()
         self._scheduler = FairScheduler(max_running_jobs, self._limits.max_running_jobs)
+        _metrics.watch_jobs(queued=self._scheduler.waiting_total,
+                            running=self._scheduler.running_total, slots=max_running_jobs)
         self._streams: dict[str, int] = {}
         self._retry = task_app_retry or RetryPolicy()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -130,6 +133,7 @@ class JobManager:
         if stored.job_id != job.job_id:  # an idempotent retry of an earlier create
             return stored
         self._pins[job.job_id] = target
+        _metrics.JOBS_CREATED.inc()
         await self._emit(job.job_id, "job.created", "job created",
                          {"job_id": job.job_id}, False)
         self._schedule(job)

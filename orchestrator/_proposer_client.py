@@ -100,14 +100,17 @@ class ProposerClient:
         await self._channel.close()
 
     async def propose(
-        self, request: proposer_pb2.ProposeInstructionsRequest
+        self, request: proposer_pb2.ProposeInstructionsRequest, *, traceparent: str = ""
     ) -> proposer_pb2.ProposeInstructionsResponse:
-        """The proposals; raises `JobFailure` naming the proposer when it cannot answer."""
+        """The proposals; raises `JobFailure` naming the proposer when it cannot answer.
+        `traceparent` (W3C) is sent as metadata, so the proposer's spans join the job's."""
+        metadata = (*self._metadata, ("traceparent", traceparent)) if traceparent \
+            else self._metadata
         try:
             response: proposer_pb2.ProposeInstructionsResponse = (
                 await self._stub.ProposeInstructions(
                     request, timeout=self._policy.deadline_seconds, wait_for_ready=True,
-                    metadata=self._metadata))
+                    metadata=metadata))
             return response
         except grpc.aio.AioRpcError as exc:
             code = exc.code()

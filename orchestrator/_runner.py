@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from mipro import _metrics, _tracing
 from mipro._pricing import PriceTable
 
 from ._activities import (
@@ -35,6 +36,7 @@ from ._activities import (
 from ._budget import Budget, BudgetExhausted, Meter
 from ._errors import JobFailure
 from ._exchanges import ExchangeLedger
+from ._job_trace import JobTrace
 from ._models import CandidateRecord, JobRecord, JobStatus, RolloutResult
 from ._plan import JobPlan
 from ._proposer_client import ProposerClient
@@ -65,6 +67,7 @@ def end_job(job: JobRecord, status: JobStatus, reason: str, error: str = "") -> 
     job.error = error
     job.finished_at = datetime.now(UTC)
     job.phase = "done"
+    _metrics.JOBS_ENDED.labels(status.value).inc()
     message = {
         JobStatus.SUCCEEDED: "job succeeded",
         JobStatus.FAILED: f"job failed: {error}",
@@ -102,11 +105,12 @@ class JobRunner:
         self.meter = Meter(Budget.of(spec), started_at=job.started_at or datetime.now(UTC),
                            prices=prices, policy_model=spec.policy.model,
                            proposer_model=spec.proposer.model)
+        self.trace = JobTrace(job.job_id)
         self._activities = JobActivities(
             job_id=job.job_id, spec=spec, environment_key=environment_key, task_app=task_app,
             proposer=proposer, store=store, ledger=ledger, meter=self.meter,
             public_base_url=public_base_url, instruction_of=self._instruction_of,
-            on_result=self._on_result, tokens=tokens or RolloutTokens())
+            on_result=self._on_result, tokens=tokens or RolloutTokens(), trace=self.trace)
         #: Set when the process shuts down: the job is left unfinished instead of cancelled.
         self.interrupted = False
 
@@ -115,6 +119,16 @@ class JobRunner:
     async def run(self) -> None:
         job = self.job
         structlog.contextvars.bind_contextvars(job_id=job.job_id)
+        root = self.trace.start(job.resumes)
+        try:
+            with _tracing.current(root):
+                await self._run_plan()
+        finally:
+            self.trace.finish(job)
+            structlog.contextvars.unbind_contextvars("job_id")
+
+    async def _run_plan(self) -> None:
+        job = self.job
         try:
             await self._start()
             await JobPlan(job.spec, self.board, job.candidates, self).run()
@@ -131,8 +145,6 @@ class JobRunner:
             log.exception("job crashed")
             await self._finish(JobStatus.FAILED, "failed",
                                f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            structlog.contextvars.unbind_contextvars("job_id")
 
     async def _start(self) -> None:
         job = self.job
@@ -240,6 +252,7 @@ class JobRunner:
         return await self._activities.propose(request)
 
     async def enter_phase(self, phase: str) -> None:
+        self.trace.phase(phase)
         if self.job.phase == phase:
             return
         self.job.phase = phase

@@ -54,6 +54,14 @@ class FairScheduler:
         tenant = self._tenants.get(owner)
         return tenant.running if tenant else 0
 
+    def running_total(self) -> int:
+        """Jobs holding a slot, all tenants."""
+        return self._running
+
+    def waiting_total(self) -> int:
+        """Jobs waiting for a slot, all tenants (safe to call from the metrics thread)."""
+        return sum(len(t.waiting) for t in list(self._tenants.values()))
+
     def submit(self, job_id: str, owner: str) -> bool:
         """Records the job; True when it holds a slot now, else it waits (see `wait`)."""
         start_now = self.can_start_now(owner)

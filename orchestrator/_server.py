@@ -14,6 +14,7 @@ import grpc
 import structlog
 import uvicorn
 
+from mipro import _metrics
 from mipro._grpc import add_health_and_reflection, mark_not_serving, mark_serving
 from mipro._pricing import PriceTable
 from mipro._settings import Settings
@@ -63,6 +64,9 @@ class OrchestratorServer:
         self._ledger = ExchangeLedger(
             max_calls_per_rollout=settings.interceptor_max_calls_per_rollout)
         tokens = RolloutTokens(settings.interceptor_token_key)
+        prices = PriceTable.load(settings.prices_file)
+        _metrics.allow_models([*prices.per_million, *settings.metrics_models])
+        self._metrics: _metrics.MetricsEndpoint | None = None
         self._proposer = ProposerClient(settings.proposer_address,
                                         ProposerCallPolicy.from_settings(settings),
                                         token=settings.proposer_token)
@@ -73,11 +77,12 @@ class OrchestratorServer:
                                             settings.provider_connect_timeout_seconds),
                                         tokens=tokens,
                                         max_body_bytes=settings.interceptor_max_body_bytes,
-                                        default_max_tokens=settings.interceptor_default_max_tokens)
+                                        default_max_tokens=settings.interceptor_default_max_tokens,
+                                        prices=prices)
         self._jobs = JobManager(self._store, self._ledger, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
-                                prices=PriceTable.load(settings.prices_file),
+                                prices=prices,
                                 task_app_retry=settings.task_app_retry_policy,
                                 task_app_timeout=settings.task_app_timeout_seconds,
                                 summary_flush_seconds=settings.summary_flush_ms / 1000,
@@ -113,6 +118,8 @@ class OrchestratorServer:
         self._http_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
         self.interceptor_port = 0
+        #: The bound `/metrics` port (`MIPRO_METRICS_PORT`), 0 when there is no endpoint.
+        self.metrics_port = 0
 
     async def start(self) -> None:
         settings = self._settings
@@ -140,6 +147,9 @@ class OrchestratorServer:
             if self._http_task.done():
                 self._http_task.result()
             await asyncio.sleep(0.01)
+        self._metrics = _metrics.serve_metrics(settings.metrics_bind_host, settings.metrics_port,
+                                               component="orchestrator")
+        self.metrics_port = self._metrics.port if self._metrics else 0
         await mark_serving(self._health, SERVICE_NAMES)
         log.info("orchestrator started", grpc_port=self.grpc_port,
                  interceptor_port=self.interceptor_port, data_dir=str(settings.data_dir),
@@ -156,6 +166,9 @@ class OrchestratorServer:
         await self._interceptor.close()
         await self._proposer.close()
         await self._store.close()
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
         log.info("orchestrator stopped")
 
     async def wait_for_termination(self) -> None:

@@ -97,6 +97,8 @@ class RolloutCall:
     instruction: str | None = None
     env_name: str = ""
     env_config: dict[str, Any] = field(default_factory=dict)
+    #: The W3C `traceparent` of the rollout's span, sent as a header; "" sends none.
+    traceparent: str = ""
 
     def payload(self) -> dict[str, Any]:
         """The v1 rollout request (both `trace_correlation_id` and `run_id`/`ops`/`mode`)."""
@@ -250,11 +252,12 @@ class TaskAppClient:
         return attempts * timeout + (attempts - 1) * self._retry.max_backoff
 
     async def _send(self, method: str, path: str, timeout: float,
-                    payload: dict[str, Any] | None = None) -> Answer:
+                    payload: dict[str, Any] | None = None,
+                    headers: dict[str, str] | None = None) -> Answer:
         """One request, its whole answer read within `timeout` and `max_response_bytes`."""
         async with asyncio.timeout(timeout):
             async with self._http.request(method, f"{self._base_url}{path}", json=payload,
-                                          headers=self._headers,
+                                          headers=headers or self._headers,
                                           allow_redirects=False) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self._max_bytes:
@@ -318,10 +321,12 @@ class TaskAppClient:
         says no when the failure came from a model call already retried); never raises for
         HTTP errors."""
         payload = call.payload()
+        headers = ({**self._headers, "traceparent": call.traceparent} if call.traceparent
+                   else self._headers)
         outcome = RolloutOutcome(None, FailureCause.CONNECT_ERROR, "not attempted")
         for attempt in range(1, self._retry.max_attempts + 1):
             outcome, retry_after, retryable = await self._rollout_once(
-                payload, call.timeout_seconds)
+                payload, call.timeout_seconds, headers)
             if outcome.reward is not None or not retryable or not may_retry():
                 return outcome
             if attempt < self._retry.max_attempts:
@@ -329,10 +334,10 @@ class TaskAppClient:
         return outcome
 
     async def _rollout_once(
-        self, payload: dict[str, Any], timeout: float
+        self, payload: dict[str, Any], timeout: float, headers: dict[str, str] | None = None
     ) -> tuple[RolloutOutcome, float | None, bool]:
         try:
-            response = await self._send("POST", "/rollout", timeout, payload)
+            response = await self._send("POST", "/rollout", timeout, payload, headers)
         except TimeoutError:
             return RolloutOutcome(None, FailureCause.TIMEOUT,
                                   f"no answer within {timeout:g} s"), None, True

@@ -9,6 +9,7 @@ import asyncio
 from mipro._grpc import serve_until_signal
 from mipro._logging import configure_logging
 from mipro._settings import Settings
+from mipro._tracing import traced_process
 
 from ._server import ProposerServer
 
@@ -19,8 +20,9 @@ def main() -> None:
         raise SystemExit("MIPRO_PROPOSER_TOKEN is empty: the proposer service accepts calls "
                          "only with that shared secret (mipro up makes one per run)")
     configure_logging("proposer", level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(serve_until_signal(lambda: ProposerServer(settings),
-                                   grace=settings.shutdown_grace_seconds))
+    with traced_process("proposer", settings):
+        asyncio.run(serve_until_signal(lambda: ProposerServer(settings),
+                                       grace=settings.shutdown_grace_seconds))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 import openai
 import structlog
 
+from mipro import _metrics, _tracing
+from mipro._pricing import PriceTable
 from mipro._providers import (
     ProviderEndpoint,
     ProviderError,
@@ -143,7 +146,10 @@ class Proposer:
             raise ValueError("max_concurrent_calls must be at least 1")
         self._env = env
         self._max_concurrent_calls = max_concurrent_calls
-        options = client_options(settings or Settings.from_env({}))
+        settings = settings or Settings.from_env({})
+        options = client_options(settings)
+        #: Prices the `mipro_provider_cost_usd_total` metric (`MIPRO_PRICES_FILE`).
+        self.prices = PriceTable.load(settings.prices_file)
         self._client_factory: ClientFactory = client_factory or (
             lambda endpoint: make_async_client(endpoint, **options))
         self._clients: dict[ProviderEndpoint, openai.AsyncOpenAI] = {}
@@ -189,19 +195,39 @@ class Proposer:
         model = request.model
         messages: Any = build_messages(request, tip)
         async with semaphore:
-            try:
-                completion = await client.chat.completions.create(
-                    model=model.model, messages=messages, temperature=model.temperature,
-                    max_tokens=model.max_tokens or DEFAULT_MAX_TOKENS,
-                    seed=request.seed * SEED_STRIDE + index)
-            except openai.OpenAIError as error:
-                return _Failure(index, tip, describe_error(error, endpoint))
-        choices = getattr(completion, "choices", None) or []
-        message = getattr(choices[0], "message", None) if choices else None
-        usage = getattr(completion, "usage", None)
-        return _Reply(index, tip, getattr(message, "content", None) or "",
-                      prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
-                      completion_tokens=getattr(usage, "completion_tokens", None) or 0)
+            started = time.perf_counter()
+            with _tracing.span(f"chat {model.model}", kind=_tracing.SpanKind.CLIENT,
+                               attributes={"gen_ai.operation.name": "chat",
+                                           "gen_ai.system": endpoint.name,
+                                           "gen_ai.request.model": model.model,
+                                           "mipro.tip": tip.id}) as span:
+                try:
+                    completion = await client.chat.completions.create(
+                        model=model.model, messages=messages, temperature=model.temperature,
+                        max_tokens=model.max_tokens or DEFAULT_MAX_TOKENS,
+                        seed=request.seed * SEED_STRIDE + index)
+                except openai.OpenAIError as error:
+                    cause = describe_error(error, endpoint)
+                    if span is not None:
+                        span.set_status(_tracing.Status(_tracing.StatusCode.ERROR, cause))
+                    _metrics.count_model_call("proposer", model.model,
+                                              time.perf_counter() - started, ok=False)
+                    return _Failure(index, tip, cause)
+                choices = getattr(completion, "choices", None) or []
+                message = getattr(choices[0], "message", None) if choices else None
+                usage = getattr(completion, "usage", None)
+                reply = _Reply(index, tip, getattr(message, "content", None) or "",
+                               prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
+                               completion_tokens=getattr(usage, "completion_tokens", None) or 0)
+                if span is not None:
+                    span.set_attribute("gen_ai.usage.input_tokens", reply.prompt_tokens)
+                    span.set_attribute("gen_ai.usage.output_tokens", reply.completion_tokens)
+        _metrics.count_model_call(
+            "proposer", model.model, time.perf_counter() - started, ok=True,
+            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+            cost_usd=self.prices.cost_usd(model.model, reply.prompt_tokens,
+                                          reply.completion_tokens))
+        return reply
 
     def _collect(self, request: ProposeRequest, endpoint: ProviderEndpoint,
                  outcomes: list[_Reply | _Failure]) -> ProposeResult:

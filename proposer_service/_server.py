@@ -23,6 +23,7 @@ import grpc
 import structlog
 from google.rpc import code_pb2
 
+from mipro import _metrics, _tracing
 from mipro._grpc import (
     abort_with_details,
     add_health_and_reflection,
@@ -89,7 +90,11 @@ class ProposerServicer(proposer_pb2_grpc.ProposerServiceServicer):
         context: grpc.aio.ServicerContext[
             proposer_pb2.ProposeInstructionsRequest, proposer_pb2.ProposeInstructionsResponse],
     ) -> proposer_pb2.ProposeInstructionsResponse:
-        result = await self._proposer.propose(request_from_proto(request))
+        parent = _tracing.context_from_metadata(context.invocation_metadata())
+        with _tracing.span("ProposeInstructions", parent=parent, kind=_tracing.SpanKind.SERVER,
+                           attributes={"mipro.job_id": request.job_id,
+                                       "mipro.candidates_asked": request.num_candidates}):
+            result = await self._proposer.propose(request_from_proto(request))
         return result_to_proto(result)
 
 
@@ -151,6 +156,10 @@ class ProposerServer:
             ProposerServicer(self._proposer), self._grpc)
         #: The bound port, known after `start()`.
         self.port = 0
+        #: The bound `/metrics` port (`MIPRO_PROPOSER_METRICS_PORT`), 0 when there is none.
+        self.metrics_port = 0
+        self._metrics: _metrics.MetricsEndpoint | None = None
+        _metrics.allow_models([*self._proposer.prices.per_million, *settings.metrics_models])
 
     @property
     def address(self) -> str:
@@ -167,6 +176,10 @@ class ProposerServer:
         if self.port == 0:
             raise OSError(f"cannot bind the proposer service to {requested}")
         await self._grpc.start()
+        self._metrics = _metrics.serve_metrics(self._settings.metrics_bind_host,
+                                               self._settings.proposer_metrics_port,
+                                               component="proposer")
+        self.metrics_port = self._metrics.port if self._metrics else 0
         await mark_serving(self._health, [SERVICE_NAME])
         log.info("proposer service started", address=self.address)
 
@@ -175,6 +188,9 @@ class ProposerServer:
         await mark_not_serving(self._health, [SERVICE_NAME])
         await self._grpc.stop(grace)
         await self._proposer.aclose()
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
         log.info("proposer service stopped")
 
     async def wait_for_termination(self) -> None:
