@@ -98,6 +98,7 @@ def allow_models(names: Iterable[str]) -> None:
     `MIPRO_METRICS_MODELS`); called once at process start."""
     global _models
     _models = frozenset(n for n in names if n)
+    _call_children.clear()
 
 
 def model_label(model: str) -> str:
@@ -113,25 +114,45 @@ def cause_label(cause: str) -> str:
     return cause
 
 
+# The labelled children of the hot-path metrics, by label values (`labels()` costs several
+# times an increment). Bounded like the labels: the keys are label values.
+_rollout_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+_call_children: dict[tuple[str, str, bool], tuple[Histogram, Counter, Counter, Counter]] = {}
+
+
 def count_rollout(phase: str, cause: str, seconds: float) -> None:
     """One finished rollout: `cause` is "" when it returned a reward."""
-    outcome = "failed" if cause else "ok"
-    ROLLOUTS.labels(phase, outcome, cause_label(cause)).inc()
-    ROLLOUT_SECONDS.labels(phase, outcome).observe(seconds)
+    key = (phase, cause_label(cause))
+    children = _rollout_children.get(key)
+    if children is None:
+        outcome = "failed" if cause else "ok"
+        children = _rollout_children[key] = (ROLLOUTS.labels(phase, outcome, key[1]),
+                                             ROLLOUT_SECONDS.labels(phase, outcome))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def count_model_call(role: str, model: str, seconds: float, *, ok: bool,
                      prompt_tokens: int = 0, completion_tokens: int = 0,
                      cost_usd: float = 0.0) -> None:
     """One model call of `role` (`policy` or `proposer`), its usage when it was answered."""
-    name = model_label(model)
-    PROVIDER_CALL_SECONDS.labels(role, name, "ok" if ok else "error").observe(seconds)
+    key = (role, model_label(model), ok)
+    children = _call_children.get(key)
+    if children is None:
+        name = key[1]
+        children = _call_children[key] = (
+            PROVIDER_CALL_SECONDS.labels(role, name, "ok" if ok else "error"),
+            PROVIDER_TOKENS.labels(role, name, "prompt"),
+            PROVIDER_TOKENS.labels(role, name, "completion"),
+            PROVIDER_COST.labels(role, name))
+    seconds_child, prompt, completion, cost = children
+    seconds_child.observe(seconds)
     if prompt_tokens:
-        PROVIDER_TOKENS.labels(role, name, "prompt").inc(prompt_tokens)
+        prompt.inc(prompt_tokens)
     if completion_tokens:
-        PROVIDER_TOKENS.labels(role, name, "completion").inc(completion_tokens)
+        completion.inc(completion_tokens)
     if cost_usd > 0:
-        PROVIDER_COST.labels(role, name).inc(cost_usd)
+        cost.inc(cost_usd)
 
 
 def count_refusal(reason: str) -> None:

@@ -199,7 +199,9 @@ def current(span: Span | None) -> Iterator[None]:
     if span is None:
         yield
         return
-    with trace.use_span(span, end_on_exit=False):
+    # Its owner sets its status: a cancellation or shutdown passing through is no error.
+    with trace.use_span(span, end_on_exit=False, record_exception=False,
+                        set_status_on_exception=False):
         yield
 
 

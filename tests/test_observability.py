@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ import pytest_asyncio
 import structlog
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict, ParseDict
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -62,6 +64,13 @@ def _total(samples: Samples, name: str, **labels: str) -> float:
                if n == name and all(got.get(k) == v for k, v in labels.items()))
 
 
+def _minus(now: Samples, before: Samples) -> Samples:
+    """`now`, each sample less its value in `before` (what happened in between)."""
+    earlier = {(n, tuple(sorted(labels.items()))): v for n, labels, v in before}
+    return [(n, labels, v - earlier.get((n, tuple(sorted(labels.items()))), 0.0))
+            for n, labels, v in now]
+
+
 async def _scrape(client: httpx.AsyncClient, port: int, path: str = "/metrics") -> Samples:
     response = await client.get(f"http://127.0.0.1:{port}{path}")
     assert response.status_code == 200, response.text
@@ -71,28 +80,59 @@ async def _scrape(client: httpx.AsyncClient, port: int, path: str = "/metrics") 
 # -- metrics on a real stack -----------------------------------------------------------------
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def metered_stack(tmp_path: Path) -> AsyncIterator[tuple[RunningStack, dict[str, int]]]:
+class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver: keeps every span it is sent, with its service name."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Any]] = []
+
+    async def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC's name)
+        for resource_spans in request.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes
+                           if a.key == "service.name")
+            self.spans += [(service, span) for scope in resource_spans.scope_spans
+                           for span in scope.spans]
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def metered_stack(tmp_path_factory: pytest.TempPathFactory
+                        ) -> AsyncIterator[tuple[RunningStack, dict[str, int], _Collector]]:
+    """A stack with every metrics endpoint on, exporting its traces to a collector here;
+    its tests run one job each, one after the other."""
+    tmp_path = tmp_path_factory.mktemp("metered")
+    collector, server = _Collector(), grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    otlp_port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
     ports = {"orchestrator": free_port(), "proposer": free_port(), "gateway": free_port()}
-    running = await launch_stack(tmp_path, extra_env={
-        "MIPRO_METRICS_PORT": str(ports["orchestrator"]),
-        "MIPRO_PROPOSER_METRICS_PORT": str(ports["proposer"]),
-        "MIPRO_GATEWAY_METRICS_PORT": str(ports["gateway"]),
-    })
     try:
-        yield running, ports
+        running = await launch_stack(tmp_path, extra_env={
+            "MIPRO_METRICS_PORT": str(ports["orchestrator"]),
+            "MIPRO_PROPOSER_METRICS_PORT": str(ports["proposer"]),
+            "MIPRO_GATEWAY_METRICS_PORT": str(ports["gateway"]),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "100",
+        })
+        try:
+            yield running, ports, collector
+        finally:
+            await asyncio.shield(running.stack.stop())
     finally:
-        await asyncio.shield(running.stack.stop())
+        await server.stop(0)
 
 
 async def test_metrics_equal_the_jobs_own_figures(
-        metered_stack: tuple[RunningStack, dict[str, int]], tmp_path: Path) -> None:
-    stack, ports = metered_stack
+        metered_stack: tuple[RunningStack, dict[str, int], _Collector], tmp_path: Path) -> None:
+    stack, ports, _ = metered_stack
     flaky = await start_fault_server(stack.stack, FLAKY_TASK_APP, stack.task_app_url,
                                      free_port(), log=tmp_path / "flaky.jsonl",
                                      args=["--garbage-rate", "0.2", "--fail-rate", "0.1",
                                            "--hang-rate", "0", "--seed", "3"])
     async with httpx.AsyncClient(timeout=10) as client:
+        # Other tests of this module ran jobs on the stack: count from here.
+        start = await _scrape(client, ports["orchestrator"])
+        start_proposer = await _scrape(client, ports["proposer"])
         # A model call with a forged token is refused, and counted by reason.
         forged = await client.post(f"{stack.gateway_url}/v1/forged/chat/completions",
                                    json={"messages": []})
@@ -107,7 +147,7 @@ async def test_metrics_equal_the_jobs_own_figures(
         during = await _scrape(client, ports["orchestrator"])
         after = await _get(stack, job_id)
         max_concurrent = after["policy_optimization"]["mipro"]["max_concurrent"]
-        scraped = _total(during, "mipro_rollouts_total")
+        scraped = _total(during, "mipro_rollouts_total") - _total(start, "mipro_rollouts_total")
         done_before = before["rollouts_completed"] + before["rollouts_failed"]
         done_after = after["rollouts_completed"] + after["rollouts_failed"]
         assert done_before <= scraped <= done_after + max_concurrent
@@ -119,8 +159,8 @@ async def test_metrics_equal_the_jobs_own_figures(
         job = await _wait(stack, job_id, until=_finished, timeout=120)
         assert job["status"] == "succeeded", job["error"]
         assert job["rollouts_failed"] > 0, "the flaky task app should have broken some"
-        final = await _scrape(client, ports["orchestrator"])
-        proposer = await _scrape(client, ports["proposer"])
+        final = _minus(await _scrape(client, ports["orchestrator"]), start)
+        proposer = _minus(await _scrape(client, ports["proposer"]), start_proposer)
         gateway_text = (await client.get(f"http://127.0.0.1:{ports['gateway']}/metrics")).text
 
     # Rollouts by outcome and cause are the job's counts; the histogram saw each once.
@@ -136,7 +176,7 @@ async def test_metrics_equal_the_jobs_own_figures(
     assert causes["invalid_json"] == garbage
     assert _total(final, "mipro_rollout_duration_seconds_count") == (
         job["rollouts_completed"] + job["rollouts_failed"])
-    assert _total(final, "mipro_rollouts_in_flight") == 0
+    assert _total(final, "mipro_rollouts_in_flight") == 0  # a gauge: 0 - 0
     # Tokens and spend by role and model are the job's usage.
     model = job["policy_optimization"]["policy"]["model"]
     assert _total(final, "mipro_provider_tokens_total", role="policy", model=model) == (
@@ -153,8 +193,9 @@ async def test_metrics_equal_the_jobs_own_figures(
     # The job itself, and the refused call.
     assert _total(final, "mipro_jobs_created_total") == 1
     assert _total(final, "mipro_jobs_ended_total", state="succeeded") == 1
-    assert _total(final, "mipro_jobs", state="running") == 0
-    assert _total(final, "mipro_scheduler_slots") == 4
+    assert _total(final, "mipro_jobs", state="running") == 0  # gauges: now minus before
+    assert _total(start, "mipro_jobs", state="running") == 0
+    assert _total(start, "mipro_scheduler_slots") == 4
     assert _total(final, "mipro_interceptor_refused_total", reason="token_invalid") == 1
     assert _total(final, "mipro_interceptor_refused_total") == 1
     # No job or rollout id is a label value anywhere.
@@ -168,6 +209,39 @@ async def test_metrics_equal_the_jobs_own_figures(
         assert (await client.get(f"{base}/stats/prometheus")).status_code == 200
         assert (await client.get(f"{base}/stats")).status_code == 404
         assert (await client.post(f"{base}/quitquitquit")).status_code == 404
+
+
+async def test_traces_reach_an_otlp_collector_and_logs_carry_their_ids(
+        metered_stack: tuple[RunningStack, dict[str, int], _Collector]) -> None:
+    stack, _, collector = metered_stack
+    job_id = await _submit(stack, bootstrap_train_seeds=[0, 1], val_seeds=[100, 101],
+                           num_candidates=2)
+    job = await _wait(stack, job_id, until=_finished, timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    trace_id = _tracing.job_trace_id(job_id).to_bytes(16, "big")
+    deadline = time.monotonic() + 15
+    while not any(s.name == "job" and s.trace_id == trace_id for _, s in collector.spans):
+        assert time.monotonic() < deadline, "the job's root span never reached the collector"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the proposer's batch, sent at about the same time
+    ours = Counter((service, s.name) for service, s in collector.spans if s.trace_id == trace_id)
+    assert ours[("mipro-orchestrator", "job")] == 1
+    assert ours[("mipro-orchestrator", "rollout")] == (
+        job["rollouts_completed"] + job["rollouts_failed"])
+    assert ours[("mipro-orchestrator", "chat gpt-4o-mini")] == ours[("mipro-orchestrator",
+                                                                    "rollout")]
+    assert ours[("mipro-proposer", "ProposeInstructions")] == ours[("mipro-orchestrator",
+                                                                    "propose")] >= 1
+    # The JSON log lines the job's run writes (its events) carry its trace id, and those of
+    # a rollout the rollout's id.
+    lines = [json.loads(line) for line in
+             (stack.log_dir / "orchestrator.log").read_text().splitlines()
+             if line.startswith("{") and job_id in line]
+    events = [line for line in lines if "event_type" in line]
+    assert {line["event_type"] for line in events} >= {"job.started", "job.succeeded"}
+    assert all(line["trace_id"] == trace_id.hex() and line["job_id"] == job_id
+               for line in events), [line for line in events if "trace_id" not in line]
+    assert any(line.get("rollout_id", "").startswith(job_id) for line in events)
 
 
 # -- traces, in this process -------------------------------------------------------------------
@@ -363,3 +437,27 @@ def test_tracing_is_off_unless_configured() -> None:
                                        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"})
     assert _tracing.tracing_wanted(Settings.from_env({"MIPRO_TRACING": "true"}), {})
     assert _tracing.start_span("job") is None  # off: no span is made at all
+
+
+# -- the dashboard -------------------------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "mipro.json"
+_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+
+
+def test_the_dashboard_queries_only_metrics_we_export() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from mipro import _metrics
+
+    families = [family for metric in vars(_metrics).values()
+                if isinstance(metric, MetricWrapperBase) for family in metric.describe()]
+    exported = {f.name + suffix for f in families for suffix in _SUFFIXES[f.type]}
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\bmipro_[a-z_]+", expr)}
+    assert used <= exported, used - exported
+    # Every metric we export is on the dashboard.
+    shown = {f.name for f in families if any(f.name + s in used for s in _SUFFIXES[f.type])}
+    assert shown == {f.name for f in families}
+    assert all(re.search(r"\b(mipro|envoy|process)_", e) for e in exprs)
