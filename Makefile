@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean kubectl
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,13 +41,23 @@ demo: setup-local
 up: setup
 	$(VENV)/bin/mipro up
 
-## check: generated files fresh, Envoy config valid, lint clean, types checked, protos linted
-check: setup lint-protos
+## check: generated files fresh, Envoy config valid, lint clean, types checked, protos linted,
+## Kubernetes overlays rendered and schema-checked, docker-compose.yml schema-checked
+check: setup lint-protos kubectl
 	$(PY) -m gateway.codegen --check
 	$(PY) -m gateway.config --check
 	$(VENV)/bin/envoy --mode validate -c gateway/envoy.yaml
+	$(PY) deploy/check.py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+## kubectl: renders deploy/k8s (`kubectl kustomize`); any kubectl from 1.20 on. Without one,
+## Debian's kubernetes-client is installed (CI runs as root; elsewhere apt-get says why not).
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo "==> installing Debian's kubernetes-client (kubectl, to render deploy/k8s)"; \
+	  apt-get install -y --no-install-recommends kubernetes-client >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends kubernetes-client; }; }
 
 ## lint-protos: buf lint (protos/buf.yaml) on the protos as protoc compiles them; it reports
 ## paths relative to protos/

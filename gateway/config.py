@@ -40,9 +40,10 @@ Prometheus: `/stats/prometheus` (also as `/metrics`) is proxied to the admin int
 stays on loopback, and nothing else of the admin interface is reachable there (any other
 path is 404). The committed renderings have it on port 9902.
 
-`python -m gateway.config` rewrites the two committed renderings, `gateway/envoy.yaml` (local
-development, run from the repository root) and `gateway/envoy.compose.yaml` (docker-compose);
-`--check` exits 1 when either is stale.
+`python -m gateway.config` rewrites the committed renderings, `gateway/envoy.yaml` (local
+development, run from the repository root), `gateway/envoy.compose.yaml` (docker-compose) and
+`deploy/k8s/base/gateway/envoy.yaml` (Kubernetes, with a copy of the descriptor beside it);
+`--check` exits 1 when one is stale.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ from mipro._settings import Settings
 #: The checkout, for the dev tooling that rewrites the committed renderings; nothing that runs
 #: the stack reads it (see `packaged_descriptor`).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The gateway's files in the Kubernetes base (a ConfigMap is generated from them).
+K8S_GATEWAY_DIR = REPO_ROOT / "deploy" / "k8s" / "base" / "gateway"
 #: The transcoder's descriptor set, package data of `gateway`.
 DESCRIPTOR_RESOURCE = "mipro_v1.pb"
 
@@ -679,9 +682,22 @@ RENDERINGS = (
         listen_host="0.0.0.0",
         orchestrator_grpc=("orchestrator", 50051),
         interceptor_http=("orchestrator", 8081),
-        descriptor_path="/app/gateway/mipro_v1.pb",
+        descriptor_path="/etc/mipro-gateway/mipro_v1.pb",
+    ),
+    Rendering(
+        path=K8S_GATEWAY_DIR / "envoy.yaml",
+        purpose="Kubernetes (deploy/k8s): the gateway Deployment in front of the `mipro-api` and\n"
+        "`mipro-interceptor` Services; mounted from the `mipro-gateway` ConfigMap.",
+        listen_host="0.0.0.0",
+        orchestrator_grpc=("mipro-api", 50051),
+        interceptor_http=("mipro-interceptor", 8081),
+        descriptor_path="/etc/mipro-gateway/mipro_v1.pb",
     ),
 )
+
+#: Files kustomize puts in a ConfigMap: it reads only files below the kustomization, so the
+#: descriptor is copied there (and `--check` fails when the copy differs from the source).
+COPIES = ((REPO_ROOT / "gateway" / "mipro_v1.pb", K8S_GATEWAY_DIR / "mipro_v1.pb"),)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
             str(r.path.relative_to(REPO_ROOT))
             for r in RENDERINGS
             if not r.path.exists() or r.path.read_text() != r.render()
+        ] + [
+            str(copy.relative_to(REPO_ROOT))
+            for source, copy in COPIES
+            if not copy.exists() or copy.read_bytes() != source.read_bytes()
         ]
         if stale:
             print("stale Envoy configs (run `python -m gateway.config`): " + ", ".join(stale))
@@ -700,8 +720,12 @@ def main(argv: list[str] | None = None) -> int:
         print("Envoy configs are up to date")
         return 0
     for rendering in RENDERINGS:
+        rendering.path.parent.mkdir(parents=True, exist_ok=True)
         rendering.path.write_text(rendering.render())
         print(f"wrote {rendering.path.relative_to(REPO_ROOT)}")
+    for source, copy in COPIES:
+        copy.write_bytes(source.read_bytes())
+        print(f"wrote {copy.relative_to(REPO_ROOT)}")
     return 0
 
 

@@ -42,10 +42,16 @@ def test_service_commands_are_the_ones_the_cli_runs() -> None:
         assert command[:3] == ["python", "-m", module], name
         assert importlib.util.find_spec(module) is not None, module
     task_app = services["task-app"]["command"]
-    assert (REPO_ROOT / task_app[1]).is_file()
+    assert task_app[:3] == ["python", "-m", "mipro.examples.support_intents.task_app"]
+    assert importlib.util.find_spec(task_app[2]) is not None
     gateway = services["gateway"]["command"]
     assert gateway[0] == "envoy" and "--disable-hot-restart" in gateway
-    assert gateway[gateway.index("-c") + 1] == "/app/gateway/envoy.compose.yaml"
+    # The config is the repository's rendering, mounted read-only where its descriptor path
+    # points.
+    assert gateway[gateway.index("-c") + 1] == "/etc/mipro-gateway/envoy.compose.yaml"
+    assert services["gateway"]["volumes"] == ["./gateway:/etc/mipro-gateway:ro"]
+    transcoder = _envoy_compose()["static_resources"]["listeners"][0]["filter_chains"][0]
+    assert "/etc/mipro-gateway/mipro_v1.pb" in json.dumps(transcoder)
 
 
 #: The values of compose's required variables, as the README's command line sets them.
@@ -82,15 +88,40 @@ def test_ports_agree_between_compose_settings_and_gateway() -> None:
     assert orchestrator.public_base_url == f"http://gateway:{listener['port_value']}"
 
 
-def test_dockerfile_copies_every_package() -> None:
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+def _stages() -> dict[str, str]:
+    """The Dockerfile's stages by name: the text from each `FROM ... AS name` to the next."""
+    parts = re.split(r"^FROM ", (REPO_ROOT / "Dockerfile").read_text(), flags=re.M)[1:]
+    return {part.split("\n", 1)[0].split(" AS ")[1].strip(): part for part in parts}
+
+
+def test_dockerfile_builds_every_package_and_runs_slim_and_unprivileged() -> None:
+    stages = _stages()
+    assert list(stages) == ["build", "runtime"]
+    build, runtime = stages["build"], stages["runtime"]
     for folder in ("mipro", "orchestrator", "proposer_service", "gateway", "examples"):
-        assert f"COPY {folder} ./{folder}" in dockerfile
+        assert f"COPY {folder} ./{folder}" in build
         assert Path(REPO_ROOT / folder).is_dir()
-    # The model service is the real local model, which needs the extra `local` and a
-    # compiler to build llama.cpp.
-    assert 'pip install --no-cache-dir ".[local]"' in dockerfile
-    assert "build-essential" in dockerfile
+    # The model service is the real local model: the extra `local`, compiled in the build
+    # stage only; the runtime installs the built wheels from it, no compiler, no index.
+    assert 'pip wheel --wheel-dir /wheels ".[local]"' in build and "build-essential" in build
+    assert "build-essential" not in runtime and "COPY " not in runtime
+    assert '--no-index --find-links /wheels "mipro-backend[local]"' in runtime
+    assert re.search(r"^USER 10001", runtime, flags=re.M)
+    assert 'HEALTHCHECK' in runtime and '"python", "-m", "mipro.healthcheck"' in runtime
+
+
+def test_every_compose_service_has_a_healthcheck_target_it_serves() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        target = service["environment"]["MIPRO_HEALTHCHECK"]
+        assert target.startswith(("grpc://127.0.0.1:", "http://127.0.0.1:")), name
+    ports = {name: int(s["environment"]["MIPRO_HEALTHCHECK"].split(":")[2].split("/")[0])
+             for name, s in services.items()}
+    assert ports["orchestrator"] == Settings().orchestrator_port
+    assert ports["proposer"] == int(services["proposer"]["environment"]["MIPRO_PROPOSER_PORT"])
+    assert ports["gateway"] == 8080
+    # The services start in order of health, not of creation.
+    assert services["gateway"]["depends_on"] == {"orchestrator": {"condition": "service_healthy"}}
 
 
 def test_the_model_service_is_the_local_provider_of_the_stack() -> None:

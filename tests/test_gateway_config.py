@@ -83,11 +83,15 @@ def test_default_rendering_validates_from_the_repo_root() -> None:
     validate_config("gateway/envoy.yaml", cwd=REPO_ROOT)
 
 
-def test_compose_rendering_validates(tmp_path: Path) -> None:
-    compose = REPO_ROOT / "gateway" / "envoy.compose.yaml"
-    local = tmp_path / "envoy.compose.yaml"
-    local.write_text(compose.read_text().replace("/app/gateway/mipro_v1.pb", str(DESCRIPTOR)))
-    assert local.read_text() != compose.read_text()
+@pytest.mark.parametrize("rendering", ["gateway/envoy.compose.yaml",
+                                       "deploy/k8s/base/gateway/envoy.yaml"])
+def test_container_renderings_validate(tmp_path: Path, rendering: str) -> None:
+    """docker-compose's and Kubernetes' configs read the descriptor where they mount it."""
+    committed = REPO_ROOT / rendering
+    local = tmp_path / "envoy.yaml"
+    local.write_text(committed.read_text().replace("/etc/mipro-gateway/mipro_v1.pb",
+                                                   str(DESCRIPTOR)))
+    assert local.read_text() != committed.read_text()
     validate_config(local)
 
 
