@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,8 @@ from mipro._retry import RetryPolicy
 
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ._exchanges import ExchangeLedger
-from ._models import JobEvent, JobRecord, JobSpec, JobStatus
+from ._models import CandidateRecord, JobEvent, JobRecord, JobSpec, JobStatus, RolloutResult
+from ._paging import page
 from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
@@ -40,6 +41,10 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE = 100, 10_000
+#: `ListCandidates` (AIP-158) pages, and Synth's `limit`/`cursor` pages of candidates and
+#: seed evaluations.
+DEFAULT_CANDIDATE_PAGE, MAX_CANDIDATE_PAGE = 20, 100
+DEFAULT_SYNTH_PAGE, MAX_SYNTH_PAGE = 100, 1000
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,79 @@ class JobManager:
             await self._store.save_job(job)
             await self._emit(job_id, ending.type, ending.message, ending.data, True)
         return job
+
+    # -- pause and resume ----------------------------------------------------------------------
+
+    async def pause(self, owner: str, job_id: str, reason: str = "") -> JobRecord:
+        """Stops a queued or running job without ending it: no new rollout starts, those in
+        flight are cut (unstored, so they run again on resume), the runner ends and the job
+        is stored `paused`. Returns it; when it finished first, returns it finished."""
+        job = await self.get(owner, job_id)
+        if job.status.is_terminal:
+            raise FailedPrecondition(f"job {job_id} has already finished ({job.status.value})")
+        if job.status is JobStatus.PAUSED:
+            raise FailedPrecondition(f"job {job_id} is paused already")
+        run = self._live.get(job_id)
+        if run is not None:
+            run.interrupted = True  # left unfinished, as at shutdown: resumable from the store
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if run is not None:
+            job = run.snapshot()
+        else:
+            job = await self._store.get_job(job_id, owner) or job
+        if job.status.is_terminal:  # it ended before the pause took hold
+            return job
+        job.status = JobStatus.PAUSED
+        await self._store.save_job(job)
+        await self._emit(job_id, "job.paused", "job paused",
+                         {"reason": reason[:500], "phase": job.phase,
+                          "rollouts_completed": job.rollouts_completed,
+                          "rollouts_failed": job.rollouts_failed}, False)
+        return job
+
+    async def resume(self, owner: str, job_id: str) -> JobRecord:
+        """Queues a paused job again; its runner replays what is stored, repeating nothing."""
+        job = await self.get(owner, job_id)
+        if job.status is not JobStatus.PAUSED:
+            raise FailedPrecondition(f"job {job_id} is not paused ({job.status.value})")
+        job.status = JobStatus.QUEUED
+        await self._store.save_job(job)
+        await self._emit(job_id, "job.resume_requested", "resume requested", {}, False)
+        self._schedule(job)
+        return job
+
+    # -- candidates and rollouts, paged ------------------------------------------------------
+
+    async def list_candidates(self, owner: str, job_id: str, *, page_size: int,
+                              page_token: str, default: int = DEFAULT_CANDIDATE_PAGE,
+                              maximum: int = MAX_CANDIDATE_PAGE, size_field: str = "page_size",
+                              token_field: str = "page_token",
+                              keep: Callable[[CandidateRecord], bool] | None = None,
+                              ) -> tuple[list[CandidateRecord], str, int]:
+        """A page of the job's candidates by index (those `keep` accepts), the next page's
+        token and the total."""
+        job = await self.get(owner, job_id)
+        candidates = [c for c in job.candidates if keep(c)] if keep else job.candidates
+        found, token = page(candidates, scope=f"{job_id}/candidates", size=page_size,
+                            token=page_token, default=default, maximum=maximum,
+                            size_field=size_field, token_field=token_field)
+        return found, token, len(candidates)
+
+    async def list_rollouts(self, owner: str, job_id: str, *, limit: int, cursor: str,
+                            keep: Callable[[RolloutResult], bool] | None = None,
+                            scope: str = "rollouts") -> tuple[list[RolloutResult], str]:
+        """A page of the job's stored rollouts in finish order (those `keep` accepts), and
+        the next page's cursor. Reads every stored row of the job: O(rollouts) per page."""
+        await self.get(owner, job_id)
+        rows = await self._store.list_rollouts(job_id)
+        if keep is not None:
+            rows = [row for row in rows if keep(row)]
+        return page(rows, scope=f"{job_id}/{scope}", size=limit, token=cursor,
+                    default=DEFAULT_SYNTH_PAGE, maximum=MAX_SYNTH_PAGE, size_field="limit",
+                    token_field="cursor")
 
     # -- events ------------------------------------------------------------------------------
 

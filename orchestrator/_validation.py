@@ -32,7 +32,7 @@ _SYNTH_ROOT = "config_body.prompt_learning"
 #: Synth's keys beyond our schema, by section of `prompt_learning`: each is mapped onto one of
 #: ours or accepted and ignored (README "Using Synth's SDK").
 _SYNTH_EXTRAS: dict[str, frozenset[str]] = {
-    "": frozenset({"auto_discover_patterns", "localapi_url"}),
+    "": frozenset({"auto_discover_patterns", "localapi_url", "container_url"}),
     "policy": frozenset({"inference_mode", "config"}),
     "mipro": frozenset({"online_pool", "num_evaluations_per_iteration", "batch_size"}),
 }
@@ -183,6 +183,8 @@ def _from_synth(body: dict[str, Any]) -> jobs_pb2.PolicyOptimization:
     config.pop("auto_discover_patterns", None)
     if "localapi_url" in config:
         config.setdefault("task_app_url", config.pop("localapi_url"))
+    if "container_url" in config:  # synth-ai 0.9's name for it
+        config.setdefault("task_app_url", config.pop("container_url"))
     policy = config["policy"] = dict(config.get("policy") or {})
     for ignored in _SYNTH_EXTRAS["policy"]:
         policy.pop(ignored, None)
