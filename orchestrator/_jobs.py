@@ -301,6 +301,7 @@ class JobManager:
         job = await self.get(owner, job_id)
         if job.status is not JobStatus.PAUSED:
             raise FailedPrecondition(f"job {job_id} is not paused ({job.status.value})")
+        self._check_tenant_limits(owner, job.spec)  # it may have to queue again
         job.status = JobStatus.QUEUED
         await self._store.save_job(job)
         await self._emit(job_id, "job.resume_requested", "resume requested", {}, False)
