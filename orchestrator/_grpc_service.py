@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._jobs import DEFAULT_SYNTH_PAGE, MAX_SYNTH_PAGE, JobManager
 from ._offline import (
+    KIND,
     STATES,
     candidate_filter,
     offline_candidate,
@@ -292,3 +293,21 @@ class OfflineJobServicer(jobs_pb2_grpc.OfflineJobServiceServicer):
         return jobs_pb2.ListSeedEvalsResponse(
             items=[seed_eval(request.job_id, r) for r in found], next_cursor=cursor,
             job_id=request.job_id)
+
+    @_unary
+    async def ListOfflineJobs(self, owner: str, request: jobs_pb2.ListOfflineJobsRequest,
+                              context: Context) -> jobs_pb2.ListOfflineJobsResponse:
+        for name in ("system_id", "system_name", "created_after", "created_before"):
+            if getattr(request, name):
+                raise InvalidArgument(name, "is not supported here (there are no systems and "
+                                            "no time filter); leave it out")
+        if request.kind not in ("", KIND):
+            return jobs_pb2.ListOfflineJobsResponse()
+        try:
+            jobs, cursor = await self._jobs.list_jobs(
+                owner, status=request.state, limit=request.limit, page_token=request.cursor)
+        except InvalidArgument as error:  # named as the client named it
+            field = {"status": "state", "page_token": "cursor"}.get(error.field, error.field)
+            raise InvalidArgument(field, error.description) from None
+        return jobs_pb2.ListOfflineJobsResponse(items=[offline_job(j) for j in jobs],
+                                                next_cursor=cursor)

@@ -102,6 +102,8 @@ class JobManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, JobRunner] = {}
         self._event_signals: dict[str, asyncio.Event] = {}
+        #: Jobs whose pause is under way (a second pause meanwhile is refused).
+        self._pausing: set[str] = set()
         self._stopping = False
 
     async def start(self) -> None:
@@ -273,8 +275,16 @@ class JobManager:
         job = await self.get(owner, job_id)
         if job.status.is_terminal:
             raise FailedPrecondition(f"job {job_id} has already finished ({job.status.value})")
-        if job.status is JobStatus.PAUSED:
+        if job.status is JobStatus.PAUSED or job_id in self._pausing:
             raise FailedPrecondition(f"job {job_id} is paused already")
+        self._pausing.add(job_id)
+        try:
+            return await self._pause(owner, job, reason)
+        finally:
+            self._pausing.discard(job_id)
+
+    async def _pause(self, owner: str, job: JobRecord, reason: str) -> JobRecord:
+        job_id = job.job_id
         run = self._live.get(job_id)
         if run is not None:
             run.interrupted = True  # left unfinished, as at shutdown: resumable from the store

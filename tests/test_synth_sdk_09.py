@@ -64,6 +64,7 @@ async def test_the_client_runs_a_job_to_our_result(sdk_run: dict[str, Any]) -> N
     assert status["best_candidate"] == status["best_prompt"] == ours["best_instruction"]
     assert status["kind"] == "mipro_offline"
     assert status["candidate_count"] == len(ours["candidates"])
+    assert sdk_run["job_id"] in sdk_run["listed"]
 
 
 async def test_the_client_pauses_and_resumes(sdk_run: dict[str, Any]) -> None:

@@ -626,3 +626,31 @@ class ListSeedEvalsResponse(_message.Message):
     next_cursor: str
     job_id: str
     def __init__(self, items: _Optional[_Iterable[_Union[SeedEval, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ListOfflineJobsRequest(_message.Message):
+    __slots__ = ("state", "kind", "limit", "cursor", "system_id", "system_name", "created_after", "created_before")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    kind: str
+    limit: int
+    cursor: str
+    system_id: str
+    system_name: str
+    created_after: str
+    created_before: str
+    def __init__(self, state: _Optional[str] = ..., kind: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., system_id: _Optional[str] = ..., system_name: _Optional[str] = ..., created_after: _Optional[str] = ..., created_before: _Optional[str] = ...) -> None: ...
+
+class ListOfflineJobsResponse(_message.Message):
+    __slots__ = ("items", "next_cursor")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[OfflineJob]
+    next_cursor: str
+    def __init__(self, items: _Optional[_Iterable[_Union[OfflineJob, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...

@@ -703,6 +703,11 @@ class OfflineJobServiceStub:
                 request_serializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsRequest.SerializeToString,
                 response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsResponse.FromString,
                 _registered_method=True)
+        self.ListOfflineJobs = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/ListOfflineJobs',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsResponse.FromString,
+                _registered_method=True)
 
 
 class OfflineJobServiceServicer:
@@ -748,6 +753,14 @@ class OfflineJobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOfflineJobs(self, request, context):
+        """Lists the caller's jobs in Synth's offline shape, newest first, `items` and
+        `next_cursor`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OfflineJobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -775,6 +788,11 @@ def add_OfflineJobServiceServicer_to_server(servicer, server):
                     servicer.ListSeedEvals,
                     request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsRequest.FromString,
                     response_serializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsResponse.SerializeToString,
+            ),
+            'ListOfflineJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOfflineJobs,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -916,6 +934,33 @@ class OfflineJobService:
             '/mipro.v1.OfflineJobService/ListSeedEvals',
             mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsRequest.SerializeToString,
             mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOfflineJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/ListOfflineJobs',
+            mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

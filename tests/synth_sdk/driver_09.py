@@ -6,8 +6,8 @@ so it imports nothing of ours: `python driver_09.py ARGS.json` where the file sa
 `backend_url`, `api_key`, `config` (the `{"prompt_learning": {...}}` dict), `pause` (whether
 to pause and resume the job right after creating it) and `page` (the page size for
 candidates and seed evaluations). Each call is the client's own: create, pause, status,
-resume, `stream_until_complete` (its poller), events, the candidate and seed-eval pages, and
-the SSE stream read with the client's own SSE reader (its Rust core).
+resume, `stream_until_complete` (its poller), events, the candidate and seed-eval pages, the
+SSE stream read with the client's own SSE reader (its Rust core), and the job list.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def main(path: str) -> None:
     seen["val_evals"], _ = _pages(
         lambda **kw: client.list_seed_evals(job.job_id, split="val", success=True, **kw), 1000)
     seen["sse"] = _sse(base, key, job.job_id)
+    listed = PolicyOptimizationOfflineJob.list(kind="mipro_offline", state="succeeded",
+                                               limit=100, backend_url=base, api_key=key)
+    seen["listed"] = [item["job_id"] for item in listed["items"]]
     print(json.dumps(seen))
 
 
