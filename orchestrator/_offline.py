@@ -9,7 +9,7 @@ pages of candidates and seed evaluations (`items`, `next_cursor`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from google.protobuf.json_format import MessageToDict
 
@@ -29,8 +29,10 @@ STATES = ("paused", "running", "cancelled")
 _SPLITS = {Phase.BOOTSTRAP.value: "train", Phase.VAL.value: "val", Phase.TEST.value: "test"}
 
 
-def spec_of(request: jobs_pb2.CreateOfflineJobRequest) -> JobSpec:
-    """The validated spec of an offline create; `InvalidArgument` names the field."""
+def spec_of(request: jobs_pb2.CreateOfflineJobRequest,
+            env: Mapping[str, str] | None = None) -> JobSpec:
+    """The validated spec of an offline create; `InvalidArgument` names the field. `env`
+    resolves providers (default: os.environ)."""
     if request.kind != KIND:
         raise InvalidArgument("kind", f'must be "{KIND}" (the only kind served here), '
                                       f"got {request.kind!r}")
@@ -53,7 +55,7 @@ def spec_of(request: jobs_pb2.CreateOfflineJobRequest) -> JobSpec:
     else:
         raise InvalidArgument("config", "is required: {\"prompt_learning\": {...}}")
     try:
-        return validate_create_request(ours)
+        return validate_create_request(ours, env)
     except InvalidArgument as error:
         field = error.field
         if field.startswith("config_body"):

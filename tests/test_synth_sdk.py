@@ -98,14 +98,15 @@ def _toml(config: dict[str, Any], path: Path) -> Path:
 
 
 def run_synth_client(python: Path, stack: RunningStack, tmp: Path, driver: Path = DRIVER,
-                     **args: Any) -> dict[str, Any]:
+                     env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
     request = tmp / "driver_args.json"
     request.write_text(json.dumps({"backend_url": stack.gateway_url, "api_key": stack.api_key,
                                    "environment_key": stack.environment_key, **args}))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp),
-           "ENVIRONMENT_API_KEY": stack.environment_key, "SYNTH_LOCALAPI_AUTH_PERSIST": "0"}
+    environ = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp),
+               "ENVIRONMENT_API_KEY": stack.environment_key, "SYNTH_LOCALAPI_AUTH_PERSIST": "0",
+               **(env or {})}
     done = subprocess.run([str(python), str(driver), str(request)], capture_output=True,
-                          text=True, timeout=150, env=env, cwd=tmp)
+                          text=True, timeout=150, env=environ, cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 

@@ -67,10 +67,11 @@ async def test_the_client_runs_a_job_to_our_result(sdk_run: dict[str, Any]) -> N
     assert sdk_run["job_id"] in sdk_run["listed"]
 
 
-async def test_the_client_pauses_and_resumes(sdk_run: dict[str, Any]) -> None:
+async def test_the_client_pauses_resumes_and_cancels(sdk_run: dict[str, Any]) -> None:
     assert sdk_run["paused"]["state"] == "paused"
     assert sdk_run["status_paused"]["state"] == "paused"
     assert sdk_run["resumed"]["state"] in ("queued", "running")
+    assert sdk_run["cancelled"]["state"] == sdk_run["cancelled_status"]["state"] == "cancelled"
     events = sdk_run["events"]["events"]
     types = [e["type"] for e in events]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -101,3 +102,28 @@ async def test_the_clients_sse_reader_gets_every_event_then_done(
     sse, paged = sdk_run["sse"], sdk_run["events"]["events"]
     assert [e["seq"] for e in sse] == [e["seq"] for e in paged]
     assert [e["type"] for e in sse] == [e["type"] for e in paged]
+
+
+async def test_the_policy_job_client_runs_pauses_and_cancels(
+        synth09_python: Path, running_stack: RunningStack, tmp_path: Path) -> None:
+    """0.9's `PolicyOptimizationJob`, whose Rust core submits to `/api/v1/offline/jobs` and
+    streams, and whose pause/resume/cancel are `POST /api/jobs/{id}/pause|resume|cancel`."""
+    await _register_env_key(running_stack)
+    seen = await asyncio.to_thread(
+        run_synth_client, synth09_python, running_stack, tmp_path, driver=DRIVER,
+        env={"SYNTH_RUST_BACKEND_URL_OVERRIDE": running_stack.gateway_url},
+        client="policy_job", config=offline_config(running_stack.task_app_url))
+    async with _client(running_stack) as client:
+        ours = (await client.get(f"{JOBS}/{seen['job_id']}")).json()
+        other = (await client.get(f"{JOBS}/{seen['other_id']}/events",
+                                  params={"limit": 1000})).json()["events"]
+    assert ours["status"] == "succeeded", ours["error"]
+    assert seen["result"]["status"] == seen["status"]["status"] == "succeeded"
+    assert seen["result"]["best_reward"] == seen["status"]["best_reward"] == ours["best_score"]
+    assert seen["status"]["best_candidate"] == ours["best_instruction"]
+    assert seen["paused"]["status"] == "paused"
+    assert seen["resumed"]["status"] in ("queued", "running")
+    assert seen["cancelled"]["status"] == "cancelled"
+    types = [e["type"] for e in other]
+    assert types.index("job.paused") < types.index("job.resume_requested") \
+        < types.index("job.cancelled") == len(types) - 1
