@@ -289,7 +289,7 @@ class OfflineJobServicer(jobs_pb2_grpc.OfflineJobServiceServicer):
                             context: Context) -> jobs_pb2.ListSeedEvalsResponse:
         found, cursor = await self._jobs.list_rollouts(
             owner, request.job_id, limit=request.limit, cursor=request.cursor,
-            keep=seed_eval_filter(request.job_id, request), scope="seed-evals")
+            where=seed_eval_filter(request.job_id, request), scope="seed-evals")
         return jobs_pb2.ListSeedEvalsResponse(
             items=[seed_eval(request.job_id, r) for r in found], next_cursor=cursor,
             job_id=request.job_id)

@@ -26,13 +26,13 @@ from mipro._retry import RetryPolicy
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ._exchanges import ExchangeLedger
 from ._models import CandidateRecord, JobEvent, JobRecord, JobSpec, JobStatus, RolloutResult
-from ._paging import page
+from ._paging import decode_token, encode_token, page
 from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
 from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_session
-from ._store import JobStore
+from ._store import JobStore, RolloutFilter
 from ._task_app import MAX_RESPONSE_BYTES, TaskAppClient
 from ._tokens import RolloutTokens
 from ._validation import env_key_name
@@ -336,17 +336,20 @@ class JobManager:
         return found, token, len(candidates)
 
     async def list_rollouts(self, owner: str, job_id: str, *, limit: int, cursor: str,
-                            keep: Callable[[RolloutResult], bool] | None = None,
+                            where: RolloutFilter | None = None,
                             scope: str = "rollouts") -> tuple[list[RolloutResult], str]:
-        """A page of the job's stored rollouts in finish order (those `keep` accepts), and
-        the next page's cursor. Reads every stored row of the job: O(rollouts) per page."""
+        """A page of the job's stored rollouts in finish order (those `where` keeps), and the
+        next page's cursor ('' on the last); the cursor is the last row's store position."""
         await self.get(owner, job_id)
-        rows = await self._store.list_rollouts(job_id)
-        if keep is not None:
-            rows = [row for row in rows if keep(row)]
-        return page(rows, scope=f"{job_id}/{scope}", size=limit, token=cursor,
-                    default=DEFAULT_SYNTH_PAGE, maximum=MAX_SYNTH_PAGE, size_field="limit",
-                    token_field="cursor")
+        if limit < 0 or limit > MAX_SYNTH_PAGE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_SYNTH_PAGE}, got {limit}")
+        scope = f"{job_id}/{scope}"
+        size = limit or DEFAULT_SYNTH_PAGE
+        rows = await self._store.list_rollouts_page(
+            job_id, after=decode_token(cursor, scope, "cursor"), limit=size + 1, where=where)
+        more = len(rows) > size
+        rows = rows[:size]
+        return [r for _, r in rows], encode_token(scope, rows[-1][0]) if more else ""
 
     # -- events ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ._convert import to_timestamp
 from ._errors import InvalidArgument
 from ._models import CandidateRecord, JobRecord, JobSpec, RolloutResult
 from ._scoreboard import Phase
+from ._store import RolloutFilter
 from ._validation import validate_create_request
 
 KIND = "mipro_offline"
@@ -120,17 +121,17 @@ def seed_eval(job_id: str, result: RolloutResult) -> jobs_pb2.SeedEval:
     return message
 
 
-def seed_eval_filter(job_id: str, request: jobs_pb2.ListSeedEvalsRequest,
-                     ) -> Callable[[RolloutResult], bool]:
+def seed_eval_filter(job_id: str, request: jobs_pb2.ListSeedEvalsRequest) -> RolloutFilter:
     """Which stored rollouts the request's filters keep."""
-    if request.split and request.split not in _SPLITS.values():
-        raise InvalidArgument("split", f"must be one of {', '.join(_SPLITS.values())}, got "
+    phases = {split: phase for phase, split in _SPLITS.items()}
+    if request.split and request.split not in phases:
+        raise InvalidArgument("split", f"must be one of {', '.join(phases)}, got "
                                        f"{request.split!r}")
-
-    def keep(result: RolloutResult) -> bool:
-        return ((not request.split or _SPLITS.get(result.phase) == request.split)
-                and (not request.HasField("seed") or result.seed == request.seed)
-                and (not request.HasField("success") or result.ok == request.success)
-                and (not request.candidate_id
-                     or candidate_id(job_id, result.candidate_index) == request.candidate_id))
-    return keep
+    candidate: int | None = None
+    if request.candidate_id:
+        index = request.candidate_id.removeprefix(f"{job_id}_c")
+        candidate = int(index) if index.isdigit() else -1  # another job's: none match
+    return RolloutFilter(
+        phase=phases.get(request.split), candidate=candidate,
+        seed=request.seed if request.HasField("seed") else None,
+        ok=request.success if request.HasField("success") else None)

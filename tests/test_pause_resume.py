@@ -36,7 +36,7 @@ async def _until(stack: RunningStack, job_id: str, done: Any, timeout: float = 1
     deadline = loop.time() + timeout
     while not done(job := await _job(stack, job_id)):
         assert loop.time() < deadline, f"gave up waiting; job is {job['status']}"
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.25)  # the stack's API key shares a 600-per-minute rate limit
     return job
 
 

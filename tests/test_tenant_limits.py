@@ -92,10 +92,10 @@ async def test_a_paused_job_holds_no_slot_and_no_queue_place(
             created.append(third.json()["job_id"])
             # Pausing the running job frees its slot: the queued one starts.
             assert (await client.post(f"{JOBS}/{running}:pause", json={})).status_code == 200
-            for _ in range(100):
+            for _ in range(40):
                 if await status(client, created[2]) == "running":
                     break
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
             assert await status(client, created[2]) == "running"
             # A resumed job waits for a slot like any other, within the queue's limit; a
             # paused one can be cancelled.
