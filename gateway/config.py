@@ -70,7 +70,7 @@ DESCRIPTOR_RESOURCE = "mipro_v1.pb"
 
 #: The gRPC services the transcoder exposes as REST.
 SERVICES = ("mipro.v1.JobService", "mipro.v1.EnvironmentKeyService",
-            "mipro.v1.SynthCompatService")
+            "mipro.v1.SynthCompatService", "mipro.v1.OfflineJobService")
 #: The service of the SSE event stream, transcoded only on the route that accepts SSE (its
 #: path is the NDJSON stream's, so one transcoder cannot list both).
 SSE_SERVICES = ("mipro.v1.SynthEventStreamService",)
@@ -89,7 +89,8 @@ INTERCEPTOR_TIMEOUT_SECONDS: float = (
 CONNECT_TIMEOUT = "1s"
 #: The live event stream: a regex on the REST path (routes match REST paths because of
 #: `match_incoming_request_route`).
-EVENT_STREAM_PATH_REGEX = r"^/api/policy-optimization/online/jobs/[^/]+/events/stream$"
+EVENT_STREAM_PATH_REGEX = (r"^/api/(policy-optimization/online|v1/offline)/jobs/[^/]+"
+                           r"/events/stream$")
 #: Headers of the gRPC wire that mean nothing to a REST client.
 GRPC_RESPONSE_HEADERS = (
     "grpc-status",

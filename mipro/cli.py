@@ -372,6 +372,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if args.action == "cancel":
             return _show(api.post(f"{JOBS_PATH}/{args.job_id}/cancel",
                                   json={"reason": args.reason}))
+        if args.action in ("pause", "resume"):
+            body = {"reason": args.reason} if args.action == "pause" else {}
+            return _show(api.post(f"{JOBS_PATH}/{args.job_id}:{args.action}", json=body))
+        if args.action == "candidates":
+            params = {k: v for k, v in (("page_size", args.page_size),
+                                        ("page_token", args.page_token)) if v}
+            return _show(api.get(f"{JOBS_PATH}/{args.job_id}/candidates", params=params))
         if args.follow:
             return asyncio.run(_follow_job(api, args.job_id, args.since_seq))
         return _show(api.get(f"{JOBS_PATH}/{args.job_id}/events",
@@ -461,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions.choices["events"].add_argument("--limit", type=int, default=0)
     actions.choices["events"].add_argument("--follow", action="store_true",
                                            help="stream live until the job ends")
+    for name, text in (("pause", "pause a job: no new rollouts, resumable"),
+                       ("resume", "resume a paused job; nothing stored runs again"),
+                       ("candidates", "a page of a job's candidates, by index")):
+        actions.add_parser(name, help=text).add_argument("job_id")
+    actions.choices["pause"].add_argument("--reason", default="")
+    actions.choices["candidates"].add_argument("--page-size", type=int, default=0)
+    actions.choices["candidates"].add_argument("--page-token", default="")
     listing = actions.add_parser("list")
     listing.add_argument("--status", default="")
     listing.add_argument("--limit", type=int, default=0)

@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from mipro.v1 import jobs_pb2
 
-from ._models import JobEvent, JobRecord, JobSpec
+from ._models import CandidateRecord, JobEvent, JobRecord, JobSpec
 from ._scoreboard import rank_key
 from ._synth import synth_type
 
@@ -91,6 +91,7 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
         resumes=job.resumes,
         best_prompt=job.best_instruction,
         iteration=max((c.round for c in job.candidates), default=0),
+        candidate_count=len(job.candidates),
     )
     for name in ("best_score", "baseline_score", "baseline_test_score", "best_test_score"):
         value = getattr(job, name)
@@ -98,15 +99,31 @@ def job_to_proto(job: JobRecord) -> jobs_pb2.Job:
             setattr(message, name, value)
     ranked = sorted(job.candidates, key=lambda c: rank_key(
         c.index, c.mean_score, c.seeds_scored, c.failures))
-    for candidate in ranked:
-        entry = message.candidates.add(
-            index=candidate.index, instruction=candidate.instruction, tip=candidate.tip,
-            seeds_scored=candidate.seeds_scored, failures=candidate.failures,
-            round=candidate.round, fully_evaluated=candidate.fully_evaluated,
-            policy_tokens=min(candidate.policy_tokens, 2**31 - 1), cost_usd=candidate.cost_usd,
-            excluded_reason=candidate.excluded_reason)
-        if candidate.mean_score is not None:
-            entry.mean_score = candidate.mean_score
+    message.candidates.extend(candidate_to_proto(candidate) for candidate in ranked)
+    return message
+
+
+def candidate_to_proto(candidate: CandidateRecord) -> jobs_pb2.Candidate:
+    """A candidate with its standing."""
+    entry = jobs_pb2.Candidate(
+        index=candidate.index, instruction=candidate.instruction, tip=candidate.tip,
+        seeds_scored=candidate.seeds_scored, failures=candidate.failures,
+        round=candidate.round, fully_evaluated=candidate.fully_evaluated,
+        policy_tokens=min(candidate.policy_tokens, 2**31 - 1), cost_usd=candidate.cost_usd,
+        excluded_reason=candidate.excluded_reason)
+    if candidate.mean_score is not None:
+        entry.mean_score = candidate.mean_score
+    return entry
+
+
+def job_view(message: jobs_pb2.Job, view: int) -> jobs_pb2.Job:
+    """`message` in `view` (AIP-157): the basic view drops the seed lists and the candidates,
+    whose size grows with the job; `candidate_count` stays, for `ListCandidates`."""
+    if view == jobs_pb2.JOB_VIEW_BASIC:
+        mipro = message.policy_optimization.mipro
+        for seeds in (mipro.bootstrap_train_seeds, mipro.val_seeds, mipro.test_seeds):
+            del seeds[:]
+        del message.candidates[:]
     return message
 
 

@@ -20,7 +20,7 @@ from mipro._grpc import abort_with_details
 from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 
 from ._auth import Authenticator
-from ._convert import event_to_proto, job_to_proto, to_timestamp
+from ._convert import candidate_to_proto, event_to_proto, job_to_proto, job_view, to_timestamp
 from ._errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -29,7 +29,17 @@ from ._errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from ._jobs import JobManager
+from ._jobs import DEFAULT_SYNTH_PAGE, MAX_SYNTH_PAGE, JobManager
+from ._offline import (
+    KIND,
+    STATES,
+    candidate_filter,
+    offline_candidate,
+    offline_job,
+    seed_eval,
+    seed_eval_filter,
+    spec_of,
+)
 from ._synth import MAX_METRIC_POINTS, as_synth_event, best_score_points, sse_done, sse_frame
 from ._validation import validate_create_request
 
@@ -92,7 +102,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     @_unary
     async def GetJob(self, owner: str, request: jobs_pb2.GetJobRequest,
                      context: Context) -> jobs_pb2.Job:
-        return job_to_proto(await self._jobs.get(owner, request.job_id))
+        if request.view not in jobs_pb2.JobView.values():
+            raise InvalidArgument("view", f"must be JOB_VIEW_BASIC or JOB_VIEW_FULL, got "
+                                          f"{request.view}")
+        return job_view(job_to_proto(await self._jobs.get(owner, request.job_id)),
+                        request.view)
 
     @_unary
     async def ListJobs(self, owner: str, request: jobs_pb2.ListJobsRequest,
@@ -127,6 +141,26 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 yield event_to_proto(event)
         except OrchestratorError as error:
             await _abort_with(context, error)
+
+
+    @_unary
+    async def PauseJob(self, owner: str, request: jobs_pb2.PauseJobRequest,
+                       context: Context) -> jobs_pb2.Job:
+        return job_to_proto(await self._jobs.pause(owner, request.job_id, request.reason))
+
+    @_unary
+    async def ResumeJob(self, owner: str, request: jobs_pb2.ResumeJobRequest,
+                        context: Context) -> jobs_pb2.Job:
+        return job_to_proto(await self._jobs.resume(owner, request.job_id))
+
+    @_unary
+    async def ListCandidates(self, owner: str, request: jobs_pb2.ListCandidatesRequest,
+                             context: Context) -> jobs_pb2.ListCandidatesResponse:
+        found, token, total = await self._jobs.list_candidates(
+            owner, request.job_id, page_size=request.page_size, page_token=request.page_token)
+        return jobs_pb2.ListCandidatesResponse(
+            candidates=[candidate_to_proto(c) for c in found], next_page_token=token,
+            total_size=total)
 
 
 class EnvironmentKeyServicer(jobs_pb2_grpc.EnvironmentKeyServiceServicer):
@@ -202,3 +236,78 @@ class SynthEventStreamServicer(jobs_pb2_grpc.SynthEventStreamServiceServicer):
                     yield sse_done()
         except OrchestratorError as error:
             await _abort_with(context, error)
+
+
+class OfflineJobServicer(jobs_pb2_grpc.OfflineJobServiceServicer):
+    """`mipro.v1.OfflineJobService`: synth-ai 0.9's offline jobs over the same jobs."""
+
+    def __init__(self, jobs: JobManager, auth: Authenticator) -> None:
+        self._jobs = jobs
+        self._auth = auth
+
+    @_unary
+    async def CreateOfflineJob(self, owner: str, request: jobs_pb2.CreateOfflineJobRequest,
+                               context: Context) -> jobs_pb2.OfflineJob:
+        job = await self._jobs.create(owner, spec_of(request))
+        log.info("job created", job_id=job.job_id, kind=request.kind)
+        return offline_job(job)
+
+    @_unary
+    async def GetOfflineJob(self, owner: str, request: jobs_pb2.GetOfflineJobRequest,
+                            context: Context) -> jobs_pb2.OfflineJob:
+        return offline_job(await self._jobs.get(owner, request.job_id))
+
+    @_unary
+    async def UpdateOfflineJobState(
+        self, owner: str, request: jobs_pb2.UpdateOfflineJobStateRequest, context: Context,
+    ) -> jobs_pb2.OfflineJob:
+        if request.state == "paused":
+            job = await self._jobs.pause(owner, request.job_id)
+        elif request.state == "running":
+            job = await self._jobs.resume(owner, request.job_id)
+        elif request.state == "cancelled":
+            job = await self._jobs.cancel(owner, request.job_id, "state set to cancelled")
+        else:
+            raise InvalidArgument("state", f"must be one of {', '.join(STATES)}, got "
+                                           f"{request.state!r}")
+        return offline_job(job)
+
+    @_unary
+    async def ListOfflineCandidates(
+        self, owner: str, request: jobs_pb2.ListOfflineCandidatesRequest, context: Context,
+    ) -> jobs_pb2.ListOfflineCandidatesResponse:
+        found, cursor, _ = await self._jobs.list_candidates(
+            owner, request.job_id, page_size=request.limit, page_token=request.cursor,
+            default=DEFAULT_SYNTH_PAGE, maximum=MAX_SYNTH_PAGE, size_field="limit",
+            token_field="cursor", keep=candidate_filter(request))
+        return jobs_pb2.ListOfflineCandidatesResponse(
+            items=[offline_candidate(request.job_id, c) for c in found], next_cursor=cursor,
+            job_id=request.job_id, algorithm="mipro", mode="offline")
+
+    @_unary
+    async def ListSeedEvals(self, owner: str, request: jobs_pb2.ListSeedEvalsRequest,
+                            context: Context) -> jobs_pb2.ListSeedEvalsResponse:
+        found, cursor = await self._jobs.list_rollouts(
+            owner, request.job_id, limit=request.limit, cursor=request.cursor,
+            where=seed_eval_filter(request.job_id, request), scope="seed-evals")
+        return jobs_pb2.ListSeedEvalsResponse(
+            items=[seed_eval(request.job_id, r) for r in found], next_cursor=cursor,
+            job_id=request.job_id)
+
+    @_unary
+    async def ListOfflineJobs(self, owner: str, request: jobs_pb2.ListOfflineJobsRequest,
+                              context: Context) -> jobs_pb2.ListOfflineJobsResponse:
+        for name in ("system_id", "system_name", "created_after", "created_before"):
+            if getattr(request, name):
+                raise InvalidArgument(name, "is not supported here (there are no systems and "
+                                            "no time filter); leave it out")
+        if request.kind not in ("", KIND):
+            return jobs_pb2.ListOfflineJobsResponse()
+        try:
+            jobs, cursor = await self._jobs.list_jobs(
+                owner, status=request.state, limit=request.limit, page_token=request.cursor)
+        except InvalidArgument as error:  # named as the client named it
+            field = {"status": "state", "page_token": "cursor"}.get(error.field, error.field)
+            raise InvalidArgument(field, error.description) from None
+        return jobs_pb2.ListOfflineJobsResponse(items=[offline_job(j) for j in jobs],
+                                                next_cursor=cursor)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,13 +26,14 @@ from mipro._retry import RetryPolicy
 
 from ._errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ._exchanges import ExchangeLedger
-from ._models import JobEvent, JobRecord, JobSpec, JobStatus
+from ._models import CandidateRecord, JobEvent, JobRecord, JobSpec, JobStatus, RolloutResult
+from ._paging import decode_token, encode_token, page
 from ._proposer_client import ProposerClient
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
 from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_session
-from ._store import JobStore
+from ._store import JobStore, RolloutFilter
 from ._task_app import MAX_RESPONSE_BYTES, TaskAppClient
 from ._tokens import RolloutTokens
 from ._validation import env_key_name
@@ -41,6 +42,10 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE = 100, 10_000
+#: `ListCandidates` (AIP-158) pages, and Synth's `limit`/`cursor` pages of candidates and
+#: seed evaluations.
+DEFAULT_CANDIDATE_PAGE, MAX_CANDIDATE_PAGE = 20, 100
+DEFAULT_SYNTH_PAGE, MAX_SYNTH_PAGE = 100, 1000
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class JobManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, JobRunner] = {}
         self._event_signals: dict[str, asyncio.Event] = {}
+        #: Jobs whose pause is under way (a second pause meanwhile is refused).
+        self._pausing: set[str] = set()
         self._stopping = False
 
     async def start(self) -> None:
@@ -262,6 +269,91 @@ class JobManager:
             await self._store.save_job(job)
             await self._emit(job_id, ending.type, ending.message, ending.data, True)
         return job
+
+    # -- pause and resume ----------------------------------------------------------------------
+
+    async def pause(self, owner: str, job_id: str, reason: str = "") -> JobRecord:
+        """Stops a queued or running job without ending it: no new rollout starts, those in
+        flight are cut (unstored, so they run again on resume), the runner ends and the job
+        is stored `paused`. Returns it; when it finished first, returns it finished."""
+        job = await self.get(owner, job_id)
+        if job.status.is_terminal:
+            raise FailedPrecondition(f"job {job_id} has already finished ({job.status.value})")
+        if job.status is JobStatus.PAUSED or job_id in self._pausing:
+            raise FailedPrecondition(f"job {job_id} is paused already")
+        self._pausing.add(job_id)
+        try:
+            return await self._pause(owner, job, reason)
+        finally:
+            self._pausing.discard(job_id)
+
+    async def _pause(self, owner: str, job: JobRecord, reason: str) -> JobRecord:
+        job_id = job.job_id
+        run = self._live.get(job_id)
+        if run is not None:
+            run.interrupted = True  # left unfinished, as at shutdown: resumable from the store
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if run is not None:
+            job = run.snapshot()
+        else:
+            job = await self._store.get_job(job_id, owner) or job
+        if job.status.is_terminal:  # it ended before the pause took hold
+            return job
+        job.status = JobStatus.PAUSED
+        await self._store.save_job(job)
+        await self._emit(job_id, "job.paused", "job paused",
+                         {"reason": reason[:500], "phase": job.phase,
+                          "rollouts_completed": job.rollouts_completed,
+                          "rollouts_failed": job.rollouts_failed}, False)
+        return job
+
+    async def resume(self, owner: str, job_id: str) -> JobRecord:
+        """Queues a paused job again; its runner replays what is stored, repeating nothing."""
+        job = await self.get(owner, job_id)
+        if job.status is not JobStatus.PAUSED:
+            raise FailedPrecondition(f"job {job_id} is not paused ({job.status.value})")
+        self._check_tenant_limits(owner, job.spec)  # it may have to queue again
+        job.status = JobStatus.QUEUED
+        await self._store.save_job(job)
+        await self._emit(job_id, "job.resume_requested", "resume requested", {}, False)
+        self._schedule(job)
+        return job
+
+    # -- candidates and rollouts, paged ------------------------------------------------------
+
+    async def list_candidates(self, owner: str, job_id: str, *, page_size: int,
+                              page_token: str, default: int = DEFAULT_CANDIDATE_PAGE,
+                              maximum: int = MAX_CANDIDATE_PAGE, size_field: str = "page_size",
+                              token_field: str = "page_token",
+                              keep: Callable[[CandidateRecord], bool] | None = None,
+                              ) -> tuple[list[CandidateRecord], str, int]:
+        """A page of the job's candidates by index (those `keep` accepts), the next page's
+        token and the total."""
+        job = await self.get(owner, job_id)
+        candidates = [c for c in job.candidates if keep(c)] if keep else job.candidates
+        found, token = page(candidates, scope=f"{job_id}/candidates", size=page_size,
+                            token=page_token, default=default, maximum=maximum,
+                            size_field=size_field, token_field=token_field)
+        return found, token, len(candidates)
+
+    async def list_rollouts(self, owner: str, job_id: str, *, limit: int, cursor: str,
+                            where: RolloutFilter | None = None,
+                            scope: str = "rollouts") -> tuple[list[RolloutResult], str]:
+        """A page of the job's stored rollouts in finish order (those `where` keeps), and the
+        next page's cursor ('' on the last); the cursor is the last row's store position."""
+        await self.get(owner, job_id)
+        if limit < 0 or limit > MAX_SYNTH_PAGE:
+            raise InvalidArgument("limit", f"must be between 1 and {MAX_SYNTH_PAGE}, got {limit}")
+        scope = f"{job_id}/{scope}"
+        size = limit or DEFAULT_SYNTH_PAGE
+        rows = await self._store.list_rollouts_page(
+            job_id, after=decode_token(cursor, scope, "cursor"), limit=size + 1, where=where)
+        more = len(rows) > size
+        rows = rows[:size]
+        return [r for _, r in rows], encode_token(scope, rows[-1][0]) if more else ""
 
     # -- events ------------------------------------------------------------------------------
 

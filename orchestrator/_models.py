@@ -22,6 +22,8 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Stopped by a pause; resumed from the store, nothing stored repeated.
+    PAUSED = "paused"
 
     @property
     def is_terminal(self) -> bool:

@@ -25,6 +25,7 @@ from ._exchanges import ExchangeLedger
 from ._grpc_service import (
     EnvironmentKeyServicer,
     JobServicer,
+    OfflineJobServicer,
     SynthCompatServicer,
     SynthEventStreamServicer,
 )
@@ -45,6 +46,7 @@ SERVICE_NAMES = (
     jobs_pb2.DESCRIPTOR.services_by_name["EnvironmentKeyService"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["SynthCompatService"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["SynthEventStreamService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["OfflineJobService"].full_name,
 )
 
 
@@ -114,6 +116,8 @@ class OrchestratorServer:
             SynthCompatServicer(self._jobs, auth), self._grpc)
         jobs_pb2_grpc.add_SynthEventStreamServiceServicer_to_server(
             SynthEventStreamServicer(self._jobs, auth), self._grpc)
+        jobs_pb2_grpc.add_OfflineJobServiceServicer_to_server(
+            OfflineJobServicer(self._jobs, auth), self._grpc)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.grpc_port = 0

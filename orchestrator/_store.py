@@ -27,6 +27,23 @@ from ._models import (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class RolloutFilter:
+    """Which stored rollouts a page keeps; `None` keeps any value."""
+
+    phase: str | None = None
+    seed: int | None = None
+    #: True: only those that returned a reward; False: only failures.
+    ok: bool | None = None
+    candidate: int | None = None
+
+    def keeps(self, result: RolloutResult) -> bool:
+        return ((self.phase is None or result.phase == self.phase)
+                and (self.seed is None or result.seed == self.seed)
+                and (self.ok is None or result.ok == self.ok)
+                and (self.candidate is None or result.candidate_index == self.candidate))
+
+
 class JobStore(abc.ABC):
     """Durable storage of jobs, their rollouts, events and owners' environment keys."""
 
@@ -68,6 +85,22 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
         """Every stored rollout of the job, in the order they finished."""
+
+    async def list_rollouts_page(self, job_id: str, *, after: int, limit: int,
+                                 where: RolloutFilter | None = None,
+                                 ) -> list[tuple[int, RolloutResult]]:
+        """Stored rollouts of the job in the order they finished, after position `after` (0:
+        from the first), that `where` keeps, at most `limit`, each with its position; pass the
+        last position as `after` for the next page. Positions only grow, so a page never
+        skips or repeats a row while the job runs. Traces are left out.
+
+        This default reads every row (O(rollouts) per page); a store overrides it with an
+        indexed query."""
+        rows = await self.list_rollouts(job_id)
+        keep = where or RolloutFilter()
+        found = [(n, dataclasses.replace(r, trace=None)) for n, r in enumerate(rows, 1)
+                 if n > after and keep.keeps(r)]
+        return found[:limit]
 
     @abc.abstractmethod
     async def append_event(

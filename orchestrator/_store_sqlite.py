@@ -30,6 +30,7 @@ from ._models import (
 from ._secrets import EnvKeyVault, SecretsError
 from ._store import (
     JobStore,
+    RolloutFilter,
     candidates_from_list,
     candidates_to_list,
     spec_from_dict,
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS rollout_results (
     trace_json TEXT,
     UNIQUE (job_id, rollout_id)
 );
+CREATE INDEX IF NOT EXISTS rollouts_by_job ON rollout_results (job_id, position);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -340,6 +342,29 @@ class SqliteJobStore(JobStore):
                 trace=json.loads(r[9]) if r[9] is not None else None)
             for r in rows
         ]
+
+    async def list_rollouts_page(self, job_id: str, *, after: int, limit: int,
+                                 where: RolloutFilter | None = None,
+                                 ) -> list[tuple[int, RolloutResult]]:
+        keep = where or RolloutFilter()
+        query = ("SELECT position, rollout_id, phase, candidate, seed, reward, failure_cause,"
+                 " failure_detail, prompt_tokens, completion_tokens FROM rollout_results"
+                 " WHERE job_id = ? AND position > ?")
+        params: list[Any] = [job_id, after]
+        for column, value in (("phase", keep.phase), ("seed", keep.seed),
+                              ("candidate", keep.candidate)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                params.append(value)
+        if keep.ok is not None:
+            query += " AND reward IS NOT NULL" if keep.ok else " AND reward IS NULL"
+        async with self._conn.execute(query + " ORDER BY position LIMIT ?",
+                                      (*params, limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [(r[0], RolloutResult(
+            rollout_id=r[1], phase=r[2], candidate_index=r[3], seed=r[4], reward=r[5],
+            failure_cause=r[6], failure_detail=r[7], prompt_tokens=r[8],
+            completion_tokens=r[9], tokens=r[8] + r[9])) for r in rows]
 
     async def append_event(
         self, job_id: str, type: str, message: str, data: dict[str, Any], *, terminal: bool

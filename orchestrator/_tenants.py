@@ -159,7 +159,8 @@ class TenantWatch:
         if not disabled:
             return []
         cancelled = []
-        for job in await self._store.jobs_with_status((JobStatus.QUEUED, JobStatus.RUNNING)):
+        live = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
+        for job in await self._store.jobs_with_status(live):
             if job.owner not in disabled:
                 continue
             try:

@@ -29,10 +29,15 @@ from ._models import JobSpec, PolicySpec, ProposerSpec
 
 _ROOT = "policy_optimization"
 _SYNTH_ROOT = "config_body.prompt_learning"
+#: The kind markers synth-ai 0.9's job builder adds to `prompt_learning`, with the one value
+#: each may have here.
+_SYNTH_09_MARKERS = {"algorithm_name": "mipro", "execution_mode": "offline",
+                     "job_kind": "optimization"}
 #: Synth's keys beyond our schema, by section of `prompt_learning`: each is mapped onto one of
 #: ours or accepted and ignored (README "Using Synth's SDK").
 _SYNTH_EXTRAS: dict[str, frozenset[str]] = {
-    "": frozenset({"auto_discover_patterns", "localapi_url"}),
+    "": frozenset({"auto_discover_patterns", "localapi_url", "container_url",
+                   *_SYNTH_09_MARKERS, "rollout_health_check_mode"}),
     "policy": frozenset({"inference_mode", "config"}),
     "mipro": frozenset({"online_pool", "num_evaluations_per_iteration", "batch_size"}),
 }
@@ -183,6 +188,14 @@ def _from_synth(body: dict[str, Any]) -> jobs_pb2.PolicyOptimization:
     config.pop("auto_discover_patterns", None)
     if "localapi_url" in config:
         config.setdefault("task_app_url", config.pop("localapi_url"))
+    if "container_url" in config:  # synth-ai 0.9's name for it
+        config.setdefault("task_app_url", config.pop("container_url"))
+    # What synth-ai 0.9's job builder adds: markers of the kind (only MIPRO offline is served)
+    # and its rollout health-check mode (our preflight always runs).
+    for marker, only in _SYNTH_09_MARKERS.items():
+        if config.pop(marker, only) != only:
+            raise InvalidArgument(f"{_SYNTH_ROOT}.{marker}", f"must be {only!r}")
+    config.pop("rollout_health_check_mode", None)
     policy = config["policy"] = dict(config.get("policy") or {})
     for ignored in _SYNTH_EXTRAS["policy"]:
         policy.pop(ignored, None)

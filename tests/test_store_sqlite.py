@@ -6,6 +6,7 @@ import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from orchestrator import JobStatus, SqliteJobStore
 from orchestrator._models import (
@@ -102,4 +103,43 @@ async def test_env_keys_replace_per_owner(tmp_path: Path) -> None:
     await store.put_env_key("own_a", "ENVIRONMENT_API_KEY", "two")
     assert await store.get_env_key("own_a", "ENVIRONMENT_API_KEY") == "two"
     assert await store.get_env_key("own_b", "ENVIRONMENT_API_KEY") is None
+    await store.close()
+
+
+async def test_rollout_pages_match_the_interfaces_rule_and_skip_nothing(tmp_path: Path) -> None:
+    """The indexed `list_rollouts_page` answers what the interface's default (a filter over
+    `list_rollouts`) answers, page after page, with each filter, while rows keep arriving."""
+    from orchestrator._store import JobStore, RolloutFilter
+
+    store = SqliteJobStore(tmp_path / "db.sqlite")
+    await store.open()
+    for job_id in ("pl_1", "pl_2"):  # interleaved, so positions of one job are not dense
+        await store.create_job(_job(job_id))
+    for n in range(30):
+        for job_id in ("pl_1", "pl_2"):
+            await store.record_rollout(job_id, RolloutResult(
+                f"{job_id}_r{n}", n % 3, 100 + n % 7, "val" if n % 5 else "bootstrap",
+                None if n % 4 == 0 else n / 30, "timeout" if n % 4 == 0 else "",
+                trace={"n": n}))
+
+    async def pages(read: Any, where: RolloutFilter | None) -> list[list[str]]:
+        found: list[list[str]] = []
+        after = 0
+        while rows := await read("pl_1", after=after, limit=4, where=where):
+            found.append([r.rollout_id for _, r in rows])
+            after = rows[-1][0]
+        return found
+
+    default = JobStore.list_rollouts_page.__get__(store)
+    for where in (None, RolloutFilter(phase="val"), RolloutFilter(ok=False),
+                  RolloutFilter(candidate=1, seed=101), RolloutFilter(candidate=9)):
+        ours = await pages(store.list_rollouts_page, where)
+        assert [len(p) for p in ours] == [len(p) for p in await pages(default, where)]
+        flat = [rid for page in ours for rid in page]
+        assert flat == [rid for page in await pages(default, where) for rid in page]
+        expected = [r.rollout_id for r in await store.list_rollouts("pl_1")
+                    if (where or RolloutFilter()).keeps(r)]
+        assert flat == expected
+    assert all(r.trace is None for _, r in await store.list_rollouts_page(
+        "pl_1", after=0, limit=100))
     await store.close()

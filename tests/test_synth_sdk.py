@@ -31,25 +31,32 @@ SYNTH_IMPORTS = ("requests", "httpx", "pydantic", "toml", "click", "pynacl", "py
 DRIVER = Path(__file__).parent / "synth_sdk" / "driver.py"
 
 
-@pytest.fixture(scope="session")
-def synth_python(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Python of a venv holding synth-ai, made once per version (pip's cache helps);
-    under pytest's cache when it is on, else in a temporary directory."""
+def synth_venv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               version: str, imports: tuple[str, ...]) -> Path:
+    """The Python of a venv holding synth-ai `version` (`--no-deps`) and `imports`, made once
+    per version (pip's cache helps); under pytest's cache when it is on, else in a temporary
+    directory."""
     cache = getattr(request.config, "cache", None)
-    root = (Path(cache.mkdir(f"synth-ai-{SYNTH_VERSION}")) if cache is not None
-            else tmp_path_factory.mktemp(f"synth-ai-{SYNTH_VERSION}"))
+    root = (Path(cache.mkdir(f"synth-ai-{version}")) if cache is not None
+            else tmp_path_factory.mktemp(f"synth-ai-{version}"))
     python = root / "venv" / "bin" / "python"
     marker = root / "venv" / ".installed"
     if not marker.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(root / "venv")], check=True)
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        for args in ([f"synth-ai=={SYNTH_VERSION}", "--no-deps"], list(SYNTH_IMPORTS)):
+        for args in ([f"synth-ai=={version}", "--no-deps"], list(imports)):
             done = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
-                pytest.skip(f"cannot install synth-ai {SYNTH_VERSION}: {done.stderr[-500:]}")
+                pytest.skip(f"cannot install synth-ai {version}: {done.stderr[-500:]}")
         marker.touch()
     return python
+
+
+@pytest.fixture(scope="session")
+def synth_python(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a venv holding synth-ai 0.7.0."""
+    return synth_venv(request, tmp_path_factory, SYNTH_VERSION, SYNTH_IMPORTS)
 
 
 def synth_config(task_app_url: str, *, documented_only: bool = False) -> dict[str, Any]:
@@ -90,14 +97,16 @@ def _toml(config: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def run_synth_client(python: Path, stack: RunningStack, tmp: Path, **args: Any) -> dict[str, Any]:
+def run_synth_client(python: Path, stack: RunningStack, tmp: Path, driver: Path = DRIVER,
+                     env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
     request = tmp / "driver_args.json"
     request.write_text(json.dumps({"backend_url": stack.gateway_url, "api_key": stack.api_key,
                                    "environment_key": stack.environment_key, **args}))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp),
-           "ENVIRONMENT_API_KEY": stack.environment_key, "SYNTH_LOCALAPI_AUTH_PERSIST": "0"}
-    done = subprocess.run([str(python), str(DRIVER), str(request)], capture_output=True,
-                          text=True, timeout=150, env=env, cwd=tmp)
+    environ = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp),
+               "ENVIRONMENT_API_KEY": stack.environment_key, "SYNTH_LOCALAPI_AUTH_PERSIST": "0",
+               **(env or {})}
+    done = subprocess.run([str(python), str(driver), str(request)], capture_output=True,
+                          text=True, timeout=150, env=environ, cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 

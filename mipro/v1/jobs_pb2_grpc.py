@@ -66,6 +66,21 @@ class JobServiceStub:
                 request_serializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.SerializeToString,
                 response_deserializer=mipro_dot_v1_dot_jobs__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.PauseJob = channel.unary_unary(
+                '/mipro.v1.JobService/PauseJob',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.PauseJobRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/mipro.v1.JobService/ResumeJob',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListCandidates = channel.unary_unary(
+                '/mipro.v1.JobService/ListCandidates',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ListCandidatesRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListCandidatesResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -120,6 +135,31 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseJob(self, request, context):
+        """Pauses a queued or running job: no new rollout starts, the ones in flight are cut (their
+        results are not stored, so they run again on resume) and the job waits `paused` until
+        resumed. Returns the job. FAILED_PRECONDITION when it has finished or is paused already.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """Resumes a paused job from what is stored: nothing stored runs again. Returns the job,
+        `queued` or `running`. FAILED_PRECONDITION when it is not paused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCandidates(self, request, context):
+        """Returns a page of a job's candidates in index order (0 is the baseline), with their
+        standing so far (AIP-158 paging).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +192,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.StreamJobEvents,
                     request_deserializer=mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.FromString,
                     response_serializer=mipro_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
+            ),
+            'PauseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJob,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.PauseJobRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ResumeJobRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'ListCandidates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCandidates,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListCandidatesRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.ListCandidatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +372,87 @@ class JobService:
             '/mipro.v1.JobService/StreamJobEvents',
             mipro_dot_v1_dot_jobs__pb2.StreamJobEventsRequest.SerializeToString,
             mipro_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.JobService/PauseJob',
+            mipro_dot_v1_dot_jobs__pb2.PauseJobRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.JobService/ResumeJob',
+            mipro_dot_v1_dot_jobs__pb2.ResumeJobRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCandidates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.JobService/ListCandidates',
+            mipro_dot_v1_dot_jobs__pb2.ListCandidatesRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.ListCandidatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -518,6 +654,313 @@ class SynthEventStreamService:
             '/mipro.v1.SynthEventStreamService/StreamJobEventsSse',
             mipro_dot_v1_dot_jobs__pb2.StreamJobEventsSseRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class OfflineJobServiceStub:
+    """synth-ai 0.9's offline jobs (`PolicyOptimizationOfflineJob`, `kind: "mipro_offline"`) over
+    the same jobs: a job made here is a job of `JobService` too. Its events, SSE stream and
+    metrics are `SynthCompatService`'s and `SynthEventStreamService`'s RPCs under
+    `/api/v1/offline/jobs/{job_id}/...` (README "Using Synth's SDK").
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateOfflineJob = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/CreateOfflineJob',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.CreateOfflineJobRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.OfflineJob.FromString,
+                _registered_method=True)
+        self.GetOfflineJob = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/GetOfflineJob',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.GetOfflineJobRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.OfflineJob.FromString,
+                _registered_method=True)
+        self.UpdateOfflineJobState = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/UpdateOfflineJobState',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.UpdateOfflineJobStateRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.OfflineJob.FromString,
+                _registered_method=True)
+        self.ListOfflineCandidates = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/ListOfflineCandidates',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineCandidatesRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineCandidatesResponse.FromString,
+                _registered_method=True)
+        self.ListSeedEvals = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/ListSeedEvals',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsResponse.FromString,
+                _registered_method=True)
+        self.ListOfflineJobs = channel.unary_unary(
+                '/mipro.v1.OfflineJobService/ListOfflineJobs',
+                request_serializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsRequest.SerializeToString,
+                response_deserializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsResponse.FromString,
+                _registered_method=True)
+
+
+class OfflineJobServiceServicer:
+    """synth-ai 0.9's offline jobs (`PolicyOptimizationOfflineJob`, `kind: "mipro_offline"`) over
+    the same jobs: a job made here is a job of `JobService` too. Its events, SSE stream and
+    metrics are `SynthCompatService`'s and `SynthEventStreamService`'s RPCs under
+    `/api/v1/offline/jobs/{job_id}/...` (README "Using Synth's SDK").
+    """
+
+    def CreateOfflineJob(self, request, context):
+        """Creates a job from Synth's offline form; `config` holds `prompt_learning` (or is it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOfflineJob(self, request, context):
+        """Returns one job in Synth's offline shape: `state`, `best_reward`, `best_candidate`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateOfflineJobState(self, request, context):
+        """Sets a job's `state`: `paused` pauses it, `running` resumes it, `cancelled` cancels it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOfflineCandidates(self, request, context):
+        """Returns a page of the job's candidates in index order, `items` and `next_cursor`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSeedEvals(self, request, context):
+        """Returns a page of the job's stored rollouts (one per candidate and seed), in the order
+        they finished, `items` and `next_cursor`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOfflineJobs(self, request, context):
+        """Lists the caller's jobs in Synth's offline shape, newest first, `items` and
+        `next_cursor`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OfflineJobServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateOfflineJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOfflineJob,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.CreateOfflineJobRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.OfflineJob.SerializeToString,
+            ),
+            'GetOfflineJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOfflineJob,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.GetOfflineJobRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.OfflineJob.SerializeToString,
+            ),
+            'UpdateOfflineJobState': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateOfflineJobState,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.UpdateOfflineJobStateRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.OfflineJob.SerializeToString,
+            ),
+            'ListOfflineCandidates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOfflineCandidates,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineCandidatesRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineCandidatesResponse.SerializeToString,
+            ),
+            'ListSeedEvals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSeedEvals,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsResponse.SerializeToString,
+            ),
+            'ListOfflineJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOfflineJobs,
+                    request_deserializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsRequest.FromString,
+                    response_serializer=mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mipro.v1.OfflineJobService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mipro.v1.OfflineJobService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class OfflineJobService:
+    """synth-ai 0.9's offline jobs (`PolicyOptimizationOfflineJob`, `kind: "mipro_offline"`) over
+    the same jobs: a job made here is a job of `JobService` too. Its events, SSE stream and
+    metrics are `SynthCompatService`'s and `SynthEventStreamService`'s RPCs under
+    `/api/v1/offline/jobs/{job_id}/...` (README "Using Synth's SDK").
+    """
+
+    @staticmethod
+    def CreateOfflineJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/CreateOfflineJob',
+            mipro_dot_v1_dot_jobs__pb2.CreateOfflineJobRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.OfflineJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOfflineJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/GetOfflineJob',
+            mipro_dot_v1_dot_jobs__pb2.GetOfflineJobRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.OfflineJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateOfflineJobState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/UpdateOfflineJobState',
+            mipro_dot_v1_dot_jobs__pb2.UpdateOfflineJobStateRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.OfflineJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOfflineCandidates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/ListOfflineCandidates',
+            mipro_dot_v1_dot_jobs__pb2.ListOfflineCandidatesRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.ListOfflineCandidatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSeedEvals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/ListSeedEvals',
+            mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.ListSeedEvalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOfflineJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mipro.v1.OfflineJobService/ListOfflineJobs',
+            mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsRequest.SerializeToString,
+            mipro_dot_v1_dot_jobs__pb2.ListOfflineJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
