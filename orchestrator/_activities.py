@@ -24,6 +24,7 @@ import structlog
 from mipro.v1 import proposer_pb2
 
 from ._budget import Meter
+from ._candidate_prompt import CandidatePrompt
 from ._errors import JobFailure, TaskAppUnavailable
 from ._exchanges import ExchangeLedger, RolloutGrant, provider_failure, trace_of
 from ._models import JobSpec, RolloutResult, rollout_id
@@ -112,7 +113,8 @@ class JobActivities:
                  task_app: TaskAppClient, proposer: ProposerClient, store: JobStore,
                  ledger: ExchangeLedger, meter: Meter, public_base_url: str,
                  instruction_of: Callable[[int], str | None], on_result: ResultSink,
-                 tokens: RolloutTokens) -> None:
+                 tokens: RolloutTokens,
+                 prompt_of: Callable[[int], CandidatePrompt | None] | None = None) -> None:
         self._job_id = job_id
         self._spec = spec
         self._env_key = environment_key
@@ -125,6 +127,7 @@ class JobActivities:
         self._instruction_of = instruction_of
         self._on_result = on_result
         self._tokens = tokens
+        self._prompt_of = prompt_of
         self._task_info: dict[str, Any] | None = None
         self._outage_streak = 0
         self._last_outage = ""
@@ -190,14 +193,18 @@ class JobActivities:
             job_id=self._job_id, rollout_id=rid, nonce=claims.nonce,
             candidate_index=item.candidate, instruction=instruction, policy=policy,
             environment_key=self._env_key, on_usage=self._meter.add_policy_usage,
-            spent=self._meter.spent, max_concurrent=spec.max_concurrent))
+            spent=self._meter.spent, max_concurrent=spec.max_concurrent,
+            prompt=self._prompt_of(item.candidate) if self._prompt_of else None))
+        base = f"{self._public_base_url}/v1/{token}"
         call = RolloutCall(
             rollout_id=rid, seed=item.seed, candidate_index=item.candidate,
             inference_url=f"{self._public_base_url}/v1/{token}?cid={rid}",
             model=policy.model, provider=policy.provider,
             timeout_seconds=spec.rollout_timeout_seconds, temperature=policy.temperature,
             max_completion_tokens=policy.max_completion_tokens, instruction=instruction,
-            env_name=spec.env_name, env_config=spec.env_config)
+            env_name=spec.env_name, env_config=spec.env_config,
+            stage_inference_urls={s.stage_id: f"{base}/{s.stage_id}?cid={rid}"
+                                  for s in spec.stages})
         try:
             outcome = await self._task_app.rollout(
                 call, may_retry=lambda: not self._ledger.provider_error(rid))
