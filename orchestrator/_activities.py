@@ -23,6 +23,7 @@ import structlog
 
 from mipro.v1 import proposer_pb2
 
+from . import _defaults as defaults
 from ._budget import Meter
 from ._candidate_prompt import CandidatePrompt
 from ._errors import JobFailure, TaskAppUnavailable
@@ -248,7 +249,8 @@ class JobActivities:
             model=proposer_pb2.ProposerModel(
                 provider=spec.provider, model=spec.model, temperature=spec.temperature,
                 max_tokens=spec.max_tokens),
-            mode=spec.mode,
+            # The proposer writes instructions in every mode; demos are the orchestrator's.
+            mode=defaults.PROPOSER_MODE,
             num_candidates=request.size,
             task_info_json=(json.dumps(self._task_info, sort_keys=True)
                             if self._task_info else ""),
