@@ -220,7 +220,9 @@ class JobActivities:
             rollout_id=rid, candidate_index=item.candidate, seed=item.seed,
             phase=item.phase.value, reward=outcome.reward, failure_cause=outcome.failure_cause,
             failure_detail=outcome.failure_detail, tokens=prompt + completion,
-            trace=trace_of(exchanges), prompt_tokens=prompt, completion_tokens=completion)
+            # Only bootstrap traces ground proposals, stages and demos: the others stay small.
+            trace=trace_of(exchanges, with_calls=item.phase is Phase.BOOTSTRAP),
+            prompt_tokens=prompt, completion_tokens=completion)
 
     async def _watch_for_outage(self, result: RolloutResult) -> None:
         """Fails the job when the task app stays down: a streak of connection failures

@@ -197,13 +197,16 @@ def _calls(answered: Sequence[Exchange]) -> list[dict[str, Any]]:
     return out
 
 
-def trace_of(exchanges: Sequence[Exchange]) -> dict[str, Any] | None:
+def trace_of(exchanges: Sequence[Exchange], *,
+             with_calls: bool = True) -> dict[str, Any] | None:
     """The first answered exchange as a compact trace (instruction, input, output), with
-    every answered call in `calls` (stage, texts, demo turns) for demos and stages."""
+    every answered call in `calls` (stage, texts, demo turns) for demos and stages unless
+    `with_calls` is False."""
     answered = [e for e in exchanges if e.response is not None]
     if not answered:
         return None
-    return {**_compact(answered[0]), "calls": _calls(answered)}
+    compact = _compact(answered[0])
+    return {**compact, "calls": _calls(answered)} if with_calls else compact
 
 
 def provider_failure(exchanges: Sequence[Exchange]) -> str:

@@ -19,6 +19,7 @@ from mipro.examples.support_intents.task_app import DEFAULT_DATASET, load_datase
 from mipro.examples.support_triage.task_app import ANSWERER_INSTRUCTION, ROUTER_INSTRUCTION
 
 from mipro._stack import free_port, wait_http_ok
+from orchestrator._candidate_prompt import fingerprint
 
 from .conftest import REPO_ROOT, RunningStack
 from .test_end_to_end import JOBS, _client, _poll_until_done, _register_env_key
@@ -52,25 +53,38 @@ def _job(task_app_url: str) -> dict[str, Any]:
     return job
 
 
+Ran = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
 @pytest.fixture(scope="module")
-async def triage_job(running_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
-                     ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+async def triage_app(running_stack: RunningStack,
+                     tmp_path_factory: pytest.TempPathFactory) -> str:
     record = tmp_path_factory.mktemp("triage") / "rollouts.jsonl"
     url = await _start_triage_app(running_stack, record)
     await _register_env_key(running_stack)
-    seen_before = len(_lines(running_stack.model_record))
-    async with _client(running_stack) as client:
-        response = await client.post(JOBS, json=_job(url))
+    return url
+
+
+async def _run(stack: RunningStack, job_body: dict[str, Any]) -> Ran:
+    """Runs the job; returns it, its events and the model calls made while it ran."""
+    seen_before = len(_lines(stack.model_record))
+    async with _client(stack) as client:
+        response = await client.post(JOBS, json=job_body)
         assert response.status_code == 200, response.text
         job = await _poll_until_done(client, response.json()["job_id"])
         events = (await client.get(f"{JOBS}/{job['job_id']}/events",
                                    params={"limit": 1000})).json()["events"]
-    calls = [json.loads(line) for line in _lines(running_stack.model_record)[seen_before:]]
+    calls = [json.loads(line) for line in _lines(stack.model_record)[seen_before:]]
     return job, events, calls
 
 
+@pytest.fixture(scope="module")
+async def triage_job(running_stack: RunningStack, triage_app: str) -> Ran:
+    return await _run(running_stack, _job(triage_app))
+
+
 def test_the_joint_job_succeeds_with_stage_prompts_and_demo_sets(
-        triage_job: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+        triage_job: Ran) -> None:
     job, events, _ = triage_job
     assert job["status"] == "succeeded", job.get("error")
     candidates = {c["index"]: c for c in job["candidates"]}
@@ -87,7 +101,7 @@ def test_the_joint_job_succeeds_with_stage_prompts_and_demo_sets(
 
 
 def test_each_stage_received_its_own_instruction_and_demos(
-        triage_job: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+        triage_job: Ran) -> None:
     job, _, calls = triage_job
     texts = [r["text"] for r in load_dataset(DEFAULT_DATASET)]
     proposed = next(c for c in job["candidates"]
@@ -115,6 +129,27 @@ def test_each_stage_received_its_own_instruction_and_demos(
                    for c in calls)
     assert not any(c["system"] == stage["answerer"] and not c["user"].startswith("Department:")
                    for c in calls)
+
+
+async def test_without_declared_stages_the_system_messages_tell_them_apart(
+        running_stack: RunningStack, triage_app: str) -> None:
+    body = _job(triage_app)
+    mipro = body["policy_optimization"]["mipro"]
+    mipro.pop("modules")
+    mipro["proposer"]["mode"] = "instruction_only"
+    job, events, calls = await _run(running_stack, body)
+    assert job["status"] == "succeeded", job.get("error")
+    assert "stages.detected" in [e["type"] for e in events]
+    proposed = next(c for c in job["candidates"] if c["index"] == 1)
+    stage = {p["stage_id"]: p["instruction"] for p in proposed["stage_prompts"]}
+    assert len(stage) == 2 and all(k.startswith("sys:") for k in stage)
+    router, answerer = (stage[fingerprint(ROUTER_INSTRUCTION)],
+                        stage[fingerprint(ANSWERER_INSTRUCTION)])
+    assert router != answerer
+    assert [c["user"].startswith("Department:") for c in calls if c["system"] == router] == \
+        [False, False]  # its two validation rollouts, the router's call of each
+    assert [c["user"].startswith("Department:") for c in calls if c["system"] == answerer] == \
+        [True, True]
 
 
 async def test_a_call_to_a_malformed_stage_id_is_refused(running_stack: RunningStack) -> None:
