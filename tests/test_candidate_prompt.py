@@ -115,3 +115,4 @@ def test_the_trace_keeps_each_calls_stage_and_demo_turns() -> None:
     assert (trace["instruction"], trace["input"]) == ("Route it.", "m")  # as before
     assert [c["stage"] for c in trace["calls"]] == ["router", "answerer"]
     assert trace["calls"][1]["turns"][0] == {"role": "user", "content": "n"}
+
