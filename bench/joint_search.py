@@ -185,7 +185,7 @@ def report(cells: list[Cell]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.joint_search",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=200, help="per cell (default 200)")
+    parser.add_argument("--instances", type=int, default=300, help="per cell (default 300)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--quick", action="store_true", help="30 instances per cell")

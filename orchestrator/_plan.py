@@ -262,7 +262,8 @@ class JobPlan:
                 len(self.candidates) + len(added), mapping[self._stages[0].key], tip,
                 round=number, demo_set="d0" if self._demo_sets else "",
                 stage_instructions=mapping))
-        if not added and len(self.candidates) == 1 and number == self.spec.num_iterations:
+        if (not added and optimized and len(self.candidates) == 1
+                and number == self.spec.num_iterations):
             raise JobFailure("the proposer returned no usable candidate instruction")
         await self.host.candidates_added(added)
         await self.host.emit(
