@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean kubectl
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean kubectl bench-joint
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -73,6 +73,11 @@ test: check setup-local
 bench: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.search_efficiency
+
+## bench-joint: the racing vs TPE over (instruction, demo set) pairs (about 3 minutes)
+bench-joint: setup
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench.joint_search
 
 ## bench-perf: the engine's cost per rollout on the real stack (about 30 minutes; prints
 ## tables). ARGS=--quick is a smoke run of a minute or two; ARGS="--only cpu,wall" picks.

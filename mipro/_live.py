@@ -497,6 +497,7 @@ def render_result(job: Mapping[str, Any], console: Console) -> None:
          "bold green" if status == "succeeded" else "bold red")
     if job.get("error"):
         line(f"error: {job['error']}", "red")
+    line(f"mode: {mipro.get('proposer', {}).get('mode') or 'instruction_only'}")
     line(f"baseline score: {_score(job.get('baseline_score'))}"
          f" (mean validation reward on {len(mipro.get('val_seeds', []))} seeds)")
     line(f"best score:     {_score(job.get('best_score'))}", "bold")
@@ -529,6 +530,9 @@ def leaderboard_table(candidates: list[Mapping[str, Any]]) -> Table:
     for header in ("#", "mean score", "seeds", "failures"):
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("tip", no_wrap=True)
+    demos = any(c.get("demo_set_id") for c in candidates)
+    if demos:
+        table.add_column("demos", no_wrap=True)
     # The one column that gives way to a narrow console, cut with an ellipsis (the cells do
     # not wrap).
     table.add_column("instruction")
@@ -539,6 +543,7 @@ def leaderboard_table(candidates: list[Mapping[str, Any]]) -> Table:
         table.add_row(
             str(candidate.get("index", "?")), _score(candidate.get("mean_score")),
             str(candidate.get("seeds_scored", 0)), failures, str(candidate.get("tip") or ""),
+            *([str(candidate.get("demo_set_id") or "")] if demos else []),
             Text(_one_line(str(candidate.get("instruction") or ""), _INSTRUCTION_WIDTH),
                  no_wrap=True, overflow="ellipsis"))
     return table

@@ -25,7 +25,9 @@ import structlog
 from mipro import _metrics, _tracing
 from mipro.v1 import proposer_pb2
 
+from . import _defaults as defaults
 from ._budget import Meter
+from ._candidate_prompt import CandidatePrompt
 from ._errors import JobFailure, TaskAppUnavailable
 from ._exchanges import ExchangeLedger, RolloutGrant, provider_failure, trace_of
 from ._job_trace import JobTrace
@@ -115,7 +117,8 @@ class JobActivities:
                  task_app: TaskAppClient, proposer: ProposerClient, store: JobStore,
                  ledger: ExchangeLedger, meter: Meter, public_base_url: str,
                  instruction_of: Callable[[int], str | None], on_result: ResultSink,
-                 tokens: RolloutTokens, trace: JobTrace | None = None) -> None:
+                 tokens: RolloutTokens, trace: JobTrace | None = None,
+                 prompt_of: Callable[[int], CandidatePrompt | None] | None = None) -> None:
         self._job_id = job_id
         self._spec = spec
         self._env_key = environment_key
@@ -129,6 +132,7 @@ class JobActivities:
         self._on_result = on_result
         self._tokens = tokens
         self._trace = trace or JobTrace(job_id)
+        self._prompt_of = prompt_of
         self._task_info: dict[str, Any] | None = None
         self._outage_streak = 0
         self._last_outage = ""
@@ -204,9 +208,11 @@ class JobActivities:
             job_id=self._job_id, rollout_id=rid, nonce=claims.nonce,
             candidate_index=item.candidate, instruction=instruction, policy=policy,
             environment_key=self._env_key, on_usage=self._meter.add_policy_usage,
-            spent=self._meter.spent, max_concurrent=spec.max_concurrent))
+            spent=self._meter.spent, max_concurrent=spec.max_concurrent,
+            prompt=self._prompt_of(item.candidate) if self._prompt_of else None))
         span = self._trace.rollout(rid, claims.nonce, phase=item.phase.value,
                                    candidate=item.candidate, seed=item.seed)
+        base = f"{self._public_base_url}/v1/{token}"
         call = RolloutCall(
             rollout_id=rid, seed=item.seed, candidate_index=item.candidate,
             inference_url=f"{self._public_base_url}/v1/{token}?cid={rid}",
@@ -214,7 +220,9 @@ class JobActivities:
             timeout_seconds=spec.rollout_timeout_seconds, temperature=policy.temperature,
             max_completion_tokens=policy.max_completion_tokens, instruction=instruction,
             env_name=spec.env_name, env_config=spec.env_config,
-            traceparent=_tracing.traceparent(span))
+            traceparent=_tracing.traceparent(span),
+            stage_inference_urls={s.stage_id: f"{base}/{s.stage_id}?cid={rid}"
+                                  for s in spec.stages})
         try:
             outcome = await self._task_app.rollout(
                 call, may_retry=lambda: not self._ledger.provider_error(rid))
@@ -233,7 +241,9 @@ class JobActivities:
             rollout_id=rid, candidate_index=item.candidate, seed=item.seed,
             phase=item.phase.value, reward=outcome.reward, failure_cause=outcome.failure_cause,
             failure_detail=outcome.failure_detail, tokens=prompt + completion,
-            trace=trace_of(exchanges), prompt_tokens=prompt, completion_tokens=completion)
+            # Only bootstrap traces ground proposals, stages and demos: the others stay small.
+            trace=trace_of(exchanges, with_calls=item.phase is Phase.BOOTSTRAP),
+            prompt_tokens=prompt, completion_tokens=completion)
         self._trace.rollout_done(span, result)
         return result
 
@@ -264,7 +274,8 @@ class JobActivities:
             model=proposer_pb2.ProposerModel(
                 provider=spec.provider, model=spec.model, temperature=spec.temperature,
                 max_tokens=spec.max_tokens),
-            mode=spec.mode,
+            # The proposer writes instructions in every mode; demos are the orchestrator's.
+            mode=defaults.PROPOSER_MODE,
             num_candidates=request.size,
             task_info_json=(json.dumps(self._task_info, sort_keys=True)
                             if self._task_info else ""),

@@ -50,7 +50,19 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.PolicyOptimization:
         rollout_timeout_seconds=spec.rollout_timeout_seconds,
         num_iterations=spec.num_iterations,
         minibatch_size=spec.minibatch_size,
+        few_shot_score_threshold=spec.few_shot_score_threshold,
+        max_demo_set_size=spec.max_demo_set_size,
+        max_demo_sets=spec.max_demo_sets,
+        min_bootstrap_demos=spec.min_bootstrap_demos,
     )
+    modules: dict[str, jobs_pb2.MiproModule] = {}
+    for stage in spec.stages:
+        module = modules.get(stage.module_id)
+        if module is None:
+            module = modules[stage.module_id] = mipro.modules.add(module_id=stage.module_id)
+        module.stages.add(stage_id=stage.stage_id,
+                          max_instruction_slots=stage.max_instruction_slots,
+                          max_demo_slots=stage.max_demo_slots)
     if spec.env_config:
         mipro.env_config.CopyFrom(_struct(spec.env_config))
     if spec.max_rollouts is not None:
@@ -110,7 +122,10 @@ def candidate_to_proto(candidate: CandidateRecord) -> jobs_pb2.Candidate:
         seeds_scored=candidate.seeds_scored, failures=candidate.failures,
         round=candidate.round, fully_evaluated=candidate.fully_evaluated,
         policy_tokens=min(candidate.policy_tokens, 2**31 - 1), cost_usd=candidate.cost_usd,
-        excluded_reason=candidate.excluded_reason)
+        excluded_reason=candidate.excluded_reason, demo_set_id=candidate.demo_set,
+        demo_seeds=candidate.demo_seeds,
+        stage_prompts=[jobs_pb2.StagePrompt(stage_id=k, instruction=v)
+                       for k, v in candidate.stage_instructions.items()])
     if candidate.mean_score is not None:
         entry.mean_score = candidate.mean_score
     return entry

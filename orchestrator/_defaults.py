@@ -61,4 +61,25 @@ MAX_TOKENS = Knob(0, 1, 2**31 - 1)
 MAX_SEEDS = 10_000
 #: The proposer mode when none is given, and the modes allowed.
 PROPOSER_MODE = "instruction_only"
-PROPOSER_MODES = ("instruction_only",)
+PROPOSER_MODES = ("instruction_only", "demos_only", "instruction_and_demos")
+#: The modes that bootstrap few-shot demos, and those that propose instructions.
+DEMO_MODES = ("demos_only", "instruction_and_demos")
+INSTRUCTION_MODES = ("instruction_only", "instruction_and_demos")
+
+# Few-shot demos (Synth's names, `mipro.*`); used by the modes in DEMO_MODES.
+#: A bootstrap rollout's calls become demos when its reward is at least this.
+FEW_SHOT_SCORE_THRESHOLD = Knob(0.8, 0.0, 1.0)
+#: Demos in one demo set (per stage), at most.
+MAX_DEMO_SET_SIZE = Knob(4, 1, 16)
+#: Demo sets besides the empty one, at most.
+MAX_DEMO_SETS = Knob(4, 1, 16)
+#: Qualified bootstrap demos a demo mode needs; fewer fails the job (0: no minimum).
+MIN_BOOTSTRAP_DEMOS = Knob(0, 0, 10_000)
+#: Candidates of a job, the baseline and the (instruction, demo set) combinations included.
+MAX_TOTAL_CANDIDATES = 64
+#: Per stage (`modules[].stages[]`): 0 keeps the stage's own instruction.
+MAX_INSTRUCTION_SLOTS = Knob(1, 0, 64)
+#: Per stage: demos in its demo sets, at most (default: `max_demo_set_size`; 0: none).
+MAX_DEMO_SLOTS = Knob(4, 0, 16)
+#: Stages of one job, at most.
+MAX_STAGES = 16

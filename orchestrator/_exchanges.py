@@ -16,9 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._candidate_prompt import CandidatePrompt, demo_turns
 from ._models import PolicySpec
 
 _MAX_TRACE_TEXT = 2000
+#: Calls of one rollout kept in its trace's `calls`.
+MAX_TRACED_CALLS = 8
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Exchange:
     latency_ms: float
     #: Why the provider call failed; "" when it answered.
     error: str = ""
+    #: The call's stage key (`_candidate_prompt.stage_key`), from the task app's messages.
+    stage: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class RolloutGrant:
     spent: Callable[[], str | None] = field(repr=False, default=lambda: None)
     #: The job's model calls in flight at once, at most.
     max_concurrent: int = 1
+    #: The candidate's per-stage instructions and demos; None: `instruction` alone decides.
+    prompt: CandidatePrompt | None = None
 
 
 @dataclass
@@ -153,30 +160,53 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_TRACE_TEXT else text[:_MAX_TRACE_TEXT] + "…"
 
 
-def trace_of(exchanges: Sequence[Exchange]) -> dict[str, Any] | None:
-    """The first answered exchange as a compact trace: instruction, input, output."""
-    for exchange in exchanges:
-        if exchange.response is None:
-            continue
-        system = next(
-            (_text(m.get("content")) for m in exchange.messages
-             if m.get("role") in ("system", "developer")), "")
-        user = next(
-            (_text(m.get("content")) for m in reversed(exchange.messages)
-             if m.get("role") == "user"), "")
-        choices = exchange.response.get("choices") or [{}]
-        message = (choices[0] if isinstance(choices, list) and choices else {}) or {}
-        message = message.get("message") or {} if isinstance(message, dict) else {}
-        calls = message.get("tool_calls") or []
-        if len(calls) > 1:
-            output = json.dumps([c.get("function", {}).get("arguments") for c in calls])
-        elif calls:
-            output = calls[0].get("function", {}).get("arguments", "")
-        else:
-            output = _text(message.get("content"))
-        return {"instruction": _clip(system), "input": _clip(user), "output": _clip(output or ""),
-                "latency_ms": round(exchange.latency_ms, 1), "tool_calls": len(calls)}
-    return None
+def _compact(exchange: Exchange) -> dict[str, Any]:
+    """One answered exchange as instruction, input and output text."""
+    assert exchange.response is not None
+    system = next(
+        (_text(m.get("content")) for m in exchange.messages
+         if m.get("role") in ("system", "developer")), "")
+    user = next(
+        (_text(m.get("content")) for m in reversed(exchange.messages)
+         if m.get("role") == "user"), "")
+    choices = exchange.response.get("choices") or [{}]
+    message = (choices[0] if isinstance(choices, list) and choices else {}) or {}
+    message = message.get("message") or {} if isinstance(message, dict) else {}
+    calls = message.get("tool_calls") or []
+    if len(calls) > 1:
+        output = json.dumps([c.get("function", {}).get("arguments") for c in calls])
+    elif calls:
+        output = calls[0].get("function", {}).get("arguments", "")
+    else:
+        output = _text(message.get("content"))
+    return {"instruction": _clip(system), "input": _clip(user), "output": _clip(output or ""),
+            "latency_ms": round(exchange.latency_ms, 1), "tool_calls": len(calls)}
+
+
+def _calls(answered: Sequence[Exchange]) -> list[dict[str, Any]]:
+    """Per answered call (at most `MAX_TRACED_CALLS`): its stage, compact texts and its demo
+    turns (None when it cannot be a demo), tool results read from the stage's next call."""
+    out: list[dict[str, Any]] = []
+    for position, exchange in enumerate(answered[:MAX_TRACED_CALLS]):
+        following = next((e.messages for e in answered[position + 1:]
+                          if e.stage == exchange.stage), [])
+        compact = _compact(exchange)
+        out.append({"stage": exchange.stage, "instruction": compact["instruction"],
+                    "input": compact["input"], "output": compact["output"],
+                    "turns": demo_turns(exchange.messages, exchange.response, following)})
+    return out
+
+
+def trace_of(exchanges: Sequence[Exchange], *,
+             with_calls: bool = True) -> dict[str, Any] | None:
+    """The first answered exchange as a compact trace (instruction, input, output), with
+    every answered call in `calls` (stage, texts, demo turns) for demos and stages unless
+    `with_calls` is False."""
+    answered = [e for e in exchanges if e.response is not None]
+    if not answered:
+        return None
+    compact = _compact(answered[0])
+    return {**compact, "calls": _calls(answered)} if with_calls else compact
 
 
 def provider_failure(exchanges: Sequence[Exchange]) -> str:

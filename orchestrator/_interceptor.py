@@ -15,7 +15,10 @@ the `ExchangeLedger` (else 404); nothing refused is ever forwarded. Then, in ord
 - a job whose spend budget is used up gets 429 (the plan ends it with that
   `termination_reason` at its next check), and at most the job's `max_concurrent` calls are
   forwarded at once (the rest wait);
-- for a candidate, its instruction replaces the system message (the baseline passes through).
+- for a candidate, its prompt is applied (`_candidate_prompt.apply_prompt`): per stage, its
+  instruction replaces the system message and its demos are inserted (the baseline passes
+  through). The stage is the URL's `/v1/<token>/<stage_id>/chat/completions` segment, else
+  the fingerprint of the call's system message.
 
 The call's provider is resolved by the shared provider factory and the call forwarded by
 `_forwarding.ProviderForwarder` (aiohttp; stamina's retries are this hop's one retry layer),
@@ -39,6 +42,7 @@ from mipro import _metrics, _tracing
 from mipro._pricing import PriceTable
 from mipro._providers import ProviderEndpoint, ProviderError, resolve_provider
 
+from ._candidate_prompt import STAGE_ID, CandidatePrompt, apply_prompt, with_instruction
 from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant
 from ._forwarding import ProviderForwarder, ProviderStatusError, ProviderUnreachable
 from ._models import PolicySpec
@@ -80,11 +84,7 @@ def _presented_key(request: Request) -> str:
 def rewrite_messages(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
     """Replaces the first system message's content with `instruction`, or prepends one; the
     task app's own message objects are left as they were."""
-    for position, message in enumerate(messages):
-        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-            return [*messages[:position], {**message, "content": instruction},
-                    *messages[position + 1:]]
-    return [{"role": "system", "content": instruction}, *messages]
+    return with_instruction(messages, instruction)
 
 
 def _token_cap(value: Any) -> int | None:
@@ -137,6 +137,7 @@ class Interceptor:
         self.app = Starlette(
             routes=[
                 Route("/v1/{token}/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/{token}/{stage}/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/chat/completions", self._no_trial, methods=["POST"]),
                 Route("/healthz", self._health, methods=["GET"]),
             ]
@@ -208,8 +209,12 @@ class Interceptor:
         except PolicyViolation as violation:
             _metrics.count_refusal("policy_violation")
             return _error(400, str(violation))
-        if grant.instruction is not None:
-            body["messages"] = rewrite_messages(body["messages"], grant.instruction)
+        url_stage = request.path_params.get("stage", "")
+        if url_stage and not STAGE_ID.match(url_stage):
+            return _error(400, "the stage id in the inference URL must be letters, digits, "
+                               "'_', '.' or '-', at most 64")
+        prompt = grant.prompt or CandidatePrompt.single(grant.instruction)
+        body["messages"], stage = apply_prompt(body["messages"], prompt, url_stage)
         headers = {"X-Mipro-Dropped-Fields": ",".join(dropped)} if dropped else {}
         async with in_flight:
             spent = grant.spent()
@@ -217,11 +222,12 @@ class Interceptor:
                 _metrics.count_refusal("budget_spent")
                 return _error(429, f"the job's {spent} budget is spent", type_="rate_limit_error",
                               headers=headers)
-            response = await self._traced_forward(grant, body)
+            response = await self._traced_forward(grant, body, stage)
         response.headers.update(headers)
         return response
 
-    async def _traced_forward(self, grant: RolloutGrant, body: dict[str, Any]) -> JSONResponse:
+    async def _traced_forward(self, grant: RolloutGrant, body: dict[str, Any],
+                              stage: str = "") -> JSONResponse:
         """`_forward`, counted in the metrics and, with tracing on, as a span under the
         rollout's span (its id derived from the token's rollout id and nonce)."""
         started = time.perf_counter()
@@ -234,7 +240,7 @@ class Interceptor:
                                        "gen_ai.request.model": model,
                                        "mipro.job_id": grant.job_id,
                                        "mipro.rollout_id": grant.rollout_id}) as span:
-            response, usage = await self._forward(grant, body)
+            response, usage = await self._forward(grant, body, stage)
             ok = response.status_code < 300
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status_code)
@@ -248,8 +254,8 @@ class Interceptor:
             cost_usd=self._prices.cost_usd(model, usage[0], usage[1]) if ok else 0.0)
         return response
 
-    async def _forward(self, grant: RolloutGrant,
-                       body: dict[str, Any]) -> tuple[JSONResponse, tuple[int, int]]:
+    async def _forward(self, grant: RolloutGrant, body: dict[str, Any],
+                       stage: str = "") -> tuple[JSONResponse, tuple[int, int]]:
         """The answer to the task app, and the (prompt, completion) tokens it was metered."""
         started = time.perf_counter()
         redactor = Redactor([grant.environment_key])
@@ -281,7 +287,8 @@ class Interceptor:
         grant.on_usage(prompt, completion)
         self._ledger.record(grant.rollout_id, Exchange(
             messages=body["messages"], response=payload, prompt_tokens=prompt,
-            completion_tokens=completion, latency_ms=(time.perf_counter() - started) * 1000))
+            completion_tokens=completion, latency_ms=(time.perf_counter() - started) * 1000,
+            stage=stage))
         return JSONResponse(payload), (prompt, completion)
 
     def _record_failure(self, grant: RolloutGrant, body: dict[str, Any], started: float,

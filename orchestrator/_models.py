@@ -52,6 +52,18 @@ class ProposerSpec:
 
 
 @dataclass(frozen=True)
+class StageSpec:
+    """A stage of a multi-stage task app (Synth's `modules[].stages[]`)."""
+
+    stage_id: str
+    module_id: str = ""
+    #: 0 keeps the stage's own instruction; otherwise candidates replace it.
+    max_instruction_slots: int = defaults.MAX_INSTRUCTION_SLOTS.default
+    #: Demos per demo set in this stage, at most (0: none).
+    max_demo_slots: int = defaults.MAX_DEMO_SLOTS.default
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A validated job configuration with every default filled in."""
 
@@ -77,6 +89,12 @@ class JobSpec:
     max_tokens: int | None = None
     #: The registered environment key the job sends to its task app (by name, never the value).
     env_key_name: str = "ENVIRONMENT_API_KEY"
+    few_shot_score_threshold: float = defaults.FEW_SHOT_SCORE_THRESHOLD.default
+    max_demo_set_size: int = defaults.MAX_DEMO_SET_SIZE.default
+    max_demo_sets: int = defaults.MAX_DEMO_SETS.default
+    min_bootstrap_demos: int = defaults.MIN_BOOTSTRAP_DEMOS.default
+    #: Declared stages (`modules[].stages[]`), in order; () when none are declared.
+    stages: tuple[StageSpec, ...] = ()
 
 
 @dataclass
@@ -94,6 +112,12 @@ class CandidateRecord:
     policy_tokens: int = 0
     cost_usd: float = 0.0
     excluded_reason: str = ""
+    #: Its demo set: "" without demos (instruction_only), "d0" the empty set, "d1"...
+    demo_set: str = ""
+    #: The bootstrap seeds its demos come from, in order.
+    demo_seeds: list[int] = field(default_factory=list)
+    #: Stage key -> instruction, for a multi-stage task app ({} when single-stage).
+    stage_instructions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

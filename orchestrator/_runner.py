@@ -34,6 +34,7 @@ from ._activities import (
     RolloutItem,
 )
 from ._budget import Budget, BudgetExhausted, Meter
+from ._candidate_prompt import CandidatePrompt
 from ._errors import JobFailure
 from ._exchanges import ExchangeLedger
 from ._job_trace import JobTrace
@@ -110,7 +111,9 @@ class JobRunner:
             job_id=job.job_id, spec=spec, environment_key=environment_key, task_app=task_app,
             proposer=proposer, store=store, ledger=ledger, meter=self.meter,
             public_base_url=public_base_url, instruction_of=self._instruction_of,
-            on_result=self._on_result, tokens=tokens or RolloutTokens(), trace=self.trace)
+            on_result=self._on_result, tokens=tokens or RolloutTokens(), trace=self.trace,
+            prompt_of=self._prompt_of)
+        self._plan: JobPlan | None = None
         #: Set when the process shuts down: the job is left unfinished instead of cancelled.
         self.interrupted = False
 
@@ -131,7 +134,8 @@ class JobRunner:
         job = self.job
         try:
             await self._start()
-            await JobPlan(job.spec, self.board, job.candidates, self).run()
+            self._plan = JobPlan(job.spec, self.board, job.candidates, self)
+            await self._plan.run()
             await self._finish(JobStatus.SUCCEEDED, "completed")
         except BudgetExhausted as exc:
             await self._finish(JobStatus.SUCCEEDED, exc.reason)
@@ -307,6 +311,9 @@ class JobRunner:
     def _instruction_of(self, index: int) -> str | None:
         return self.job.candidates[index].instruction if index < len(self.job.candidates) \
             else None
+
+    def _prompt_of(self, index: int) -> CandidatePrompt | None:
+        return self._plan.prompt_of(index) if self._plan is not None else None
 
     async def _on_result(self, result: RolloutResult, done: int, planned: int) -> None:
         """A fresh result: folded at once (for the live snapshot), its events, a summary

@@ -22,6 +22,7 @@ from ._models import (
     PolicySpec,
     ProposerSpec,
     RolloutResult,
+    StageSpec,
     Tenant,
     TenantStatus,
 )
@@ -164,6 +165,7 @@ def spec_from_dict(data: dict[str, Any]) -> JobSpec:
     fields["proposer"] = ProposerSpec(**fields["proposer"])
     for name in ("bootstrap_train_seeds", "val_seeds", "test_seeds"):
         fields[name] = tuple(fields[name])
+    fields["stages"] = tuple(StageSpec(**s) for s in fields.get("stages") or ())
     return JobSpec(**fields)
 
 

@@ -99,6 +99,8 @@ class RolloutCall:
     env_config: dict[str, Any] = field(default_factory=dict)
     #: The W3C `traceparent` of the rollout's span, sent as a header; "" sends none.
     traceparent: str = ""
+    #: Declared stage id -> its inference URL (`/v1/<token>/<stage_id>?cid=...`).
+    stage_inference_urls: dict[str, str] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
         """The v1 rollout request (both `trace_correlation_id` and `run_id`/`ops`/`mode`)."""
@@ -114,6 +116,8 @@ class RolloutCall:
             config["max_completion_tokens"] = self.max_completion_tokens
         if self.instruction is not None:
             config["prompt_template"] = {"system": self.instruction}
+        if self.stage_inference_urls:
+            config["stage_inference_urls"] = dict(self.stage_inference_urls)
         env: dict[str, Any] = {"config": self.env_config, "seed": self.seed}
         if self.env_name:
             env["env_name"] = self.env_name

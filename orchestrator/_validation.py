@@ -23,9 +23,10 @@ from mipro._providers import ProviderError, resolve_provider
 from mipro.v1 import jobs_pb2
 
 from . import _defaults as defaults
+from ._candidate_prompt import STAGE_ID
 from ._defaults import Knob
 from ._errors import InvalidArgument
-from ._models import JobSpec, PolicySpec, ProposerSpec
+from ._models import JobSpec, PolicySpec, ProposerSpec, StageSpec
 
 _ROOT = "policy_optimization"
 _SYNTH_ROOT = "config_body.prompt_learning"
@@ -300,6 +301,7 @@ def _validate_ours(request: jobs_pb2.CreateJobRequest,
         raise InvalidArgument(f"{field}.env_name", "must be at most 200 characters")
     env_config = MessageToDict(mipro.env_config) if mipro.HasField("env_config") else {}
     key_name = env_key_name(msg.env_key_name, f"{_ROOT}.env_key_name") or "ENVIRONMENT_API_KEY"
+    demo_set_size = _setting(mipro, "max_demo_set_size", field, defaults.MAX_DEMO_SET_SIZE)
     return JobSpec(
         task_app_url=task_app_url,
         policy=policy,
@@ -322,7 +324,46 @@ def _validate_ours(request: jobs_pb2.CreateJobRequest,
         max_cost_usd=max_cost,
         max_tokens=max_tokens,
         env_key_name=key_name,
+        few_shot_score_threshold=_setting(mipro, "few_shot_score_threshold", field,
+                                          defaults.FEW_SHOT_SCORE_THRESHOLD),
+        max_demo_set_size=demo_set_size,
+        max_demo_sets=_setting(mipro, "max_demo_sets", field, defaults.MAX_DEMO_SETS),
+        min_bootstrap_demos=_setting(mipro, "min_bootstrap_demos", field,
+                                     defaults.MIN_BOOTSTRAP_DEMOS),
+        stages=_stages(mipro, field, demo_set_size),
     )
+
+
+def _stages(mipro: jobs_pb2.MiproConfig, field: str,
+            demo_set_size: int) -> tuple[StageSpec, ...]:
+    """`modules[].stages[]` as the job's declared stages, each id unique in the job."""
+    stages: list[StageSpec] = []
+    seen: set[str] = set()
+    for m, module in enumerate(mipro.modules):
+        where = f"{field}.modules[{m}]"
+        module_id = _required(module.module_id, f"{where}.module_id")
+        if not module.stages:
+            raise InvalidArgument(f"{where}.stages", "must list at least one stage")
+        for n, stage in enumerate(module.stages):
+            at = f"{where}.stages[{n}]"
+            stage_id = _required(stage.stage_id, f"{at}.stage_id")
+            if not STAGE_ID.match(stage_id):
+                raise InvalidArgument(f"{at}.stage_id", "must be letters, digits, '_', '.' or "
+                                      f"'-', at most 64, starting with a letter or digit; "
+                                      f"got {stage_id!r}")
+            if stage_id in seen:
+                raise InvalidArgument(f"{at}.stage_id", f"repeats stage {stage_id!r}")
+            seen.add(stage_id)
+            stages.append(StageSpec(
+                stage_id=stage_id, module_id=module_id,
+                max_instruction_slots=_setting(stage, "max_instruction_slots", at,
+                                               defaults.MAX_INSTRUCTION_SLOTS),
+                max_demo_slots=_setting(stage, "max_demo_slots", at, defaults.MAX_DEMO_SLOTS,
+                                        default=demo_set_size)))
+    if len(stages) > defaults.MAX_STAGES:
+        raise InvalidArgument(f"{field}.modules",
+                              f"declares {len(stages)} stages; at most {defaults.MAX_STAGES}")
+    return tuple(stages)
 
 
 def env_key_name(value: str, field: str) -> str:

@@ -75,7 +75,7 @@ class PolicyModel(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., temperature: _Optional[float] = ..., max_completion_tokens: _Optional[int] = ...) -> None: ...
 
 class MiproConfig(_message.Message):
-    __slots__ = ("mode", "bootstrap_train_seeds", "val_seeds", "proposer", "num_candidates", "max_concurrent", "test_seeds", "seed", "env_name", "env_config", "rollout_timeout_seconds", "termination_config", "num_iterations", "minibatch_size")
+    __slots__ = ("mode", "bootstrap_train_seeds", "val_seeds", "proposer", "num_candidates", "max_concurrent", "test_seeds", "seed", "env_name", "env_config", "rollout_timeout_seconds", "termination_config", "num_iterations", "minibatch_size", "few_shot_score_threshold", "max_demo_set_size", "max_demo_sets", "min_bootstrap_demos", "modules")
     MODE_FIELD_NUMBER: _ClassVar[int]
     BOOTSTRAP_TRAIN_SEEDS_FIELD_NUMBER: _ClassVar[int]
     VAL_SEEDS_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,11 @@ class MiproConfig(_message.Message):
     TERMINATION_CONFIG_FIELD_NUMBER: _ClassVar[int]
     NUM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     MINIBATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FEW_SHOT_SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEMO_SET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEMO_SETS_FIELD_NUMBER: _ClassVar[int]
+    MIN_BOOTSTRAP_DEMOS_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
     mode: str
     bootstrap_train_seeds: _containers.RepeatedScalarFieldContainer[int]
     val_seeds: _containers.RepeatedScalarFieldContainer[int]
@@ -104,7 +109,34 @@ class MiproConfig(_message.Message):
     termination_config: TerminationConfig
     num_iterations: int
     minibatch_size: int
-    def __init__(self, mode: _Optional[str] = ..., bootstrap_train_seeds: _Optional[_Iterable[int]] = ..., val_seeds: _Optional[_Iterable[int]] = ..., proposer: _Optional[_Union[ProposerConfig, _Mapping]] = ..., num_candidates: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., test_seeds: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., env_name: _Optional[str] = ..., env_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., rollout_timeout_seconds: _Optional[float] = ..., termination_config: _Optional[_Union[TerminationConfig, _Mapping]] = ..., num_iterations: _Optional[int] = ..., minibatch_size: _Optional[int] = ...) -> None: ...
+    few_shot_score_threshold: float
+    max_demo_set_size: int
+    max_demo_sets: int
+    min_bootstrap_demos: int
+    modules: _containers.RepeatedCompositeFieldContainer[MiproModule]
+    def __init__(self, mode: _Optional[str] = ..., bootstrap_train_seeds: _Optional[_Iterable[int]] = ..., val_seeds: _Optional[_Iterable[int]] = ..., proposer: _Optional[_Union[ProposerConfig, _Mapping]] = ..., num_candidates: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., test_seeds: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ..., env_name: _Optional[str] = ..., env_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., rollout_timeout_seconds: _Optional[float] = ..., termination_config: _Optional[_Union[TerminationConfig, _Mapping]] = ..., num_iterations: _Optional[int] = ..., minibatch_size: _Optional[int] = ..., few_shot_score_threshold: _Optional[float] = ..., max_demo_set_size: _Optional[int] = ..., max_demo_sets: _Optional[int] = ..., min_bootstrap_demos: _Optional[int] = ..., modules: _Optional[_Iterable[_Union[MiproModule, _Mapping]]] = ...) -> None: ...
+
+class MiproModule(_message.Message):
+    __slots__ = ("module_id", "stages", "description")
+    MODULE_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    module_id: str
+    stages: _containers.RepeatedCompositeFieldContainer[MiproStage]
+    description: str
+    def __init__(self, module_id: _Optional[str] = ..., stages: _Optional[_Iterable[_Union[MiproStage, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class MiproStage(_message.Message):
+    __slots__ = ("stage_id", "max_instruction_slots", "max_demo_slots", "description")
+    STAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_INSTRUCTION_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEMO_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    stage_id: str
+    max_instruction_slots: int
+    max_demo_slots: int
+    description: str
+    def __init__(self, stage_id: _Optional[str] = ..., max_instruction_slots: _Optional[int] = ..., max_demo_slots: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ProposerConfig(_message.Message):
     __slots__ = ("mode", "model", "provider", "temperature", "max_tokens")
@@ -206,7 +238,7 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., phase: _Optional[str] = ..., policy_optimization: _Optional[_Union[PolicyOptimization, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_score: _Optional[float] = ..., best_instruction: _Optional[str] = ..., baseline_score: _Optional[float] = ..., baseline_instruction: _Optional[str] = ..., rollouts_completed: _Optional[int] = ..., rollouts_failed: _Optional[int] = ..., policy_tokens: _Optional[int] = ..., proposer_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., error: _Optional[str] = ..., termination_reason: _Optional[str] = ..., baseline_test_score: _Optional[float] = ..., best_test_score: _Optional[float] = ..., failures_by_cause: _Optional[_Mapping[str, int]] = ..., history: _Optional[_Iterable[_Union[HistoryPoint, _Mapping]]] = ..., resumes: _Optional[int] = ..., best_prompt: _Optional[str] = ..., iteration: _Optional[int] = ..., candidate_count: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("index", "instruction", "tip", "mean_score", "seeds_scored", "failures", "round", "fully_evaluated", "policy_tokens", "cost_usd", "excluded_reason")
+    __slots__ = ("index", "instruction", "tip", "mean_score", "seeds_scored", "failures", "round", "fully_evaluated", "policy_tokens", "cost_usd", "excluded_reason", "demo_set_id", "demo_seeds", "stage_prompts")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     TIP_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +250,9 @@ class Candidate(_message.Message):
     POLICY_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_REASON_FIELD_NUMBER: _ClassVar[int]
+    DEMO_SET_ID_FIELD_NUMBER: _ClassVar[int]
+    DEMO_SEEDS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     index: int
     instruction: str
     tip: str
@@ -229,7 +264,18 @@ class Candidate(_message.Message):
     policy_tokens: int
     cost_usd: float
     excluded_reason: str
-    def __init__(self, index: _Optional[int] = ..., instruction: _Optional[str] = ..., tip: _Optional[str] = ..., mean_score: _Optional[float] = ..., seeds_scored: _Optional[int] = ..., failures: _Optional[int] = ..., round: _Optional[int] = ..., fully_evaluated: _Optional[bool] = ..., policy_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
+    demo_set_id: str
+    demo_seeds: _containers.RepeatedScalarFieldContainer[int]
+    stage_prompts: _containers.RepeatedCompositeFieldContainer[StagePrompt]
+    def __init__(self, index: _Optional[int] = ..., instruction: _Optional[str] = ..., tip: _Optional[str] = ..., mean_score: _Optional[float] = ..., seeds_scored: _Optional[int] = ..., failures: _Optional[int] = ..., round: _Optional[int] = ..., fully_evaluated: _Optional[bool] = ..., policy_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., excluded_reason: _Optional[str] = ..., demo_set_id: _Optional[str] = ..., demo_seeds: _Optional[_Iterable[int]] = ..., stage_prompts: _Optional[_Iterable[_Union[StagePrompt, _Mapping]]] = ...) -> None: ...
+
+class StagePrompt(_message.Message):
+    __slots__ = ("stage_id", "instruction")
+    STAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    stage_id: str
+    instruction: str
+    def __init__(self, stage_id: _Optional[str] = ..., instruction: _Optional[str] = ...) -> None: ...
 
 class HistoryPoint(_message.Message):
     __slots__ = ("rollouts", "best_score", "candidate")

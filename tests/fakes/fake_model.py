@@ -24,7 +24,8 @@ A body that is not a JSON object with a non-empty `model` and a non-empty list o
 "max_tokens", "max_completion_tokens", "n", "body_bytes"}`, the system (or developer)
 messages joined (null when there are none), the last user message, what was answered (the
 tool call's arguments, or the text), and what the request asked for: its field names, token
-caps, `n` and size.
+caps, `n` and size; then `roles`, every message's role in order, and `user_turns`, the text
+of every user message (so demos inserted before the real one can be checked).
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def record_entry(body: dict[str, Any], completion: dict[str, Any],
             "completion_tokens": completion["usage"]["completion_tokens"],
             "request_fields": sorted(body), "max_tokens": body.get("max_tokens"),
             "max_completion_tokens": body.get("max_completion_tokens"), "n": body.get("n"),
-            "body_bytes": len(json.dumps(body))}
+            "body_bytes": len(json.dumps(body)), "roles": [m["role"] for m in messages],
+            "user_turns": [_text(m.get("content")) for m in messages if m["role"] == "user"]}
 
 
 async def chat_completions(request: Request) -> JSONResponse:
