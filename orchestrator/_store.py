@@ -1,6 +1,8 @@
 """The job store interface: everything the orchestrator keeps durably goes through it.
 
-`SqliteJobStore` (`_store_sqlite.py`) is the embedded default; nothing else in the
+`SqliteJobStore` (`_store_sqlite.py`) is the embedded default, `PostgresJobStore`
+(`_store_postgres.py`) the store of several replicas; `_store_factory.py` picks one from
+`MIPRO_DATABASE_URL`, and `_migrations.py` versions their schemas. Nothing else in the
 orchestrator touches SQL. Each rollout result and event is written as it happens, so a later
 resume can continue a job from what is stored.
 """
@@ -8,6 +10,7 @@ resume can continue a job from what is stored.
 from __future__ import annotations
 
 import abc
+import base64
 import dataclasses
 from datetime import datetime
 from typing import Any
@@ -142,3 +145,88 @@ def candidates_to_list(candidates: list[CandidateRecord]) -> list[dict[str, Any]
 def candidates_from_list(data: list[dict[str, Any]]) -> list[CandidateRecord]:
     """The inverse of `candidates_to_list`."""
     return [CandidateRecord(**c) for c in data]
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def job_state(job: JobRecord) -> dict[str, Any]:
+    """A JSON-ready form of what a job's row holds besides its indexed columns (id, owner,
+    request id, status, creation time)."""
+    return {
+        "spec": spec_to_dict(job.spec),
+        "phase": job.phase,
+        "started_at": _ts(job.started_at),
+        "finished_at": _ts(job.finished_at),
+        "best_score": job.best_score,
+        "best_instruction": job.best_instruction,
+        "baseline_score": job.baseline_score,
+        "baseline_instruction": job.baseline_instruction,
+        "rollouts_completed": job.rollouts_completed,
+        "rollouts_failed": job.rollouts_failed,
+        "policy_tokens": job.policy_tokens,
+        "proposer_tokens": job.proposer_tokens,
+        "proposer_cost_usd": job.proposer_cost_usd,
+        "cost_usd": job.cost_usd,
+        "error": job.error,
+        "termination_reason": job.termination_reason,
+        "baseline_test_score": job.baseline_test_score,
+        "best_test_score": job.best_test_score,
+        "failures_by_cause": job.failures_by_cause,
+        "candidates": candidates_to_list(job.candidates),
+        "history": job.history,
+        "resumes": job.resumes,
+    }
+
+
+def job_from_state(job_id: str, owner: str, request_id: str, status: JobStatus,
+                   created_at: datetime, state: dict[str, Any]) -> JobRecord:
+    """The inverse of `job_state`, given the row's indexed columns."""
+    return JobRecord(
+        job_id=job_id,
+        owner=owner,
+        request_id=request_id,
+        status=status,
+        created_at=created_at,
+        spec=spec_from_dict(state["spec"]),
+        phase=state["phase"],
+        started_at=_parse_ts(state["started_at"]),
+        finished_at=_parse_ts(state["finished_at"]),
+        best_score=state["best_score"],
+        best_instruction=state["best_instruction"],
+        baseline_score=state["baseline_score"],
+        baseline_instruction=state["baseline_instruction"],
+        rollouts_completed=state["rollouts_completed"],
+        rollouts_failed=state["rollouts_failed"],
+        policy_tokens=state["policy_tokens"],
+        proposer_tokens=state["proposer_tokens"],
+        proposer_cost_usd=state.get("proposer_cost_usd", 0.0),
+        cost_usd=state["cost_usd"],
+        error=state["error"],
+        termination_reason=state["termination_reason"],
+        baseline_test_score=state["baseline_test_score"],
+        best_test_score=state["best_test_score"],
+        failures_by_cause=state["failures_by_cause"],
+        candidates=candidates_from_list(state["candidates"]),
+        history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
+        resumes=state.get("resumes", 0),
+    )
+
+
+def encode_page_token(created_at: str, job_id: str) -> str:
+    """The opaque `page_token` of the page after the job (`created_at` in ISO form)."""
+    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[str, str]:
+    """The inverse of `encode_page_token`; `ValueError` for a token no server issued."""
+    try:
+        created_at, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("page_token is not a token this server issued") from None
+    return created_at, job_id

@@ -2,13 +2,13 @@
 
 WAL mode with `synchronous=NORMAL` keeps every committed write across a process kill; each
 write is one transaction. A rollout result is one row of `rollout_results`, written once (its
-cost does not grow with the job); `PRAGMA user_version` records the schema version, and
-`open()` upgrades an older file in place without losing a row.
+cost does not grow with the job); `open()` applies the numbered migrations of
+`migrations/sqlite/` (`_migrations.py`), so an older file is upgraded in place without
+losing a row.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from ._migrations import latest_version, sqlite_upgrade
 from ._models import (
     ApiKeyRecord,
     JobEvent,
@@ -28,81 +29,14 @@ from ._models import (
     TenantStatus,
 )
 from ._secrets import EnvKeyVault, SecretsError
-from ._store import (
-    JobStore,
-    candidates_from_list,
-    candidates_to_list,
-    spec_from_dict,
-    spec_to_dict,
-)
+from ._store import JobStore, job_from_state, job_state
+from ._store import decode_page_token as _decode_token
+from ._store import encode_page_token as _encode_token
 
 log = structlog.get_logger(__name__)
 
-#: The schema version this module writes (1: rollouts as JSON blobs; 2: one column each;
-#: 3: tenants and API keys, new tables only). Environment keys are sealed by a separate,
-#: idempotent step keyed on their `key_id` column (`_seal_env_keys`).
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    request_id TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    state_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, job_id DESC);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (owner, request_id)
-    WHERE request_id != '';
-CREATE TABLE IF NOT EXISTS rollout_results (
-    position INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    rollout_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    candidate INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    reward REAL,
-    failure_cause TEXT NOT NULL,
-    failure_detail TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    trace_json TEXT,
-    UNIQUE (job_id, rollout_id)
-);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data_json TEXT NOT NULL,
-    terminal INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)
-);
-CREATE TABLE IF NOT EXISTS env_keys (
-    owner TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (owner, name)
-);
-CREATE TABLE IF NOT EXISTS tenants (
-    tenant_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL REFERENCES tenants (tenant_id),
-    name TEXT NOT NULL,
-    prefix TEXT NOT NULL,
-    secret_hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-"""
+#: The schema version this module writes: the last of `migrations/sqlite/` (`_migrations.py`).
+SCHEMA_VERSION = latest_version("sqlite")
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -114,77 +48,12 @@ def _parse_ts(value: str | None) -> datetime | None:
 
 
 def _job_state(job: JobRecord) -> str:
-    return json.dumps(
-        {
-            "spec": spec_to_dict(job.spec),
-            "phase": job.phase,
-            "started_at": _ts(job.started_at),
-            "finished_at": _ts(job.finished_at),
-            "best_score": job.best_score,
-            "best_instruction": job.best_instruction,
-            "baseline_score": job.baseline_score,
-            "baseline_instruction": job.baseline_instruction,
-            "rollouts_completed": job.rollouts_completed,
-            "rollouts_failed": job.rollouts_failed,
-            "policy_tokens": job.policy_tokens,
-            "proposer_tokens": job.proposer_tokens,
-            "proposer_cost_usd": job.proposer_cost_usd,
-            "cost_usd": job.cost_usd,
-            "error": job.error,
-            "termination_reason": job.termination_reason,
-            "baseline_test_score": job.baseline_test_score,
-            "best_test_score": job.best_test_score,
-            "failures_by_cause": job.failures_by_cause,
-            "candidates": candidates_to_list(job.candidates),
-            "history": job.history,
-            "resumes": job.resumes,
-        }
-    )
+    return json.dumps(job_state(job))
 
 
 def _job_from_row(row: aiosqlite.Row) -> JobRecord:
-    state: dict[str, Any] = json.loads(row["state_json"])
-    return JobRecord(
-        job_id=row["job_id"],
-        owner=row["owner"],
-        request_id=row["request_id"],
-        status=JobStatus(row["status"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        spec=spec_from_dict(state["spec"]),
-        phase=state["phase"],
-        started_at=_parse_ts(state["started_at"]),
-        finished_at=_parse_ts(state["finished_at"]),
-        best_score=state["best_score"],
-        best_instruction=state["best_instruction"],
-        baseline_score=state["baseline_score"],
-        baseline_instruction=state["baseline_instruction"],
-        rollouts_completed=state["rollouts_completed"],
-        rollouts_failed=state["rollouts_failed"],
-        policy_tokens=state["policy_tokens"],
-        proposer_tokens=state["proposer_tokens"],
-        proposer_cost_usd=state.get("proposer_cost_usd", 0.0),
-        cost_usd=state["cost_usd"],
-        error=state["error"],
-        termination_reason=state["termination_reason"],
-        baseline_test_score=state["baseline_test_score"],
-        best_test_score=state["best_test_score"],
-        failures_by_cause=state["failures_by_cause"],
-        candidates=candidates_from_list(state["candidates"]),
-        history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
-        resumes=state.get("resumes", 0),
-    )
-
-
-def _encode_token(created_at: str, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str]:
-    try:
-        created_at, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("page_token is not a token this server issued") from None
-    return created_at, job_id
+    return job_from_state(row["job_id"], row["owner"], row["request_id"], JobStatus(row["status"]),
+                          datetime.fromisoformat(row["created_at"]), json.loads(row["state_json"]))
 
 
 class SqliteJobStore(JobStore):
@@ -211,35 +80,8 @@ class SqliteJobStore(JobStore):
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        await self._db.executescript(_SCHEMA)
-        await self._upgrade()
+        await sqlite_upgrade(self._db)
         await self._seal_env_keys()
-
-    async def _upgrade(self) -> None:
-        """Moves version-1 rollouts (one JSON blob per row) into `rollout_results`; the
-        tables of version 3 (tenants, API keys) are new, so `_SCHEMA` has made them already."""
-        conn = self._conn
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        if row is not None and row[0] >= SCHEMA_VERSION:
-            return
-        async with conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'rollouts'") as c:
-            old = await c.fetchone()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            if old is not None:
-                async with conn.execute(
-                        "SELECT job_id, result_json FROM rollouts ORDER BY job_id, position") as c:
-                    rows = list(await c.fetchall())
-                for job_id, payload in rows:
-                    await self._insert_rollout(job_id, RolloutResult(**json.loads(payload)))
-                await conn.execute("DROP TABLE rollouts")
-            await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -404,13 +246,8 @@ class SqliteJobStore(JobStore):
     async def _seal_env_keys(self) -> None:
         """Seals every env-key row under the vault's current key, in one transaction: rows
         from before encryption (`key_id` NULL: plain text) and rows an earlier server key
-        sealed (rotation). Idempotent and independent of `user_version`: the marker is the
-        `key_id` column, added here when missing."""
+        sealed (rotation). Idempotent: the marker is the `key_id` column (migration 4)."""
         conn = self._conn
-        async with conn.execute("PRAGMA table_info(env_keys)") as cursor:
-            columns = {r["name"] for r in await cursor.fetchall()}
-        if "key_id" not in columns:
-            await conn.execute("ALTER TABLE env_keys ADD COLUMN key_id TEXT")
         if self._vault is None:
             return
         vault = self._vault

@@ -1,13 +1,15 @@
-"""The SQLite job store: what is written is read back, across a reopen, per owner."""
+"""The job store, on SQLite and on Postgres alike (`store_url` is parametrized over both):
+what is written is read back, across a reopen, per owner."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator import JobStatus, SqliteJobStore
+from orchestrator import JobStatus
 from orchestrator._models import (
     CandidateRecord,
     JobRecord,
@@ -17,6 +19,8 @@ from orchestrator._models import (
     RolloutResult,
 )
 from orchestrator._secrets import EnvKeyVault
+
+from ._stores import store_at
 
 SPEC = JobSpec(task_app_url="http://127.0.0.1:1", policy=PolicySpec("m", "openai", 0.0, 64),
                proposer=ProposerSpec("m", "openai"), bootstrap_train_seeds=(0, 1),
@@ -29,8 +33,8 @@ def _job(job_id: str, owner: str = "own_a", minutes: int = 0, request_id: str = 
                      request_id=request_id)
 
 
-async def test_job_round_trip_survives_reopen(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "db.sqlite")
+async def test_job_round_trip_survives_reopen(store_url: str) -> None:
+    store = store_at(store_url)
     await store.open()
     job = _job("pl_1")
     await store.create_job(job)
@@ -45,7 +49,7 @@ async def test_job_round_trip_survives_reopen(tmp_path: Path) -> None:
                                                      "http_500", "boom"))
     await store.close()
 
-    reopened = SqliteJobStore(tmp_path / "db.sqlite")
+    reopened = store_at(store_url)
     await reopened.open()
     loaded = await reopened.get_job("pl_1")
     assert loaded is not None
@@ -58,8 +62,8 @@ async def test_job_round_trip_survives_reopen(tmp_path: Path) -> None:
     await reopened.close()
 
 
-async def test_owner_isolation_and_paging(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "db.sqlite")
+async def test_owner_isolation_and_paging(store_url: str) -> None:
+    store = store_at(store_url)
     await store.open()
     for i in range(5):
         await store.create_job(_job(f"pl_{i}", minutes=i))
@@ -73,8 +77,8 @@ async def test_owner_isolation_and_paging(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_request_id_makes_create_idempotent(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "db.sqlite")
+async def test_request_id_makes_create_idempotent(store_url: str) -> None:
+    store = store_at(store_url)
     await store.open()
     first = await store.create_job(_job("pl_a", request_id="r-1"))
     again = await store.create_job(_job("pl_b", request_id="r-1"))
@@ -83,8 +87,8 @@ async def test_request_id_makes_create_idempotent(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_events_are_numbered_without_gaps_under_concurrency(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "db.sqlite")
+async def test_events_are_numbered_without_gaps_under_concurrency(store_url: str) -> None:
+    store = store_at(store_url)
     await store.open()
     await asyncio.gather(*(store.append_event("pl_1", "t", f"m{i}", {"i": i}, terminal=False)
                            for i in range(50)))
@@ -95,11 +99,28 @@ async def test_events_are_numbered_without_gaps_under_concurrency(tmp_path: Path
     await store.close()
 
 
-async def test_env_keys_replace_per_owner(tmp_path: Path) -> None:
-    store = SqliteJobStore(tmp_path / "db.sqlite", vault=EnvKeyVault(os.urandom(32)))
+async def test_env_keys_replace_per_owner(store_url: str) -> None:
+    store = store_at(store_url, vault=EnvKeyVault(os.urandom(32)))
     await store.open()
     await store.put_env_key("own_a", "ENVIRONMENT_API_KEY", "one")
     await store.put_env_key("own_a", "ENVIRONMENT_API_KEY", "two")
     assert await store.get_env_key("own_a", "ENVIRONMENT_API_KEY") == "two"
     assert await store.get_env_key("own_b", "ENVIRONMENT_API_KEY") is None
     await store.close()
+
+
+async def test_writers_in_several_processes_number_one_jobs_events_without_gaps(
+        store_url: str) -> None:
+    writers, per_writer = 3, 30
+    processes = [await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests._event_writer", store_url, "pl_shared", f"w{n}",
+        str(per_writer), cwd=Path(__file__).parent.parent) for n in range(writers)]
+    codes = await asyncio.gather(*(p.wait() for p in processes))
+    assert codes == [0] * writers
+    store = store_at(store_url)
+    await store.open()
+    events = await store.list_events("pl_shared", since_seq=0, limit=10_000)
+    await store.close()
+    assert [e.seq for e in events] == list(range(1, writers * per_writer + 1))
+    written = sorted((e.data["writer"], e.data["i"]) for e in events)
+    assert written == sorted((f"w{n}", i) for n in range(writers) for i in range(per_writer))
