@@ -98,7 +98,8 @@ async def sqlite_upgrade(conn: aiosqlite.Connection) -> list[Migration]:
     if "schema_version" not in tables and current > 0:  # a file from before migrations
         rows = "".join(f"INSERT OR IGNORE INTO schema_version VALUES ({v}, 'before migrations',"
                        f" '{stamp}');\n" for v in range(1, current + 1))
-        await _sqlite_script(conn, f"{_SQLITE_VERSION_TABLE};\n{rows}")
+        await _sqlite_script(conn, f"{_SQLITE_VERSION_TABLE};\n{rows}"
+                                   f"PRAGMA user_version = {current};")
     applied: list[Migration] = []
     for migration in pending("sqlite", current):
         try:

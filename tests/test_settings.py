@@ -112,6 +112,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
                 "proposer_token", "gateway_expose_grpc_introspection", "gateway_tls_cert_file",
                 "gateway_tls_key_file"}
     derived |= {"task_app_allow", "interceptor_token_key"}  # unset by default
+    derived |= {"database_url"}  # the data directory's SQLite file
     for name in Settings.model_fields:
         variable = variable_name(name)
         assert variable in rows, f"{variable} is missing from the README's settings table"

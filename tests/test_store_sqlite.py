@@ -124,3 +124,23 @@ async def test_writers_in_several_processes_number_one_jobs_events_without_gaps(
     assert [e.seq for e in events] == list(range(1, writers * per_writer + 1))
     written = sorted((e.data["writer"], e.data["i"]) for e in events)
     assert written == sorted((f"w{n}", i) for n in range(writers) for i in range(per_writer))
+
+
+async def test_env_keys_survive_a_server_key_rotation_and_are_resealed(store_url: str) -> None:
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    store = store_at(store_url, vault=EnvKeyVault(old_key))
+    await store.open()
+    await store.put_env_key("own_a", "ENVIRONMENT_API_KEY", "sk-rotate-me")
+    await store.close()
+    store = store_at(store_url, vault=EnvKeyVault(new_key, previous=[old_key]))
+    await store.open()  # reseals under the new key
+    assert await store.get_env_key("own_a", "ENVIRONMENT_API_KEY") == "sk-rotate-me"
+    await store.close()
+    store = store_at(store_url, vault=EnvKeyVault(new_key))  # the old key is retired
+    await store.open()
+    assert await store.get_env_key("own_a", "ENVIRONMENT_API_KEY") == "sk-rotate-me"
+    await store.close()
+    store = store_at(store_url, vault=EnvKeyVault(os.urandom(32)))  # the key is lost
+    await store.open()
+    assert await store.get_env_key("own_a", "ENVIRONMENT_API_KEY") is None
+    await store.close()
