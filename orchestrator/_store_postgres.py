@@ -12,6 +12,7 @@ command's work, under an advisory lock so two replicas never migrate at once.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
 
+from ._exchanges import Exchange
 from ._migrations import Migration, SchemaError, latest_version, pending
 from ._models import (
     ApiKeyRecord,
@@ -33,7 +35,10 @@ from ._models import (
 )
 from ._secrets import EnvKeyVault, SecretsError
 from ._store import (
+    Admission,
     JobStore,
+    JobUsage,
+    RolloutOpening,
     decode_page_token,
     encode_page_token,
     job_from_state,
@@ -267,15 +272,7 @@ class PostgresJobStore(JobStore):
             "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
             " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
             " WHERE job_id = %s ORDER BY position", (job_id,))
-        return [
-            RolloutResult(
-                rollout_id=r["rollout_id"], phase=r["phase"], candidate_index=r["candidate"],
-                seed=r["seed"], reward=r["reward"], failure_cause=r["failure_cause"],
-                failure_detail=r["failure_detail"], prompt_tokens=r["prompt_tokens"],
-                completion_tokens=r["completion_tokens"],
-                tokens=r["prompt_tokens"] + r["completion_tokens"], trace=r["trace_json"])
-            for r in rows
-        ]
+        return [_rollout_from_row(r) for r in rows]
 
     # -- events: numbered by the job's counter row, in the same statement ---------------------
 
@@ -401,3 +398,113 @@ class PostgresJobStore(JobStore):
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, %s) WHERE key_id = %s"
             " RETURNING *", (revoked_at, key_id))
         return _api_key_from_row(row) if row else None
+
+    # -- open rollouts and their exchanges, for interceptor replicas -------------------------
+
+    async def open_rollout(self, opening: RolloutOpening) -> None:
+        async with self._connections.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM rollout_exchanges WHERE rollout_id = %s",
+                               (opening.rollout_id,))
+            await conn.execute(
+                "INSERT INTO open_rollouts (rollout_id, job_id, nonce, candidate, calls)"
+                " VALUES (%s, %s, %s, %s, 0) ON CONFLICT (rollout_id) DO UPDATE SET"
+                " job_id = excluded.job_id, nonce = excluded.nonce,"
+                " candidate = excluded.candidate, calls = 0",
+                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate))
+
+    async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
+        key = (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate)
+        if await self._one(
+                "UPDATE open_rollouts SET calls = calls + 1 WHERE rollout_id = %s"
+                " AND job_id = %s AND nonce = %s AND candidate = %s AND calls < %s"
+                " RETURNING calls", (*key, max_calls)) is not None:
+            return Admission.ADMITTED
+        exists = await self._one(
+            "SELECT 1 AS open FROM open_rollouts WHERE rollout_id = %s AND job_id = %s"
+            " AND nonce = %s AND candidate = %s", key)
+        return Admission.OVER_LIMIT if exists is not None else Admission.UNKNOWN
+
+    async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
+        # FOR SHARE holds the opening until this insert commits, so a concurrent close
+        # either sees the exchange or makes this insert find nothing open.
+        return await self._run(
+            "INSERT INTO rollout_exchanges (rollout_id, nonce, exchange_json)"
+            " SELECT rollout_id, nonce, %s FROM open_rollouts"
+            " WHERE rollout_id = %s AND nonce = %s FOR SHARE",
+            (Json(dataclasses.asdict(exchange)), rollout_id, nonce)) > 0
+
+    async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        rows = await self._all(
+            "SELECT exchange_json FROM rollout_exchanges WHERE rollout_id = %s AND nonce = %s"
+            " ORDER BY position", (rollout_id, nonce))
+        return [Exchange(**r["exchange_json"]) for r in rows]
+
+    async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        async with self._connections.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "DELETE FROM open_rollouts WHERE rollout_id = %s AND nonce = %s"
+                " RETURNING rollout_id", (rollout_id, nonce))
+            if await cursor.fetchone() is None:
+                return []
+            cursor = await conn.execute(
+                "DELETE FROM rollout_exchanges WHERE rollout_id = %s AND nonce = %s"
+                " RETURNING position, exchange_json", (rollout_id, nonce))
+            rows = sorted(await cursor.fetchall(), key=lambda r: int(r["position"]))
+        return [Exchange(**r["exchange_json"]) for r in rows]
+
+    async def drop_open_rollouts(self, job_id: str) -> int:
+        async with self._connections.connection() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM rollout_exchanges WHERE rollout_id IN"
+                " (SELECT rollout_id FROM open_rollouts WHERE job_id = %s)", (job_id,))
+            cursor = await conn.execute("DELETE FROM open_rollouts WHERE job_id = %s",
+                                        (job_id,))
+            return max(0, cursor.rowcount)
+
+    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
+        rows = await self._all(
+            "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
+            " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
+            " WHERE job_id = %s ORDER BY position OFFSET %s", (job_id, max(0, start)))
+        return [_rollout_from_row(r) for r in rows]
+
+    # -- budgets metered across replicas -----------------------------------------------------
+
+    async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
+        row = await self._one(
+            "INSERT INTO job_usage AS u (job_id, rollouts, policy_prompt_tokens,"
+            " policy_completion_tokens, proposer_tokens, proposer_cost_usd)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET"
+            " rollouts = u.rollouts + excluded.rollouts,"
+            " policy_prompt_tokens = u.policy_prompt_tokens + excluded.policy_prompt_tokens,"
+            " policy_completion_tokens ="
+            " u.policy_completion_tokens + excluded.policy_completion_tokens,"
+            " proposer_tokens = u.proposer_tokens + excluded.proposer_tokens,"
+            " proposer_cost_usd = u.proposer_cost_usd + excluded.proposer_cost_usd"
+            " RETURNING rollouts, policy_prompt_tokens, policy_completion_tokens,"
+            " proposer_tokens, proposer_cost_usd",
+            (job_id, delta.rollouts, delta.policy_prompt_tokens, delta.policy_completion_tokens,
+             delta.proposer_tokens, delta.proposer_cost_usd))
+        assert row is not None
+        return _usage_from_row(row)
+
+    async def get_usage(self, job_id: str) -> JobUsage:
+        row = await self._one(
+            "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens, proposer_tokens,"
+            " proposer_cost_usd FROM job_usage WHERE job_id = %s", (job_id,))
+        return _usage_from_row(row) if row is not None else JobUsage()
+
+
+def _usage_from_row(row: DictRow) -> JobUsage:
+    return JobUsage(int(row["rollouts"]), int(row["policy_prompt_tokens"]),
+                    int(row["policy_completion_tokens"]), int(row["proposer_tokens"]),
+                    float(row["proposer_cost_usd"]))
+
+
+def _rollout_from_row(r: DictRow) -> RolloutResult:
+    return RolloutResult(
+        rollout_id=r["rollout_id"], phase=r["phase"], candidate_index=r["candidate"],
+        seed=r["seed"], reward=r["reward"], failure_cause=r["failure_cause"],
+        failure_detail=r["failure_detail"], prompt_tokens=r["prompt_tokens"],
+        completion_tokens=r["completion_tokens"],
+        tokens=r["prompt_tokens"] + r["completion_tokens"], trace=r["trace_json"])

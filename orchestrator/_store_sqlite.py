@@ -9,6 +9,7 @@ losing a row.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from ._exchanges import Exchange
 from ._migrations import latest_version, sqlite_upgrade
 from ._models import (
     ApiKeyRecord,
@@ -29,7 +31,7 @@ from ._models import (
     TenantStatus,
 )
 from ._secrets import EnvKeyVault, SecretsError
-from ._store import JobStore, job_from_state, job_state
+from ._store import Admission, JobStore, JobUsage, RolloutOpening, job_from_state, job_state
 from ._store import decode_page_token as _decode_token
 from ._store import encode_page_token as _encode_token
 
@@ -37,6 +39,14 @@ log = structlog.get_logger(__name__)
 
 #: The schema version this module writes: the last of `migrations/sqlite/` (`_migrations.py`).
 SCHEMA_VERSION = latest_version("sqlite")
+
+
+def _exchange_json(exchange: Exchange) -> str:
+    return json.dumps(dataclasses.asdict(exchange))
+
+
+def _exchange_from_json(text: str) -> Exchange:
+    return Exchange(**json.loads(text))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -172,6 +182,22 @@ class SqliteJobStore(JobStore):
             "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
             " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
             " WHERE job_id = ? ORDER BY position", (job_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            RolloutResult(
+                rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
+                failure_cause=r[5], failure_detail=r[6], prompt_tokens=r[7],
+                completion_tokens=r[8], tokens=r[7] + r[8],
+                trace=json.loads(r[9]) if r[9] is not None else None)
+            for r in rows
+        ]
+
+    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
+        async with self._conn.execute(
+            "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
+            " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
+            " WHERE job_id = ? ORDER BY position LIMIT -1 OFFSET ?", (job_id, max(0, start))
         ) as cursor:
             rows = await cursor.fetchall()
         return [
@@ -337,6 +363,124 @@ class SqliteJobStore(JobStore):
                 "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)) as cursor:
             row = await cursor.fetchone()
         return _api_key_from_row(row) if row else None
+
+
+    # -- open rollouts and their exchanges ---------------------------------------------------
+
+    async def open_rollout(self, opening: RolloutOpening) -> None:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute("DELETE FROM rollout_exchanges WHERE rollout_id = ?",
+                               (opening.rollout_id,))
+            await conn.execute(
+                "INSERT OR REPLACE INTO open_rollouts (rollout_id, job_id, nonce, candidate,"
+                " calls) VALUES (?, ?, ?, ?, 0)",
+                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
+        async with self._conn.execute(
+                "UPDATE open_rollouts SET calls = calls + 1 WHERE rollout_id = ? AND job_id = ?"
+                " AND nonce = ? AND candidate = ? AND calls < ? RETURNING calls",
+                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate,
+                 max_calls)) as cursor:
+            if await cursor.fetchone() is not None:
+                return Admission.ADMITTED
+        async with self._conn.execute(
+                "SELECT 1 FROM open_rollouts WHERE rollout_id = ? AND job_id = ? AND nonce = ?"
+                " AND candidate = ?",
+                (opening.rollout_id, opening.job_id, opening.nonce,
+                 opening.candidate)) as cursor:
+            exists = await cursor.fetchone() is not None
+        return Admission.OVER_LIMIT if exists else Admission.UNKNOWN
+
+    async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
+        async with self._conn.execute(
+                "INSERT INTO rollout_exchanges (rollout_id, nonce, exchange_json)"
+                " SELECT rollout_id, nonce, ? FROM open_rollouts"
+                " WHERE rollout_id = ? AND nonce = ?",
+                (_exchange_json(exchange), rollout_id, nonce)) as cursor:
+            return cursor.rowcount > 0
+
+    async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        async with self._conn.execute(
+                "SELECT exchange_json FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+                " ORDER BY position", (rollout_id, nonce)) as cursor:
+            rows = await cursor.fetchall()
+        return [_exchange_from_json(r[0]) for r in rows]
+
+    async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(
+                    "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ?",
+                    (rollout_id, nonce)) as cursor:
+                was_open = cursor.rowcount > 0
+            exchanges: list[Exchange] = []
+            if was_open:
+                async with conn.execute(
+                        "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+                        " RETURNING position, exchange_json", (rollout_id, nonce)) as cursor:
+                    rows = sorted(await cursor.fetchall(), key=lambda r: int(r[0]))
+                exchanges = [_exchange_from_json(r[1]) for r in rows]
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return exchanges
+
+    async def drop_open_rollouts(self, job_id: str) -> int:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute(
+                "DELETE FROM rollout_exchanges WHERE rollout_id IN"
+                " (SELECT rollout_id FROM open_rollouts WHERE job_id = ?)", (job_id,))
+            async with conn.execute("DELETE FROM open_rollouts WHERE job_id = ?",
+                                    (job_id,)) as cursor:
+                dropped = cursor.rowcount
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return max(0, dropped)
+
+    # -- usage -------------------------------------------------------------------------------
+
+    async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
+        async with self._conn.execute(
+                "INSERT INTO job_usage (job_id, rollouts, policy_prompt_tokens,"
+                " policy_completion_tokens, proposer_tokens, proposer_cost_usd)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+                " rollouts = rollouts + excluded.rollouts,"
+                " policy_prompt_tokens = policy_prompt_tokens + excluded.policy_prompt_tokens,"
+                " policy_completion_tokens ="
+                " policy_completion_tokens + excluded.policy_completion_tokens,"
+                " proposer_tokens = proposer_tokens + excluded.proposer_tokens,"
+                " proposer_cost_usd = proposer_cost_usd + excluded.proposer_cost_usd"
+                " RETURNING rollouts, policy_prompt_tokens, policy_completion_tokens,"
+                " proposer_tokens, proposer_cost_usd",
+                (job_id, delta.rollouts, delta.policy_prompt_tokens,
+                 delta.policy_completion_tokens, delta.proposer_tokens,
+                 delta.proposer_cost_usd)) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+
+    async def get_usage(self, job_id: str) -> JobUsage:
+        async with self._conn.execute(
+                "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens,"
+                " proposer_tokens, proposer_cost_usd FROM job_usage WHERE job_id = ?",
+                (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return JobUsage()
+        return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
 
 
 def _tenant_from_row(row: aiosqlite.Row) -> Tenant:

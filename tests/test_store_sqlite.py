@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator import JobStatus
+from orchestrator._exchanges import Exchange
 from orchestrator._models import (
     CandidateRecord,
     JobRecord,
@@ -19,6 +20,7 @@ from orchestrator._models import (
     RolloutResult,
 )
 from orchestrator._secrets import EnvKeyVault
+from orchestrator._store import Admission, JobStore, JobUsage, RolloutOpening
 
 from ._stores import store_at
 
@@ -144,3 +146,81 @@ async def test_env_keys_survive_a_server_key_rotation_and_are_resealed(store_url
     await store.open()
     assert await store.get_env_key("own_a", "ENVIRONMENT_API_KEY") is None
     await store.close()
+
+
+# -- open rollouts, exchanges and usage: what interceptor and worker replicas share ------------
+
+def _exchange(text: str, error: str = "") -> Exchange:
+    return Exchange(messages=[{"role": "user", "content": text}],
+                    response=None if error else {"choices": [{"message": {"content": text}}]},
+                    prompt_tokens=3, completion_tokens=2, latency_ms=1.5, error=error)
+
+
+async def _two(store_url: str) -> tuple[JobStore, JobStore]:
+    """Two stores on one database, as two processes would have."""
+    first, second = store_at(store_url), store_at(store_url)
+    await first.open()
+    await second.open()
+    return first, second
+
+
+async def test_an_opening_is_served_by_another_store_and_closed_once(store_url: str) -> None:
+    worker, interceptor = await _two(store_url)
+    opening = RolloutOpening("pl_1", "pl_1_v01s5", "n1", 1)
+    await worker.open_rollout(opening)
+    assert await interceptor.admit_call(opening, max_calls=2) is Admission.ADMITTED
+    assert await interceptor.record_exchange("pl_1_v01s5", "n1", _exchange("a"))
+    assert await interceptor.admit_call(opening, max_calls=2) is Admission.ADMITTED
+    assert await interceptor.record_exchange("pl_1_v01s5", "n1", _exchange("b", "boom"))
+    assert await interceptor.admit_call(opening, max_calls=2) is Admission.OVER_LIMIT
+    assert [e.error for e in await worker.rollout_exchanges("pl_1_v01s5", "n1")] == ["", "boom"]
+    closed = await worker.close_rollout("pl_1_v01s5", "n1")
+    assert closed == [_exchange("a"), _exchange("b", "boom")]
+    assert await interceptor.admit_call(opening, max_calls=2) is Admission.UNKNOWN
+    assert not await interceptor.record_exchange("pl_1_v01s5", "n1", _exchange("late"))
+    assert await worker.close_rollout("pl_1_v01s5", "n1") == []
+    # A new opening replaces the old one and drops its exchanges; others are unknown.
+    await worker.open_rollout(RolloutOpening("pl_1", "pl_1_v01s5", "old", 1))
+    await interceptor.record_exchange("pl_1_v01s5", "old", _exchange("stale"))
+    new = RolloutOpening("pl_1", "pl_1_v01s5", "new", 1)
+    await worker.open_rollout(new)
+    for wrong in (RolloutOpening("pl_1", "pl_1_v01s5", "old", 1),
+                  RolloutOpening("pl_2", "pl_1_v01s5", "new", 1),
+                  RolloutOpening("pl_1", "pl_1_v01s5", "new", 2)):
+        assert await interceptor.admit_call(wrong, max_calls=5) is Admission.UNKNOWN
+    assert await worker.rollout_exchanges("pl_1_v01s5", "old") == []
+    await worker.open_rollout(RolloutOpening("pl_1", "pl_1_v00s1", "x", 0))
+    await worker.open_rollout(RolloutOpening("pl_9", "pl_9_v00s1", "z", 0))
+    assert await worker.drop_open_rollouts("pl_1") == 2
+    assert await interceptor.admit_call(new, max_calls=5) is Admission.UNKNOWN
+    assert await interceptor.admit_call(RolloutOpening("pl_9", "pl_9_v00s1", "z", 0),
+                                        max_calls=1) is Admission.ADMITTED
+    await worker.close()
+    await interceptor.close()
+
+
+async def test_the_call_limit_and_usage_hold_under_concurrent_writers(store_url: str) -> None:
+    first, second = await _two(store_url)
+    opening = RolloutOpening("pl_1", "pl_1_v01s5", "n", 1)
+    await first.open_rollout(opening)
+    answers = await asyncio.gather(*(s.admit_call(opening, max_calls=7)
+                                     for s in (first, second) * 10))
+    assert answers.count(Admission.ADMITTED) == 7
+    assert answers.count(Admission.OVER_LIMIT) == 13
+    assert await first.get_usage("pl_1") == JobUsage()
+    await asyncio.gather(*(s.add_usage("pl_1", JobUsage(policy_prompt_tokens=10,
+                                                        policy_completion_tokens=1))
+                           for s in (first, second) * 5))
+    total = await second.add_usage("pl_1", JobUsage(rollouts=3, proposer_tokens=7,
+                                                    proposer_cost_usd=0.25))
+    assert total == JobUsage(3, 100, 10, 7, 0.25) == await first.get_usage("pl_1")
+    assert await first.get_usage("pl_2") == JobUsage()
+    for seed in range(4):
+        await (first if seed % 2 else second).record_rollout(
+            "pl_1", RolloutResult(f"pl_1_v00s{seed}", 0, seed, "val", 0.5))
+    await first.record_rollout("pl_2", RolloutResult("pl_2_v00s0", 0, 0, "val", 0.5))
+    assert [r.seed for r in await second.list_rollouts_from("pl_1", 1)] == [1, 2, 3]
+    assert [r.seed for r in await second.list_rollouts_from("pl_1", 0)] == [0, 1, 2, 3]
+    assert await first.list_rollouts_from("pl_1", 4) == []
+    await first.close()
+    await second.close()
