@@ -189,6 +189,16 @@ class Settings(BaseSettings):
     #: `MIPRO_STORE_BUSY_TIMEOUT_MS`: how long a store write waits for a locked SQLite
     #: database. Default 5000.
     store_busy_timeout_ms: Millis = 5000
+    #: `MIPRO_DATABASE_URL`: the job store. `sqlite:///PATH` (relative to the working
+    #: directory; `sqlite:////abs/path` for an absolute one) or `postgresql://user:password@
+    #: host:port/dbname` (any libpq URI: `?sslmode=require`, `?host=/run/postgresql` for a
+    #: socket). Default `sqlite:///<MIPRO_DATA_DIR>/mipro.db`. See README "Job store".
+    database_url: Annotated[str, Field(repr=False),
+                            _Must("sqlite:///PATH or postgresql://USER@HOST/DB")] = ""
+    #: `MIPRO_DATABASE_POOL_SIZE`: the most connections one process keeps to a Postgres job
+    #: store. Default 10.
+    database_pool_size: Annotated[int, Field(ge=1, le=1000),
+                                  _Must("a whole number of connections (1-1000)")] = 10
     #: `MIPRO_INTERCEPTOR_KEEP_ALIVE_SECONDS`: how long the interceptor keeps an idle HTTP
     #: connection open. Default 30.
     interceptor_keep_alive_seconds: WholeSeconds = 30
@@ -296,28 +306,6 @@ class Settings(BaseSettings):
     interceptor_max_calls_per_rollout: Annotated[int, Field(ge=1),
                                                  _Must("a whole number, at least 1")] = 32
 
-    # -- the job store (issue 12) -----------------------------------------------------------
-    #: `MIPRO_DATABASE_URL`: the job store. `sqlite:///PATH` (relative to the working
-    #: directory; `sqlite:////abs/path` for an absolute one) or `postgresql://user:password@
-    #: host:port/dbname` (any libpq URI: `?sslmode=require`, `?host=/run/postgresql` for a
-    #: socket). Default `sqlite:///<MIPRO_DATA_DIR>/mipro.db`. See README "Job store".
-    database_url: Annotated[str, Field(repr=False),
-                            _Must("sqlite:///PATH or postgresql://USER@HOST/DB")] = ""
-    #: `MIPRO_DATABASE_POOL_SIZE`: the most connections one process keeps to a Postgres job
-    #: store. Default 10.
-    database_pool_size: Annotated[int, Field(ge=1, le=1000),
-                                  _Must("a whole number of connections (1-1000)")] = 10
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_scheme(cls, value: str) -> str:
-        value = value.strip()
-        if value and not value.startswith(_DATABASE_SCHEMES):
-            raise ValueError("unknown scheme")
-        if value.startswith("sqlite:") and not value.startswith("sqlite:///"):
-            raise ValueError("no path after sqlite:///")
-        return value
-
     @field_validator("task_app_allow", mode="before")
     @classmethod
     def _split_allow(cls, value: Any) -> Any:
@@ -373,6 +361,16 @@ class Settings(BaseSettings):
     def _pepper_length(cls, value: str) -> str:
         if value and len(value) < 16:
             raise ValueError("too short")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(_DATABASE_SCHEMES):
+            raise ValueError("unknown scheme")
+        if value.startswith("sqlite:") and not value.startswith("sqlite:///"):
+            raise ValueError("no path after sqlite:///")
         return value
 
     @field_validator("secrets_key", "secrets_key_previous")

@@ -51,6 +51,9 @@ def migrations(dialect: Dialect) -> tuple[Migration, ...]:
         match = _FILE_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    if not found:
+        raise SchemaError(f"no {dialect} migrations in {folder}: the package is installed "
+                          "without its orchestrator/migrations files")
     found.sort(key=lambda m: m.version)
     if len({m.version for m in found}) != len(found):
         raise SchemaError(f"two {dialect} migrations share a number")
