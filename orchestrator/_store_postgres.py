@@ -91,8 +91,9 @@ def _first_line(error: Exception) -> str:
 
 
 async def upgrade(url: str) -> tuple[int, list[Migration]]:
-    """Applies the pending migrations, each in one transaction with its `schema_version` row,
-    holding an advisory lock; returns the version before and the migrations applied."""
+    """Applies the pending migrations and their `schema_version` rows in one transaction,
+    holding an advisory lock (a second caller waits, then finds nothing to do); returns the
+    version before and the migrations applied."""
     conn = await _connect(url)
     try:
         async with conn.transaction():
@@ -101,12 +102,10 @@ async def upgrade(url: str) -> tuple[int, list[Migration]]:
             before = await schema_version(conn)
             todo = pending("postgres", before)
             for migration in todo:
-                async with conn.transaction():
-                    await conn.execute(migration.sql.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_version (version, name, applied_at)"
-                        " VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, datetime.now(UTC)))
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, datetime.now(UTC)))
         return before, list(todo)
     finally:
         await conn.close()
