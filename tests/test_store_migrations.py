@@ -5,10 +5,13 @@ Postgres upgraded only by `mipro db upgrade` (also by several replicas at once),
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -161,3 +164,18 @@ def test_a_malformed_database_url_is_named(capsys: pytest.CaptureFixture[str],
     out = capsys.readouterr().out
     assert "MIPRO_DATABASE_URL must be sqlite:///PATH or postgresql://" in out
     assert "hunter2" not in out
+
+
+def test_an_orchestrator_on_a_postgres_not_upgraded_exits_saying_what_to_run(
+        postgres: PostgresServer, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIPRO_")}
+    env.update({"MIPRO_DATABASE_URL": postgres.new_schema(), "MIPRO_DATA_DIR": str(tmp_path),
+                "MIPRO_SECRETS_KEY": base64.b64encode(os.urandom(32)).decode(),
+                "MIPRO_ORCHESTRATOR_PORT": "0", "MIPRO_INTERCEPTOR_PORT": "0",
+                "MIPRO_LOG_FORMAT": "json"})
+    done = subprocess.run([sys.executable, "-m", "orchestrator"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "run `mipro db upgrade`" in output and "Traceback" not in output
+    assert postgres.password not in output
