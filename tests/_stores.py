@@ -115,7 +115,7 @@ def start_postgres(bindir: Path, *, ready_timeout: float = 60.0) -> PostgresServ
                     "--encoding=UTF8", "--no-sync"],
                    check=True, capture_output=True, env=env, cwd=directory, **identity)
     port = free_port()
-    log = open(directory / "server.log", "wb")  # noqa: SIM115 - the server writes it
+    log = open(directory / "server.log", "wb")  # the server writes it; ours is closed below
     process = subprocess.Popen(
         [str(bindir / "postgres"), "-D", str(directory / "data"), "-h", "127.0.0.1",
          "-p", str(port), "-k", str(directory), "-c", "fsync=off",
