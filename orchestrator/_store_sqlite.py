@@ -99,17 +99,22 @@ class SqliteJobStore(JobStore):
             self._db = None
 
     async def create_job(self, job: JobRecord) -> JobRecord:
-        if job.request_id:
-            existing = await self._find_by_request_id(job.owner, job.request_id)
-            if existing is not None:
-                return existing
-        await self._conn.execute(
+        # One statement, so two creates with one request id racing (a client's retry while
+        # the first is in flight) make one job: the loser finds the winner's.
+        async with self._conn.execute(
             "INSERT INTO jobs (job_id, owner, request_id, status, created_at, state_json)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (owner, request_id) WHERE request_id != '' DO NOTHING"
+            " RETURNING job_id",
             (job.job_id, job.owner, job.request_id, job.status.value,
              job.created_at.isoformat(), _job_state(job)),
-        )
-        return job
+        ) as cursor:
+            inserted = await cursor.fetchone()
+        if inserted is not None:
+            return job
+        existing = await self._find_by_request_id(job.owner, job.request_id)
+        assert existing is not None  # the row that conflicted; jobs are never deleted
+        return existing
 
     async def _find_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
         async with self._conn.execute(

@@ -224,3 +224,14 @@ async def test_the_call_limit_and_usage_hold_under_concurrent_writers(store_url:
     assert await first.list_rollouts_from("pl_1", 4) == []
     await first.close()
     await second.close()
+
+
+async def test_concurrent_creates_with_one_request_id_make_one_job(store_url: str) -> None:
+    first, second = await _two(store_url)
+    made = await asyncio.gather(*(s.create_job(_job(f"pl_{i}", request_id="retry-1"))
+                                  for i, s in enumerate((first, second) * 4)))
+    assert len({j.job_id for j in made}) == 1
+    jobs, _ = await first.list_jobs("own_a", status=None, limit=10, page_token="")
+    assert [j.job_id for j in jobs] == [made[0].job_id]
+    await first.close()
+    await second.close()
