@@ -252,7 +252,8 @@ class PostgresJobStore(JobStore):
         return [_job_from_row(r) for r in rows]
 
     async def save_job(self, job: JobRecord) -> None:
-        await self._run("UPDATE jobs SET status = %s, state_json = %s WHERE job_id = %s",
+        await self._run("UPDATE jobs SET status = %s, state_json = %s WHERE job_id = %s"
+                        " AND status NOT IN ('succeeded', 'failed', 'cancelled')",
                         (job.status.value, Json(job_state(job)), job.job_id))
 
     async def record_rollout(self, job_id: str, result: RolloutResult) -> None:

@@ -164,7 +164,8 @@ class SqliteJobStore(JobStore):
 
     async def save_job(self, job: JobRecord) -> None:
         await self._conn.execute(
-            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?",
+            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?"
+            " AND status NOT IN ('succeeded', 'failed', 'cancelled')",
             (job.status.value, _job_state(job), job.job_id),
         )
 

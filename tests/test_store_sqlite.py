@@ -235,3 +235,19 @@ async def test_concurrent_creates_with_one_request_id_make_one_job(store_url: st
     assert [j.job_id for j in jobs] == [made[0].job_id]
     await first.close()
     await second.close()
+
+
+async def test_a_job_stored_terminal_is_never_changed_again(store_url: str) -> None:
+    first, second = await _two(store_url)
+    job = await first.create_job(_job("pl_1"))
+    job.status, job.best_score = JobStatus.CANCELLED, 0.25
+    await first.save_job(job)
+    late = await second.get_job("pl_1")
+    assert late is not None
+    late.status, late.best_score = JobStatus.RUNNING, 0.75  # a replica's late write
+    await second.save_job(late)
+    stored = await first.get_job("pl_1")
+    assert stored is not None and stored.status is JobStatus.CANCELLED
+    assert stored.best_score == 0.25
+    await first.close()
+    await second.close()
