@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local setup-postgres demo up test check lint-protos protos bench bench-perf clean
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -60,6 +60,7 @@ lint-protos: setup $(NODE_STAMP)
 test: check setup-local setup-postgres
 	MIPRO_TEST_REQUIRE_POSTGRES=1 $(PY) -m pytest -q
 
+.PHONY: setup-postgres
 ## setup-postgres: Debian's postgresql, which the job-store tests start in a temp directory
 ## (tests/_stores.py); installed with apt-get when no initdb is found (CI: root, Debian)
 setup-postgres:

@@ -111,8 +111,8 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
     derived |= {"gateway_host", "orchestrator_host", "interceptor_host", "proposer_host",
                 "proposer_token", "gateway_expose_grpc_introspection", "gateway_tls_cert_file",
                 "gateway_tls_key_file"}
-    derived |= {"task_app_allow", "interceptor_token_key"}  # unset by default
     derived |= {"database_url"}  # the data directory's SQLite file
+    derived |= {"task_app_allow", "interceptor_token_key"}  # unset by default
     for name in Settings.model_fields:
         variable = variable_name(name)
         assert variable in rows, f"{variable} is missing from the README's settings table"
@@ -120,22 +120,3 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
             default = getattr(defaults, name)
             shown = f"{default:g}" if isinstance(default, float) else str(default)
             assert rows[variable].strip("`") == shown, (variable, rows[variable], default)
-
-
-def test_the_database_url_picks_the_store() -> None:
-    default = Settings.from_env({"MIPRO_DATA_DIR": "/srv/mipro"})
-    assert default.database_dialect == "sqlite"
-    assert default.database_path == Path("/srv/mipro/mipro.db")
-    relative = Settings.from_env({"MIPRO_DATABASE_URL": "sqlite:///jobs/mipro.db"})
-    assert relative.database_path == Path("jobs/mipro.db")
-    absolute = Settings.from_env({"MIPRO_DATABASE_URL": "sqlite:////var/lib/mipro.db"})
-    assert absolute.database_path == Path("/var/lib/mipro.db")
-    for url in ("postgresql://u:pw@db:5432/mipro", "postgres://u@db/mipro?sslmode=require"):
-        assert Settings.from_env({"MIPRO_DATABASE_URL": url}).database_dialect == "postgres"
-    assert "pw@" not in repr(Settings.from_env({"MIPRO_DATABASE_URL":
-                                                "postgresql://u:pw@db/mipro"}))
-    for bad in ("sqlite:mipro.db", "mysql://u:secret-pw@db/mipro", "/var/lib/mipro.db"):
-        with pytest.raises(SettingsError) as caught:
-            Settings.from_env({"MIPRO_DATABASE_URL": bad})
-        assert str(caught.value).startswith("MIPRO_DATABASE_URL must be sqlite:///PATH")
-        assert "secret-pw" not in str(caught.value)

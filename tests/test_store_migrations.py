@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from mipro import cli
+from mipro._settings import Settings, SettingsError
 from orchestrator import JobStatus, SqliteJobStore
 from orchestrator._migrations import SchemaError, latest_version, migrations
 from orchestrator._models import JobRecord, JobSpec, PolicySpec, ProposerSpec, RolloutResult
@@ -179,3 +180,22 @@ def test_an_orchestrator_on_a_postgres_not_upgraded_exits_saying_what_to_run(
     assert done.returncode == 2, output
     assert "run `mipro db upgrade`" in output and "Traceback" not in output
     assert postgres.password not in output
+
+
+def test_the_database_url_picks_the_store() -> None:
+    default = Settings.from_env({"MIPRO_DATA_DIR": "/srv/mipro"})
+    assert default.database_dialect == "sqlite"
+    assert default.database_path == Path("/srv/mipro/mipro.db")
+    relative = Settings.from_env({"MIPRO_DATABASE_URL": "sqlite:///jobs/mipro.db"})
+    assert relative.database_path == Path("jobs/mipro.db")
+    absolute = Settings.from_env({"MIPRO_DATABASE_URL": "sqlite:////var/lib/mipro.db"})
+    assert absolute.database_path == Path("/var/lib/mipro.db")
+    for url in ("postgresql://u:pw@db:5432/mipro", "postgres://u@db/mipro?sslmode=require"):
+        assert Settings.from_env({"MIPRO_DATABASE_URL": url}).database_dialect == "postgres"
+    assert "pw@" not in repr(Settings.from_env({"MIPRO_DATABASE_URL":
+                                                "postgresql://u:pw@db/mipro"}))
+    for bad in ("sqlite:mipro.db", "mysql://u:secret-pw@db/mipro", "/var/lib/mipro.db"):
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env({"MIPRO_DATABASE_URL": bad})
+        assert str(caught.value).startswith("MIPRO_DATABASE_URL must be sqlite:///PATH")
+        assert "secret-pw" not in str(caught.value)
