@@ -65,9 +65,25 @@ lint-protos: setup $(NODE_STAMP)
 	$(PY) -m gateway.codegen --image $(PROTO_IMAGE)
 	$(BUF) lint $(PROTO_IMAGE) --path mipro --config protos/buf.yaml
 
-## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, models)
-test: check setup-local
-	$(PY) -m pytest -q
+## test: the checks, then every test (real processes: Envoy, gRPC servers, task app, models,
+## Postgres); a missing Postgres fails the job-store tests rather than skipping them
+test: check setup-local setup-postgres
+	MIPRO_TEST_REQUIRE_POSTGRES=1 $(PY) -m pytest -q
+
+.PHONY: setup-postgres
+## setup-postgres: Debian's postgresql, which the job-store tests start in a temp directory
+## (tests/_stores.py); installed with apt-get when no initdb is found (CI: root, Debian)
+setup-postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; \
+	then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "==> installing Debian's postgresql for the job-store tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else \
+	  echo "Postgres is missing: install Debian's postgresql package (as root:"; \
+	  echo "apt-get install postgresql) for the job-store tests"; exit 1; \
+	fi
 
 ## bench: the search-efficiency benchmark (about 2 minutes on 2 cores; prints a table)
 bench: setup

@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator import _tenants as tenants
+from orchestrator._migrations import SchemaError
 from orchestrator._models import TenantStatus
-from orchestrator._store_sqlite import SqliteJobStore
+from orchestrator._store import JobStore
+from orchestrator._store_factory import make_store
 
 from ._settings import Settings
 
@@ -34,7 +36,7 @@ def _table(rows: list[dict[str, str]], columns: tuple[str, ...]) -> None:
         _print("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
 
 
-async def _keys(store: SqliteJobStore, settings: Settings, args: argparse.Namespace) -> int:
+async def _keys(store: JobStore, settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "create":
         pepper, made = tenants.load_pepper(settings)
         if made is not None:
@@ -60,7 +62,7 @@ async def _keys(store: SqliteJobStore, settings: Settings, args: argparse.Namesp
     return 0
 
 
-async def _tenants(store: SqliteJobStore, settings: Settings, args: argparse.Namespace) -> int:
+async def _tenants(store: JobStore, settings: Settings, args: argparse.Namespace) -> int:
     if args.action in ("disable", "enable"):
         status = TenantStatus.DISABLED if args.action == "disable" else TenantStatus.ACTIVE
         await tenants.set_tenant_status(store, args.tenant, status)
@@ -79,11 +81,14 @@ async def _tenants(store: SqliteJobStore, settings: Settings, args: argparse.Nam
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Runs `mipro keys ...` or `mipro tenants ...` on the data directory's store."""
-    command: Callable[[SqliteJobStore, Settings, argparse.Namespace], Awaitable[int]] = (
+    command: Callable[[JobStore, Settings, argparse.Namespace], Awaitable[int]] = (
         _keys if args.command == "keys" else _tenants)
-    store = SqliteJobStore(settings.database_path,
-                           busy_timeout_ms=settings.store_busy_timeout_ms)
-    await store.open()
+    store = make_store(settings)
+    try:
+        await store.open()
+    except SchemaError as exc:
+        _print(f"error: {exc}")
+        return 1
     try:
         return await command(store, settings, args)
     except tenants.TenantError as exc:

@@ -192,6 +192,16 @@ class Settings(BaseSettings):
     #: `MIPRO_STORE_BUSY_TIMEOUT_MS`: how long a store write waits for a locked SQLite
     #: database. Default 5000.
     store_busy_timeout_ms: Millis = 5000
+    #: `MIPRO_DATABASE_URL`: the job store. `sqlite:///PATH` (relative to the working
+    #: directory; `sqlite:////abs/path` for an absolute one) or `postgresql://user:password@
+    #: host:port/dbname` (any libpq URI: `?sslmode=require`, `?host=/run/postgresql` for a
+    #: socket). Default `sqlite:///<MIPRO_DATA_DIR>/mipro.db`. See README "Job store".
+    database_url: Annotated[str, Field(repr=False),
+                            _Must("sqlite:///PATH or postgresql://USER@HOST/DB")] = ""
+    #: `MIPRO_DATABASE_POOL_SIZE`: the most connections one process keeps to a Postgres job
+    #: store. Default 10.
+    database_pool_size: Annotated[int, Field(ge=1, le=1000),
+                                  _Must("a whole number of connections (1-1000)")] = 10
     #: `MIPRO_INTERCEPTOR_KEEP_ALIVE_SECONDS`: how long the interceptor keeps an idle HTTP
     #: connection open. Default 30.
     interceptor_keep_alive_seconds: WholeSeconds = 30
@@ -381,6 +391,16 @@ class Settings(BaseSettings):
             raise ValueError("too short")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(_DATABASE_SCHEMES):
+            raise ValueError("unknown scheme")
+        if value.startswith("sqlite:") and not value.startswith("sqlite:///"):
+            raise ValueError("no path after sqlite:///")
+        return value
+
     @field_validator("secrets_key", "secrets_key_previous")
     @classmethod
     def _key_bytes(cls, value: Any) -> Any:
@@ -409,8 +429,16 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
-        """The SQLite file of the job store."""
+        """The SQLite file of the job store (the default one when the URL is Postgres's)."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
         return self.data_dir / "mipro.db"
+
+    @property
+    def database_dialect(self) -> Literal["sqlite", "postgres"]:
+        """Which kind of job store `database_url` names."""
+        return "postgres" if self.database_url.startswith(("postgresql:", "postgres:")) \
+            else "sqlite"
 
     @property
     def secrets_keys(self) -> tuple[bytes, ...]:
@@ -456,4 +484,7 @@ def _describe(error: ValidationError) -> str:
 
 
 #: Fields whose values an error message must not quote.
-_SECRET_FIELDS = frozenset({"secrets_key", "secrets_key_previous"})
+_SECRET_FIELDS = frozenset({"secrets_key", "secrets_key_previous", "database_url"})
+
+#: The URL schemes `MIPRO_DATABASE_URL` accepts.
+_DATABASE_SCHEMES = ("sqlite:", "postgresql://", "postgres://")

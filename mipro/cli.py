@@ -6,6 +6,7 @@
     mipro env-keys register  register the ENVIRONMENT_API_KEY sent to task apps
     mipro keys create|list|revoke, mipro tenants list|disable|enable
                              the operator's tenants and API keys, on the data directory's store
+    mipro db upgrade|current the job store's schema version (MIPRO_DATABASE_URL)
 
 Every job command talks REST to the gateway (`MIPRO_GATEWAY_URL`, default
 `http://127.0.0.1:8080`) with the key in `MIPRO_API_KEY` (else the first of `MIPRO_API_KEYS`,
@@ -32,7 +33,7 @@ from rich.console import Console
 
 from orchestrator._tenants import load_pepper
 
-from . import _admin
+from . import _admin, _db_cli
 from ._live import LiveView, render_result
 from ._providers import override_variables
 from ._sealed_box import seal
@@ -417,6 +418,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return asyncio.run(_admin.run(Settings.from_env(_env_with_flags(args)), args))
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`mipro db upgrade` and `mipro db current` (`_db_cli.py`)."""
+    return asyncio.run(_db_cli.run(Settings.from_env(_env_with_flags(args)), args))
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 def _add_data_dir_flag(parser: argparse.ArgumentParser) -> None:
@@ -489,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     env_keys.set_defaults(handler=cmd_env_keys)
 
     _admin.add_parsers(commands, _add_data_dir_flag, cmd_admin)
+    _db_cli.add_parsers(commands, _add_data_dir_flag, cmd_db)
     return parser
 
 

@@ -35,7 +35,7 @@ from ._proposer_client import ProposerCallPolicy, ProposerClient
 from ._secrets import EnvKeyVault
 from ._ssrf import AddressPolicy
 from ._store import JobStore
-from ._store_sqlite import SqliteJobStore
+from ._store_factory import make_store
 from ._tenants import TenantWatch, ensure_bootstrap_tenants, load_pepper
 from ._tokens import RolloutTokens
 
@@ -60,9 +60,7 @@ class OrchestratorServer:
                              "README \"Environment keys\")")
         vault = EnvKeyVault(settings.secrets_keys[0], settings.secrets_keys[1:])
         self._settings = settings
-        self._store = store or SqliteJobStore(
-            settings.database_path, busy_timeout_ms=settings.store_busy_timeout_ms,
-            vault=vault)
+        self._store = store or make_store(settings, vault=vault)
         self._ledger = ExchangeLedger(
             max_calls_per_rollout=settings.interceptor_max_calls_per_rollout)
         tokens = RolloutTokens(settings.interceptor_token_key)

@@ -1,6 +1,8 @@
 """The job store interface: everything the orchestrator keeps durably goes through it.
 
-`SqliteJobStore` (`_store_sqlite.py`) is the embedded default; nothing else in the
+`SqliteJobStore` (`_store_sqlite.py`) is the embedded default, `PostgresJobStore`
+(`_store_postgres.py`) the store of several replicas; `_store_factory.py` picks one from
+`MIPRO_DATABASE_URL`, and `_migrations.py` versions their schemas. Nothing else in the
 orchestrator touches SQL. Each rollout result and event is written as it happens, so a later
 resume can continue a job from what is stored.
 """
@@ -8,10 +10,13 @@ resume can continue a job from what is stored.
 from __future__ import annotations
 
 import abc
+import base64
 import dataclasses
+import enum
 from datetime import datetime
 from typing import Any
 
+from ._exchanges import Exchange
 from ._models import (
     ApiKeyRecord,
     CandidateRecord,
@@ -43,6 +48,41 @@ class RolloutFilter:
                 and (self.seed is None or result.seed == self.seed)
                 and (self.ok is None or result.ok == self.ok)
                 and (self.candidate is None or result.candidate_index == self.candidate))
+
+
+class Admission(enum.StrEnum):
+    """What `JobStore.admit_call` decided about one model call of a rollout."""
+
+    #: The opening is current and under its number of calls; the call was counted.
+    ADMITTED = "admitted"
+    #: No such open rollout, or one opened for another job, candidate or nonce.
+    UNKNOWN = "unknown"
+    #: The rollout already made its most calls; nothing was counted.
+    OVER_LIMIT = "over_limit"
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutOpening:
+    """One opening of a rollout, as its token names it: what lets any interceptor replica
+    serve the rollout's model calls (the rest it reads from the job's record)."""
+
+    job_id: str
+    rollout_id: str
+    #: The random nonce of this opening (`_tokens.RolloutClaims.nonce`).
+    nonce: str
+    candidate: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobUsage:
+    """What a job has spent, metered in the store so its budgets hold across replicas; as an
+    argument of `add_usage`, the amounts to add."""
+
+    rollouts: int = 0
+    policy_prompt_tokens: int = 0
+    policy_completion_tokens: int = 0
+    proposer_tokens: int = 0
+    proposer_cost_usd: float = 0.0
 
 
 class JobStore(abc.ABC):
@@ -77,7 +117,8 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def save_job(self, job: JobRecord) -> None:
-        """Writes the job's state, results and candidates."""
+        """Writes the job's state, results and candidates; a job stored terminal is never
+        changed again (a late write of a replica whose batch was cancelled loses)."""
 
     @abc.abstractmethod
     async def record_rollout(self, job_id: str, result: RolloutResult) -> None:
@@ -152,6 +193,56 @@ class JobStore(abc.ABC):
         """Marks the key revoked (once: a second revoke keeps the first time); None when
         there is no such key."""
 
+    # -- open rollouts and their exchanges, for interceptor replicas (issue 12) --------------
+    # A rollout is opened by the worker that runs it, its model calls are admitted and its
+    # exchanges recorded by whichever interceptor replica the task app reaches, and it is
+    # closed by the worker when the task app answers. Rollout ids are unique across jobs.
+
+    @abc.abstractmethod
+    async def open_rollout(self, opening: RolloutOpening) -> None:
+        """Records an opening of a rollout, replacing an earlier opening of the same rollout
+        id together with its exchanges and call count."""
+
+    @abc.abstractmethod
+    async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
+        """Counts one model call of the opening when it is current (same job, candidate and
+        nonce) and has made fewer than `max_calls`; atomic across writers."""
+
+    @abc.abstractmethod
+    async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
+        """Appends an exchange to the open rollout; False (nothing kept) when that opening
+        is no longer open."""
+
+    @abc.abstractmethod
+    async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        """The open rollout's exchanges so far, in the order recorded ([] when not open)."""
+
+    @abc.abstractmethod
+    async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        """Ends the opening and returns its exchanges in the order recorded ([] when it was
+        not open, or another opening replaced it)."""
+
+    @abc.abstractmethod
+    async def drop_open_rollouts(self, job_id: str) -> int:
+        """Ends every opening of the job (left by a worker that died, or a job that ended)
+        and returns how many there were."""
+
+    @abc.abstractmethod
+    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
+        """The job's stored rollouts from the `start`-th on (0-based), in the order
+        `list_rollouts` gives them: what a worker replica reads to catch up with rollouts
+        that another replica stored since it last looked."""
+
+    # -- budgets metered across replicas -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
+        """Adds `delta` to the job's usage in one atomic step and returns the new totals."""
+
+    @abc.abstractmethod
+    async def get_usage(self, job_id: str) -> JobUsage:
+        """The job's usage totals (all zero when nothing was metered)."""
+
 
 def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
     """A JSON-ready form of `spec`, for storage."""
@@ -177,3 +268,88 @@ def candidates_to_list(candidates: list[CandidateRecord]) -> list[dict[str, Any]
 def candidates_from_list(data: list[dict[str, Any]]) -> list[CandidateRecord]:
     """The inverse of `candidates_to_list`."""
     return [CandidateRecord(**c) for c in data]
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def job_state(job: JobRecord) -> dict[str, Any]:
+    """A JSON-ready form of what a job's row holds besides its indexed columns (id, owner,
+    request id, status, creation time)."""
+    return {
+        "spec": spec_to_dict(job.spec),
+        "phase": job.phase,
+        "started_at": _ts(job.started_at),
+        "finished_at": _ts(job.finished_at),
+        "best_score": job.best_score,
+        "best_instruction": job.best_instruction,
+        "baseline_score": job.baseline_score,
+        "baseline_instruction": job.baseline_instruction,
+        "rollouts_completed": job.rollouts_completed,
+        "rollouts_failed": job.rollouts_failed,
+        "policy_tokens": job.policy_tokens,
+        "proposer_tokens": job.proposer_tokens,
+        "proposer_cost_usd": job.proposer_cost_usd,
+        "cost_usd": job.cost_usd,
+        "error": job.error,
+        "termination_reason": job.termination_reason,
+        "baseline_test_score": job.baseline_test_score,
+        "best_test_score": job.best_test_score,
+        "failures_by_cause": job.failures_by_cause,
+        "candidates": candidates_to_list(job.candidates),
+        "history": job.history,
+        "resumes": job.resumes,
+    }
+
+
+def job_from_state(job_id: str, owner: str, request_id: str, status: JobStatus,
+                   created_at: datetime, state: dict[str, Any]) -> JobRecord:
+    """The inverse of `job_state`, given the row's indexed columns."""
+    return JobRecord(
+        job_id=job_id,
+        owner=owner,
+        request_id=request_id,
+        status=status,
+        created_at=created_at,
+        spec=spec_from_dict(state["spec"]),
+        phase=state["phase"],
+        started_at=_parse_ts(state["started_at"]),
+        finished_at=_parse_ts(state["finished_at"]),
+        best_score=state["best_score"],
+        best_instruction=state["best_instruction"],
+        baseline_score=state["baseline_score"],
+        baseline_instruction=state["baseline_instruction"],
+        rollouts_completed=state["rollouts_completed"],
+        rollouts_failed=state["rollouts_failed"],
+        policy_tokens=state["policy_tokens"],
+        proposer_tokens=state["proposer_tokens"],
+        proposer_cost_usd=state.get("proposer_cost_usd", 0.0),
+        cost_usd=state["cost_usd"],
+        error=state["error"],
+        termination_reason=state["termination_reason"],
+        baseline_test_score=state["baseline_test_score"],
+        best_test_score=state["best_test_score"],
+        failures_by_cause=state["failures_by_cause"],
+        candidates=candidates_from_list(state["candidates"]),
+        history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
+        resumes=state.get("resumes", 0),
+    )
+
+
+def encode_page_token(created_at: str, job_id: str) -> str:
+    """The opaque `page_token` of the page after the job (`created_at` in ISO form)."""
+    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[str, str]:
+    """The inverse of `encode_page_token`; `ValueError` for a token no server issued."""
+    try:
+        created_at, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("page_token is not a token this server issued") from None
+    return created_at, job_id

@@ -2,13 +2,14 @@
 
 WAL mode with `synchronous=NORMAL` keeps every committed write across a process kill; each
 write is one transaction. A rollout result is one row of `rollout_results`, written once (its
-cost does not grow with the job); `PRAGMA user_version` records the schema version, and
-`open()` upgrades an older file in place without losing a row.
+cost does not grow with the job); `open()` applies the numbered migrations of
+`migrations/sqlite/` (`_migrations.py`), so an older file is upgraded in place without
+losing a row.
 """
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from ._exchanges import Exchange
+from ._migrations import latest_version, sqlite_upgrade
 from ._models import (
     ApiKeyRecord,
     JobEvent,
@@ -29,82 +32,29 @@ from ._models import (
 )
 from ._secrets import EnvKeyVault, SecretsError
 from ._store import (
+    Admission,
     JobStore,
+    JobUsage,
     RolloutFilter,
-    candidates_from_list,
-    candidates_to_list,
-    spec_from_dict,
-    spec_to_dict,
+    RolloutOpening,
+    job_from_state,
+    job_state,
 )
+from ._store import decode_page_token as _decode_token
+from ._store import encode_page_token as _encode_token
 
 log = structlog.get_logger(__name__)
 
-#: The schema version this module writes (1: rollouts as JSON blobs; 2: one column each;
-#: 3: tenants and API keys, new tables only). Environment keys are sealed by a separate,
-#: idempotent step keyed on their `key_id` column (`_seal_env_keys`).
-SCHEMA_VERSION = 3
+#: The schema version this module writes: the last of `migrations/sqlite/` (`_migrations.py`).
+SCHEMA_VERSION = latest_version("sqlite")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    request_id TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    state_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at DESC, job_id DESC);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (owner, request_id)
-    WHERE request_id != '';
-CREATE TABLE IF NOT EXISTS rollout_results (
-    position INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    rollout_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    candidate INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    reward REAL,
-    failure_cause TEXT NOT NULL,
-    failure_detail TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    trace_json TEXT,
-    UNIQUE (job_id, rollout_id)
-);
-CREATE INDEX IF NOT EXISTS rollouts_by_job ON rollout_results (job_id, position);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data_json TEXT NOT NULL,
-    terminal INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)
-);
-CREATE TABLE IF NOT EXISTS env_keys (
-    owner TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (owner, name)
-);
-CREATE TABLE IF NOT EXISTS tenants (
-    tenant_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL REFERENCES tenants (tenant_id),
-    name TEXT NOT NULL,
-    prefix TEXT NOT NULL,
-    secret_hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-"""
+
+def _exchange_json(exchange: Exchange) -> str:
+    return json.dumps(dataclasses.asdict(exchange))
+
+
+def _exchange_from_json(text: str) -> Exchange:
+    return Exchange(**json.loads(text))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -116,77 +66,12 @@ def _parse_ts(value: str | None) -> datetime | None:
 
 
 def _job_state(job: JobRecord) -> str:
-    return json.dumps(
-        {
-            "spec": spec_to_dict(job.spec),
-            "phase": job.phase,
-            "started_at": _ts(job.started_at),
-            "finished_at": _ts(job.finished_at),
-            "best_score": job.best_score,
-            "best_instruction": job.best_instruction,
-            "baseline_score": job.baseline_score,
-            "baseline_instruction": job.baseline_instruction,
-            "rollouts_completed": job.rollouts_completed,
-            "rollouts_failed": job.rollouts_failed,
-            "policy_tokens": job.policy_tokens,
-            "proposer_tokens": job.proposer_tokens,
-            "proposer_cost_usd": job.proposer_cost_usd,
-            "cost_usd": job.cost_usd,
-            "error": job.error,
-            "termination_reason": job.termination_reason,
-            "baseline_test_score": job.baseline_test_score,
-            "best_test_score": job.best_test_score,
-            "failures_by_cause": job.failures_by_cause,
-            "candidates": candidates_to_list(job.candidates),
-            "history": job.history,
-            "resumes": job.resumes,
-        }
-    )
+    return json.dumps(job_state(job))
 
 
 def _job_from_row(row: aiosqlite.Row) -> JobRecord:
-    state: dict[str, Any] = json.loads(row["state_json"])
-    return JobRecord(
-        job_id=row["job_id"],
-        owner=row["owner"],
-        request_id=row["request_id"],
-        status=JobStatus(row["status"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        spec=spec_from_dict(state["spec"]),
-        phase=state["phase"],
-        started_at=_parse_ts(state["started_at"]),
-        finished_at=_parse_ts(state["finished_at"]),
-        best_score=state["best_score"],
-        best_instruction=state["best_instruction"],
-        baseline_score=state["baseline_score"],
-        baseline_instruction=state["baseline_instruction"],
-        rollouts_completed=state["rollouts_completed"],
-        rollouts_failed=state["rollouts_failed"],
-        policy_tokens=state["policy_tokens"],
-        proposer_tokens=state["proposer_tokens"],
-        proposer_cost_usd=state.get("proposer_cost_usd", 0.0),
-        cost_usd=state["cost_usd"],
-        error=state["error"],
-        termination_reason=state["termination_reason"],
-        baseline_test_score=state["baseline_test_score"],
-        best_test_score=state["best_test_score"],
-        failures_by_cause=state["failures_by_cause"],
-        candidates=candidates_from_list(state["candidates"]),
-        history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
-        resumes=state.get("resumes", 0),
-    )
-
-
-def _encode_token(created_at: str, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str]:
-    try:
-        created_at, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("page_token is not a token this server issued") from None
-    return created_at, job_id
+    return job_from_state(row["job_id"], row["owner"], row["request_id"], JobStatus(row["status"]),
+                          datetime.fromisoformat(row["created_at"]), json.loads(row["state_json"]))
 
 
 class SqliteJobStore(JobStore):
@@ -206,6 +91,17 @@ class SqliteJobStore(JobStore):
             raise RuntimeError("the job store is not open")
         return self._db
 
+    async def _fetch(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
+        """Runs a statement and reads all its rows in one step on the connection's thread.
+        A statement left open between two steps would hold a read transaction that another
+        coroutine's write must upgrade, which SQLite refuses at once ("database is
+        locked", no busy wait) when another process wrote meanwhile: several replicas."""
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def _fetch_one(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+        rows = await self._fetch(sql, params)
+        return rows[0] if rows else None
+
     async def open(self) -> None:
         _private_file(self._path)
         self._db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -213,35 +109,8 @@ class SqliteJobStore(JobStore):
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        await self._db.executescript(_SCHEMA)
-        await self._upgrade()
+        await sqlite_upgrade(self._db)
         await self._seal_env_keys()
-
-    async def _upgrade(self) -> None:
-        """Moves version-1 rollouts (one JSON blob per row) into `rollout_results`; the
-        tables of version 3 (tenants, API keys) are new, so `_SCHEMA` has made them already."""
-        conn = self._conn
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        if row is not None and row[0] >= SCHEMA_VERSION:
-            return
-        async with conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'rollouts'") as c:
-            old = await c.fetchone()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            if old is not None:
-                async with conn.execute(
-                        "SELECT job_id, result_json FROM rollouts ORDER BY job_id, position") as c:
-                    rows = list(await c.fetchall())
-                for job_id, payload in rows:
-                    await self._insert_rollout(job_id, RolloutResult(**json.loads(payload)))
-                await conn.execute("DROP TABLE rollouts")
-            await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -249,17 +118,22 @@ class SqliteJobStore(JobStore):
             self._db = None
 
     async def create_job(self, job: JobRecord) -> JobRecord:
-        if job.request_id:
-            existing = await self._find_by_request_id(job.owner, job.request_id)
-            if existing is not None:
-                return existing
-        await self._conn.execute(
+        # One statement, so two creates with one request id racing (a client's retry while
+        # the first is in flight) make one job: the loser finds the winner's.
+        async with self._conn.execute(
             "INSERT INTO jobs (job_id, owner, request_id, status, created_at, state_json)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (owner, request_id) WHERE request_id != '' DO NOTHING"
+            " RETURNING job_id",
             (job.job_id, job.owner, job.request_id, job.status.value,
              job.created_at.isoformat(), _job_state(job)),
-        )
-        return job
+        ) as cursor:
+            inserted = await cursor.fetchone()
+        if inserted is not None:
+            return job
+        existing = await self._find_by_request_id(job.owner, job.request_id)
+        assert existing is not None  # the row that conflicted; jobs are never deleted
+        return existing
 
     async def _find_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
         async with self._conn.execute(
@@ -309,7 +183,8 @@ class SqliteJobStore(JobStore):
 
     async def save_job(self, job: JobRecord) -> None:
         await self._conn.execute(
-            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?",
+            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?"
+            " AND status NOT IN ('succeeded', 'failed', 'cancelled')",
             (job.status.value, _job_state(job), job.job_id),
         )
 
@@ -358,13 +233,26 @@ class SqliteJobStore(JobStore):
                 params.append(value)
         if keep.ok is not None:
             query += " AND reward IS NOT NULL" if keep.ok else " AND reward IS NULL"
-        async with self._conn.execute(query + " ORDER BY position LIMIT ?",
-                                      (*params, limit)) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._fetch(query + " ORDER BY position LIMIT ?", (*params, limit))
         return [(r[0], RolloutResult(
             rollout_id=r[1], phase=r[2], candidate_index=r[3], seed=r[4], reward=r[5],
             failure_cause=r[6], failure_detail=r[7], prompt_tokens=r[8],
             completion_tokens=r[9], tokens=r[8] + r[9])) for r in rows]
+
+    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
+        rows = await self._fetch(
+            "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
+            " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
+            " WHERE job_id = ? ORDER BY position LIMIT -1 OFFSET ?", (job_id, max(0, start))
+        )
+        return [
+            RolloutResult(
+                rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
+                failure_cause=r[5], failure_detail=r[6], prompt_tokens=r[7],
+                completion_tokens=r[8], tokens=r[7] + r[8],
+                trace=json.loads(r[9]) if r[9] is not None else None)
+            for r in rows
+        ]
 
     async def append_event(
         self, job_id: str, type: str, message: str, data: dict[str, Any], *, terminal: bool
@@ -429,13 +317,8 @@ class SqliteJobStore(JobStore):
     async def _seal_env_keys(self) -> None:
         """Seals every env-key row under the vault's current key, in one transaction: rows
         from before encryption (`key_id` NULL: plain text) and rows an earlier server key
-        sealed (rotation). Idempotent and independent of `user_version`: the marker is the
-        `key_id` column, added here when missing."""
+        sealed (rotation). Idempotent: the marker is the `key_id` column (migration 4)."""
         conn = self._conn
-        async with conn.execute("PRAGMA table_info(env_keys)") as cursor:
-            columns = {r["name"] for r in await cursor.fetchall()}
-        if "key_id" not in columns:
-            await conn.execute("ALTER TABLE env_keys ADD COLUMN key_id TEXT")
         if self._vault is None:
             return
         vault = self._vault
@@ -525,6 +408,93 @@ class SqliteJobStore(JobStore):
                 "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)) as cursor:
             row = await cursor.fetchone()
         return _api_key_from_row(row) if row else None
+
+
+    # -- open rollouts and their exchanges ---------------------------------------------------
+
+    # One statement each, no explicit transaction: the connection is shared by concurrent
+    # coroutines. Exchanges are keyed by (rollout id, nonce), so a state between two
+    # statements is never wrong: an opening's exchanges are reachable only while it is open.
+
+    async def open_rollout(self, opening: RolloutOpening) -> None:
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO open_rollouts (rollout_id, job_id, nonce, candidate, calls)"
+            " VALUES (?, ?, ?, ?, 0)",
+            (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate))
+        await self._conn.execute(
+            "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce != ?",
+            (opening.rollout_id, opening.nonce))
+
+    async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
+        if await self._fetch_one(
+                "UPDATE open_rollouts SET calls = calls + 1 WHERE rollout_id = ? AND job_id = ?"
+                " AND nonce = ? AND candidate = ? AND calls < ? RETURNING calls",
+                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate,
+                 max_calls)) is not None:
+            return Admission.ADMITTED
+        exists = await self._fetch_one(
+            "SELECT 1 FROM open_rollouts WHERE rollout_id = ? AND job_id = ? AND nonce = ?"
+            " AND candidate = ?",
+            (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate)) is not None
+        return Admission.OVER_LIMIT if exists else Admission.UNKNOWN
+
+    async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
+        return bool(await self._fetch(
+            "INSERT INTO rollout_exchanges (rollout_id, nonce, exchange_json)"
+            " SELECT rollout_id, nonce, ? FROM open_rollouts"
+            " WHERE rollout_id = ? AND nonce = ? RETURNING 1",
+            (_exchange_json(exchange), rollout_id, nonce)))
+
+    async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        rows = await self._fetch(
+            "SELECT exchange_json FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+            " ORDER BY position", (rollout_id, nonce))
+        return [_exchange_from_json(r[0]) for r in rows]
+
+    async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        was_open = bool(await self._fetch(
+            "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ? RETURNING 1",
+            (rollout_id, nonce)))
+        rows = sorted(await self._fetch(
+            "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+            " RETURNING position, exchange_json", (rollout_id, nonce)), key=lambda r: int(r[0]))
+        return [_exchange_from_json(r[1]) for r in rows] if was_open else []
+
+    async def drop_open_rollouts(self, job_id: str) -> int:
+        await self._conn.execute(
+            "DELETE FROM rollout_exchanges WHERE rollout_id IN"
+            " (SELECT rollout_id FROM open_rollouts WHERE job_id = ?)", (job_id,))
+        return len(await self._fetch(
+            "DELETE FROM open_rollouts WHERE job_id = ? RETURNING 1", (job_id,)))
+
+    # -- usage -------------------------------------------------------------------------------
+
+    async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
+        row = await self._fetch_one(
+                "INSERT INTO job_usage (job_id, rollouts, policy_prompt_tokens,"
+                " policy_completion_tokens, proposer_tokens, proposer_cost_usd)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+                " rollouts = rollouts + excluded.rollouts,"
+                " policy_prompt_tokens = policy_prompt_tokens + excluded.policy_prompt_tokens,"
+                " policy_completion_tokens ="
+                " policy_completion_tokens + excluded.policy_completion_tokens,"
+                " proposer_tokens = proposer_tokens + excluded.proposer_tokens,"
+                " proposer_cost_usd = proposer_cost_usd + excluded.proposer_cost_usd"
+                " RETURNING rollouts, policy_prompt_tokens, policy_completion_tokens,"
+                " proposer_tokens, proposer_cost_usd",
+                (job_id, delta.rollouts, delta.policy_prompt_tokens,
+                 delta.policy_completion_tokens, delta.proposer_tokens,
+                 delta.proposer_cost_usd))
+        assert row is not None
+        return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+
+    async def get_usage(self, job_id: str) -> JobUsage:
+        row = await self._fetch_one(
+            "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens,"
+            " proposer_tokens, proposer_cost_usd FROM job_usage WHERE job_id = ?", (job_id,))
+        if row is None:
+            return JobUsage()
+        return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
 
 
 def _tenant_from_row(row: aiosqlite.Row) -> Tenant:

@@ -21,8 +21,10 @@ import pytest_asyncio
 
 from mipro._settings import Settings
 from mipro._stack import Stack, free_port, stack_env
+from orchestrator._store_postgres import upgrade as upgrade_postgres
 
 from ._launch import start_fake_model, start_http_proxy
+from ._stores import REQUIRE_VARIABLE, PostgresServer, find_bindir, start_postgres
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +109,33 @@ async def running_stack(session_tmp: Path) -> AsyncIterator[RunningStack]:
         yield running
     finally:
         await asyncio.shield(running.stack.stop())
+
+
+# -- job-store backends: every store test runs on SQLite and on a real Postgres ---------------
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A Postgres server of this session (`tests/_stores.py`), stopped by pid at the end."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = ("Postgres is not installed: `make setup-postgres` installs Debian's "
+                   "postgresql package")
+        if os.environ.get(REQUIRE_VARIABLE):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = start_postgres(bindir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`MIPRO_DATABASE_URL` of an empty store: a new SQLite file, or a new schema of the
+    session's Postgres brought up to date as `mipro db upgrade` does."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mipro.db'}"
+    url = request.getfixturevalue("postgres").new_schema()
+    await upgrade_postgres(url)
+    return str(url)

@@ -15,6 +15,7 @@ import pytest
 from mipro._dev_secrets import dev_secrets_env
 from mipro._settings import Settings, SettingsError
 from orchestrator import SqliteJobStore
+from orchestrator._migrations import migrations
 from orchestrator._secrets import EnvKeyVault, SecretsError
 
 NAME = "ENVIRONMENT_API_KEY"
@@ -55,9 +56,9 @@ async def test_data_dir_is_0700_and_database_files_0600(tmp_path: Path) -> None:
 
 async def test_plaintext_rows_of_an_older_database_are_sealed_in_place(tmp_path: Path) -> None:
     path = tmp_path / "mipro.db"
-    with sqlite3.connect(path) as old:  # the env_keys table as it was before encryption
-        old.execute("CREATE TABLE env_keys (owner TEXT NOT NULL, name TEXT NOT NULL,"
-                    " value TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (owner, name))")
+    with sqlite3.connect(path) as old:  # a file as the release before encryption left it
+        for migration in migrations("sqlite")[:3]:
+            old.executescript(migration.sql)
         old.execute("INSERT INTO env_keys VALUES ('own_a', ?, ?, '2026-01-01T00:00:00+00:00')",
                     (NAME, SECRET))
     vault = EnvKeyVault(os.urandom(32))

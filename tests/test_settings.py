@@ -111,6 +111,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
     derived |= {"gateway_host", "orchestrator_host", "interceptor_host", "proposer_host",
                 "proposer_token", "gateway_expose_grpc_introspection", "gateway_tls_cert_file",
                 "gateway_tls_key_file"}
+    derived |= {"database_url"}  # the data directory's SQLite file
     derived |= {"task_app_allow", "interceptor_token_key"}  # unset by default
     derived |= {"metrics_host", "metrics_port", "proposer_metrics_port", "gateway_metrics_port",
                 "metrics_models", "tracing"}  # unset by default: no endpoint, no traces

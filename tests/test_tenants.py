@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +22,9 @@ from orchestrator._models import (
     JobStatus,
     PolicySpec,
     ProposerSpec,
-    RolloutResult,
     TenantStatus,
 )
-from orchestrator._store_sqlite import SCHEMA_VERSION, SqliteJobStore
+from orchestrator._store import JobStore
 from orchestrator._tenants import (
     PEPPER_FILE,
     TenantError,
@@ -41,6 +39,8 @@ from orchestrator._tenants import (
     set_tenant_status,
 )
 
+from ._stores import store_at
+
 PEPPER = b"pepper-for-the-unit-tests"
 SPEC = JobSpec(task_app_url="http://127.0.0.1:1", policy=PolicySpec("m", "openai", 0.0, 64),
                proposer=ProposerSpec("m", "openai"), bootstrap_train_seeds=(0, 1),
@@ -48,8 +48,8 @@ SPEC = JobSpec(task_app_url="http://127.0.0.1:1", policy=PolicySpec("m", "openai
 
 
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
-    opened = SqliteJobStore(tmp_path / "mipro.db")
+async def store(store_url: str) -> AsyncIterator[JobStore]:
+    opened = store_at(store_url)  # on SQLite and on Postgres
     await opened.open()
     try:
         yield opened
@@ -135,7 +135,7 @@ async def test_missing_and_malformed_keys_are_unauthenticated(
 
 
 async def test_every_known_key_is_compared_whichever_matches(
-        monkeypatch: pytest.MonkeyPatch, store: SqliteJobStore) -> None:
+        monkeypatch: pytest.MonkeyPatch, store: JobStore) -> None:
     for tenant in ("t1", "t2", "t3"):
         await create_key(store, PEPPER, tenant)
     _record, secret = await create_key(store, PEPPER, "t4")
@@ -157,7 +157,7 @@ async def test_every_known_key_is_compared_whichever_matches(
         assert len(calls) == 6, presented  # 2 bootstrap + 4 stored, for a hit or a miss
 
 
-async def test_a_stored_key_maps_to_its_tenant_until_revoked(store: SqliteJobStore) -> None:
+async def test_a_stored_key_maps_to_its_tenant_until_revoked(store: JobStore) -> None:
     clock = Clock()
     auth = Authenticator([], store=store, pepper=PEPPER, cache_seconds=1.0, clock=clock)
     record, secret = await create_key(store, PEPPER, "acme", "ci")
@@ -172,14 +172,14 @@ async def test_a_stored_key_maps_to_its_tenant_until_revoked(store: SqliteJobSto
         await auth.tenant_from_metadata(_bearer(secret))
 
 
-async def test_a_wrong_pepper_accepts_no_stored_key(store: SqliteJobStore) -> None:
+async def test_a_wrong_pepper_accepts_no_stored_key(store: JobStore) -> None:
     _record, secret = await create_key(store, PEPPER, "acme")
     auth = Authenticator([], store=store, pepper=b"a-different-pepper")
     with pytest.raises(Unauthenticated, match="unknown API key"):
         await auth.tenant_from_metadata(_bearer(secret))
 
 
-async def test_a_disabled_tenant_is_refused_and_enabled_again(store: SqliteJobStore) -> None:
+async def test_a_disabled_tenant_is_refused_and_enabled_again(store: JobStore) -> None:
     auth = Authenticator(["mk_boot"], store=store, pepper=PEPPER, cache_seconds=0)
     _record, secret = await create_key(store, PEPPER, "acme")
     await ensure_bootstrap_tenants(store, ["mk_boot"])
@@ -192,7 +192,7 @@ async def test_a_disabled_tenant_is_refused_and_enabled_again(store: SqliteJobSt
     assert await auth.tenant_from_metadata(_bearer(secret)) == "acme"
 
 
-async def test_admin_errors_name_what_is_wrong(store: SqliteJobStore) -> None:
+async def test_admin_errors_name_what_is_wrong(store: JobStore) -> None:
     with pytest.raises(TenantError, match="no API key 'key_x'"):
         await revoke_key(store, "key_x")
     with pytest.raises(TenantError, match="no tenant 'ghost'"):
@@ -202,7 +202,7 @@ async def test_admin_errors_name_what_is_wrong(store: SqliteJobStore) -> None:
 
 
 async def test_a_second_key_joins_the_tenant_and_revoke_keeps_the_first_time(
-        store: SqliteJobStore) -> None:
+        store: JobStore) -> None:
     first, _ = await create_key(store, PEPPER, "acme", "old")
     second, _ = await create_key(store, PEPPER, "acme", "new")
     assert {t.tenant_id for t in await store.list_tenants()} == {"acme"}
@@ -216,7 +216,7 @@ async def test_a_second_key_joins_the_tenant_and_revoke_keeps_the_first_time(
 # -- disabled tenants' jobs -----------------------------------------------------------------
 
 async def test_the_watch_cancels_only_unfinished_jobs_of_disabled_tenants(
-        store: SqliteJobStore) -> None:
+        store: JobStore) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for job_id, owner, status in (("pl_a", "acme", JobStatus.RUNNING),
                                   ("pl_b", "acme", JobStatus.QUEUED),
@@ -236,39 +236,3 @@ async def test_the_watch_cancels_only_unfinished_jobs_of_disabled_tenants(
     await set_tenant_status(store, "acme", TenantStatus.DISABLED)
     assert await watch.check_once() == ["pl_a", "pl_b"]
     assert asked == [("acme", "pl_a", "tenant disabled"), ("acme", "pl_b", "tenant disabled")]
-
-
-# -- the schema upgrade ---------------------------------------------------------------------
-
-@pytest.mark.parametrize("old_version", [1, 2])
-async def test_an_older_store_is_upgraded_keeping_its_jobs(tmp_path: Path,
-                                                           old_version: int) -> None:
-    path = tmp_path / "mipro.db"
-    store = SqliteJobStore(path)
-    await store.open()
-    await store.create_job(JobRecord(job_id="pl_old", owner=bootstrap_tenant_id("mk_a"),
-                                     spec=SPEC, status=JobStatus.SUCCEEDED,
-                                     created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-    await store.close()
-    with sqlite3.connect(path) as db:  # back to the older schema: no tenant tables
-        db.execute("DROP TABLE tenants")
-        db.execute("DROP TABLE api_keys")
-        if old_version == 1:
-            db.execute("CREATE TABLE rollouts (job_id TEXT, position INTEGER, result_json TEXT)")
-            result = RolloutResult("pl_old_r0", 0, 5, "val", 1.0)
-            db.execute("INSERT INTO rollouts VALUES (?, 0, ?)",
-                       ("pl_old", json.dumps(dataclasses.asdict(result))))
-        db.execute(f"PRAGMA user_version = {old_version}")
-    store = SqliteJobStore(path)
-    await store.open()
-    try:
-        job = await store.get_job("pl_old", bootstrap_tenant_id("mk_a"))
-        assert job is not None and job.status is JobStatus.SUCCEEDED
-        if old_version == 1:
-            assert [r.rollout_id for r in await store.list_rollouts("pl_old")] == ["pl_old_r0"]
-        record, _ = await create_key(store, PEPPER, "acme")
-        assert [k.key_id for k in await store.list_api_keys()] == [record.key_id]
-    finally:
-        await store.close()
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
