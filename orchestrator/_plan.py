@@ -162,7 +162,10 @@ class JobPlan:
              "candidates": [{"index": c.index, "tip": c.tip, "instruction": c.instruction}
                             for c in added],
              "duplicates_dropped": proposals.duplicates_dropped,
-             "earlier_candidates_shown": len(shown)})
+             "rejected": proposals.rejected,
+             "earlier_candidates_shown": len(shown),
+             **({"dataset_summary": proposals.dataset_summary}
+                if proposals.dataset_summary else {})})
 
     async def screen(self, number: int) -> None:
         """The round's new candidates (and the baseline) on the first minibatch seeds."""

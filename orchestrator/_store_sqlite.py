@@ -138,6 +138,7 @@ def _job_state(job: JobRecord) -> str:
             "candidates": candidates_to_list(job.candidates),
             "history": job.history,
             "resumes": job.resumes,
+            "dataset_summary": job.dataset_summary,
         }
     )
 
@@ -172,6 +173,7 @@ def _job_from_row(row: aiosqlite.Row) -> JobRecord:
         candidates=candidates_from_list(state["candidates"]),
         history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
         resumes=state.get("resumes", 0),
+        dataset_summary=state.get("dataset_summary", ""),
     )
 
 
