@@ -154,7 +154,9 @@ class JobPlan:
                 added.append(CandidateRecord(len(self.candidates) + len(added), text,
                                              proposal.tip, round=number))
         if not added and len(self.candidates) == 1 and number == self.spec.num_iterations:
-            raise JobFailure("the proposer returned no usable candidate instruction")
+            rejected = ", ".join(f"{reason} x{n}" for reason, n in proposals.rejected.items())
+            raise JobFailure("the proposer returned no usable candidate instruction"
+                             + (f" (rejected: {rejected})" if rejected else ""))
         await self.host.candidates_added(added)
         await self.host.emit(
             "proposals.received", f"round {number}: {len(added)} candidate instructions proposed",

@@ -10,7 +10,8 @@ For a request it validates the fields, resolves the provider through the shared 
    `request.seed * SEED_STRIDE + i`; each asks for JSON (`response_format` with a JSON
    schema, `{"instructions": [...]}`), and a provider that refuses `response_format` is
    asked again in plain text, once per endpoint and process (`plain_text_fallbacks`);
-3. parses every reply (`_replies.parse_reply`: JSON, fenced, quoted or plain) and rejects,
+3. parses every reply (`_replies.parse_reply`: JSON, fenced, quoted or plain), cuts an
+   echo of the meta-prompt off the end of an instruction (`_replies.trim_echo`), and rejects,
    with a counted reason, what is not an instruction (`_replies.rejection`) or copies the
    baseline, an earlier candidate or another proposal (`_dedup.duplicate_reasons`);
 4. when fewer than `num_candidates` survive, calls again for the missing ones (new seeds,
@@ -56,7 +57,7 @@ from ._models import (
     ProposeResult,
     TokenUsage,
 )
-from ._replies import Echoes, parse_reply, rejection, sentences_of
+from ._replies import Echoes, parse_reply, rejection, sentences_of, trim_echo
 from ._rules import DUPLICATE_REASONS, REJECT_EMPTY, ReplyRules
 from ._tips import TIPS, Tip, assign_tips
 
@@ -356,6 +357,7 @@ class Proposer:
                    for reply, texts in parsed if position < len(texts)]
         screened = []
         for reply, text in ordered:
+            text = trim_echo(text, self._rules)
             reason = rejection(text, self._rules, echoes)
             if reason is None:
                 screened.append(Proposal(text, reply.call.tip.id))

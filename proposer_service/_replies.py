@@ -12,7 +12,9 @@
   new instruction:") is dropped, and `clean_reply` strips reasoning blocks, fences,
   "Instruction:" prefixes, quotes and a `> ` quoted block.
 
-`rejection(text, rules, echoes)` is the reason a parsed text is not an instruction, or None;
+`trim_echo(text, rules)` keeps the instruction a reply wrote before echoing the meta-prompt's
+sections. `rejection(text, rules, echoes)` is the reason a parsed text is not an instruction,
+or None;
 the reasons and thresholds are in `_rules.py`. Duplicates are `_dedup.py`'s business.
 """
 
@@ -157,6 +159,18 @@ class Echoes:
     def copied_in(self, text: str) -> bool:
         squashed = _squash(text)
         return any(piece in squashed for piece in self.texts)
+
+
+def trim_echo(text: str, rules: ReplyRules) -> str:
+    """`text` cut before the first meta-prompt heading or scored-example line, when what comes
+    before it is long enough to be an instruction (a reply that writes an instruction and
+    then echoes the prompt's sections); else `text` unchanged."""
+    starts = [m.start() for pattern in (_HEADING, _SCORE_LINE, *_IO_LINES)
+              if (m := pattern.search(text))]
+    if not starts or min(starts) == 0:
+        return text
+    head = text[: min(starts)].strip()
+    return head if len(_WORD.findall(head)) >= rules.min_words else text
 
 
 def rejection(text: str, rules: ReplyRules, echoes: Echoes = Echoes(())) -> str | None:

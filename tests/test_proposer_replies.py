@@ -21,7 +21,7 @@ from proposer_service._meta_prompt import (
     WRITE_REQUEST,
     fixed_texts,
 )
-from proposer_service._replies import Echoes, parse_reply, rejection, sentences_of
+from proposer_service._replies import Echoes, parse_reply, rejection, sentences_of, trim_echo
 from proposer_service._rules import (
     REJECT_CHATTER,
     REJECT_ECHO,
@@ -158,3 +158,17 @@ def test_thresholds_are_in_one_place_with_their_defaults() -> None:
         ReplyRules(near_duplicate_jaccard=0.0)
     with pytest.raises(ValueError):
         ReplyRules(instructions_per_call=0)
+
+
+def test_an_instruction_followed_by_an_echo_keeps_the_instruction() -> None:
+    # SmolLM2-135M: a sentence of its own, then the meta-prompt's sections again.
+    reply = ("The next instruction should be a variation of the previous one, with a "
+             "different outcome.\n\n# Task\nClassify a customer-support message.")
+    assert trim_echo(reply, RULES) == ("The next instruction should be a variation of the "
+                                       "previous one, with a different outcome.")
+    assert rejection(trim_echo(reply, RULES), RULES, ECHOES) is None
+    # Nothing worth keeping before the echo: the whole reply stays, and is an echo.
+    short = "Sure.\n## Scored examples\nInput: hi\nOutput: card_arrival"
+    assert trim_echo(short, RULES) == short and rejection(short, RULES, ECHOES) == REJECT_ECHO
+    assert trim_echo("## Task\n" + GOOD, RULES) == "## Task\n" + GOOD
+    assert trim_echo(GOOD, RULES) == GOOD
