@@ -179,6 +179,17 @@ class Settings(BaseSettings):
     #: between reconnection attempts to a proposer service that is down. Default 10.
     proposer_retry_max_backoff_seconds: Seconds = 10.0
 
+    # -- the proposer service's model calls -------------------------------------------------
+    #: `MIPRO_PROPOSER_STRUCTURED_OUTPUT`: ask the proposer model for JSON
+    #: (`response_format` with a JSON schema); a provider that refuses it is asked in plain
+    #: text. Off suits models too small to write prose under a grammar (the demo turns it
+    #: off for SmolLM2-135M; README, "The proposer"). Default true.
+    proposer_structured_output: bool = True
+    #: `MIPRO_PROPOSER_INSTRUCTIONS_PER_CALL`: instructions one proposal call asks for (1-16),
+    #: each call under one tip. Default 1.
+    proposer_instructions_per_call: Annotated[
+        int, Field(ge=1, le=16), _Must("a whole number of instructions (1-16)")] = 1
+
     # -- orchestrator -----------------------------------------------------------------------
     #: `MIPRO_SHUTDOWN_GRACE_SECONDS`: on SIGTERM, how long the orchestrator and the proposer
     #: service let calls in flight finish. Default 5.

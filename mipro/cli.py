@@ -240,6 +240,9 @@ async def _demo(settings: Settings, env: dict[str, str], args: argparse.Namespac
                    "OpenAI-compatible server, OPENAI_API_KEY for OpenAI)")
             model_url = await stack.start_local_model(free_port(), model_path=model_path)
             stack.env["MIPRO_PROVIDER_LOCAL_BASE_URL"] = model_url
+            # Under a JSON grammar SmolLM2-135M writes identifiers, not sentences (README,
+            # "The proposer"): its proposals are asked for in plain text.
+            stack.env.setdefault("MIPRO_PROPOSER_STRUCTURED_OUTPUT", "false")
             _print(f"       at {model_url}")
         elif model == "url":
             url = args.model_url.rstrip("/")

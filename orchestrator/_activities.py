@@ -89,6 +89,10 @@ class ProposalRequest:
     baseline_instruction: str
     examples: tuple[Example, ...]
     previous: tuple[ScoredInstruction, ...]
+    #: The job's dataset summary, once written; shown to every proposal call.
+    dataset_summary: str = ""
+    #: Ask the proposer to write the dataset summary first (the job's first round only).
+    summarize_dataset: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,10 @@ class Proposals:
     prompt_tokens: int
     completion_tokens: int
     duplicates_dropped: int
+    #: Replies not used, by reason (`question`, `echo`, `near_duplicate_of_baseline`, ...).
+    rejected: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: The dataset summary the proposer wrote for this request ("" when none).
+    dataset_summary: str = ""
 
 
 ResultSink = Callable[[RolloutResult, int, int], Awaitable[None]]
@@ -287,6 +295,8 @@ class JobActivities:
                                                seeds_scored=p.seeds_scored)
                 for p in request.previous],
             seed=request.seed % _SEED_MODULUS,
+            dataset_summary=request.dataset_summary,
+            summarize_dataset=request.summarize_dataset,
         )
         started = time.perf_counter()
         with _tracing.span("propose", parent=self._trace.parent, kind=_tracing.SpanKind.CLIENT,
@@ -307,4 +317,6 @@ class JobActivities:
         return Proposals(
             proposals=tuple(Proposal(p.instruction, p.tip) for p in response.instructions),
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            duplicates_dropped=response.duplicates_dropped)
+            duplicates_dropped=response.duplicates_dropped,
+            rejected=dict(sorted(response.rejected.items())),
+            dataset_summary=response.dataset_summary)

@@ -152,6 +152,8 @@ class JobRecord:
     #: (rollouts, best score, candidate) each time the best changed.
     history: list[tuple[int, float, int]] = field(default_factory=list)
     resumes: int = 0
+    #: The proposer's summary of the bootstrap data, written once per job (first round).
+    dataset_summary: str = ""
 
 
 def rollout_id(job_id: str, phase: str, candidate: int, seed: int) -> str:

@@ -208,7 +208,9 @@ class JobPlan:
                                              proposal.tip, round=number,
                                              demo_set="d0" if self._demo_sets else ""))
         if not added and len(self.candidates) == 1 and number == self.spec.num_iterations:
-            raise JobFailure("the proposer returned no usable candidate instruction")
+            rejected = ", ".join(f"{reason} x{n}" for reason, n in proposals.rejected.items())
+            raise JobFailure("the proposer returned no usable candidate instruction"
+                             + (f" (rejected: {rejected})" if rejected else ""))
         await self.host.candidates_added(added)
         await self.host.emit(
             "proposals.received", f"round {number}: {len(added)} candidate instructions proposed",
@@ -216,7 +218,10 @@ class JobPlan:
              "candidates": [{"index": c.index, "tip": c.tip, "instruction": c.instruction}
                             for c in added],
              "duplicates_dropped": proposals.duplicates_dropped,
-             "earlier_candidates_shown": len(shown)})
+             "rejected": proposals.rejected,
+             "earlier_candidates_shown": len(shown),
+             **({"dataset_summary": proposals.dataset_summary}
+                if proposals.dataset_summary else {})})
 
     async def _propose_stages(self, number: int, size: int) -> None:
         """A round for a multi-stage task app: one proposal request per stage whose

@@ -253,7 +253,14 @@ class JobRunner:
 
     async def propose(self, request: ProposalRequest) -> Proposals:
         self.meter.check()
-        return await self._activities.propose(request)
+        # The dataset summary is written once, in the first round, and kept in the job
+        # record, so a resumed job shows later rounds the same summary without asking again.
+        request = replace(request, dataset_summary=self.job.dataset_summary,
+                          summarize_dataset=request.round == 1 and not self.job.dataset_summary)
+        proposals = await self._activities.propose(request)
+        if proposals.dataset_summary:
+            self.job.dataset_summary = proposals.dataset_summary
+        return proposals
 
     async def enter_phase(self, phase: str) -> None:
         self.trace.phase(phase)

@@ -304,6 +304,7 @@ def job_state(job: JobRecord) -> dict[str, Any]:
         "candidates": candidates_to_list(job.candidates),
         "history": job.history,
         "resumes": job.resumes,
+        "dataset_summary": job.dataset_summary,
     }
 
 
@@ -338,6 +339,7 @@ def job_from_state(job_id: str, owner: str, request_id: str, status: JobStatus,
         candidates=candidates_from_list(state["candidates"]),
         history=[(int(r), float(s), int(c)) for r, s, c in state.get("history", [])],
         resumes=state.get("resumes", 0),
+        dataset_summary=state.get("dataset_summary", ""),
     )
 
 

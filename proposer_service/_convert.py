@@ -29,6 +29,8 @@ def request_from_proto(message: proposer_pb2.ProposeInstructionsRequest) -> Prop
             ScoredInstruction(c.instruction, c.score, c.seeds_scored)
             for c in message.previous_candidates),
         seed=message.seed,
+        dataset_summary=message.dataset_summary,
+        summarize_dataset=message.summarize_dataset,
     )
 
 
@@ -41,4 +43,7 @@ def result_to_proto(result: ProposeResult) -> proposer_pb2.ProposeInstructionsRe
                                       completion_tokens=result.usage.completion_tokens,
                                       calls=result.usage.calls),
         duplicates_dropped=result.duplicates_dropped,
+        rejected=result.rejected,
+        dataset_summary=result.dataset_summary,
+        plain_text_fallbacks=result.plain_text_fallbacks,
     )

@@ -10,8 +10,12 @@ with a list of labels keeps its shape.
 - an exact duplicate of a kept proposal or of a known instruction (the baseline, earlier
   candidates) after `normalize`: case-folded, whitespace collapsed, outer punctuation removed;
 - a near-duplicate of one: the Jaccard similarity of their word sets is at least
-  `NEAR_DUPLICATE_JACCARD` (0.9). Two 20-word instructions that differ in one word score
-  19/21 = 0.905 and count as the same; a reworded sentence does not.
+  `NEAR_DUPLICATE_JACCARD` (0.9, `ReplyRules.near_duplicate_jaccard`). Two 20-word
+  instructions that differ in one word score 19/21 = 0.905 and count as the same; a reworded
+  sentence does not.
+
+`duplicate_reasons` says, per proposal, which of these it copies (the baseline, an earlier
+candidate, another proposal), so the proposer can count each reason.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ._models import Proposal
+from ._rules import REJECT_BASELINE, REJECT_DUPLICATE, REJECT_EARLIER, ReplyRules
 
 #: Word-set Jaccard similarity at or above which two instructions count as the same.
-NEAR_DUPLICATE_JACCARD = 0.9
+NEAR_DUPLICATE_JACCARD = ReplyRules().near_duplicate_jaccard
 
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
 _FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|$)", re.S)
 _PREFIX = re.compile(
-    r"^(?:#+\s*)?(?:\*\*|__)?\s*(?:here\s+is\s+)?(?:(?:the|a|my)\s+)?(?:new\s+|improved\s+|"
+    r"^(?:#+\s*)?(?:\*\*|__)?\s*(?:here(?:\s+is|'s|\u2019s)\s+)?(?:(?:the|a|my)\s+)?(?:new\s+|improved\s+|"
     r"proposed\s+|revised\s+)?(?:instructions?|system\s+prompt|prompt)\s*(?:\*\*|__)?\s*:\s*"
     r"(?:\*\*|__)?\s*",
     re.I,
@@ -77,18 +82,28 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
+def duplicate_reasons(texts: Sequence[str], baseline: str, earlier: Iterable[str] = (),
+                      threshold: float = NEAR_DUPLICATE_JACCARD) -> list[str | None]:
+    """Per text, in order: the reason it copies the baseline, an earlier candidate or a text
+    kept before it (`REJECT_BASELINE`, `REJECT_EARLIER`, `REJECT_DUPLICATE`), or None."""
+    seen: list[tuple[str, frozenset[str], str]] = [
+        (normalize(text), word_set(text), reason)
+        for text, reason in [(baseline, REJECT_BASELINE),
+                             *((e, REJECT_EARLIER) for e in earlier)] if text.strip()]
+    reasons: list[str | None] = []
+    for text in texts:
+        key, words = normalize(text), word_set(text)
+        reason = next((r for k, w, r in seen if key == k or jaccard(words, w) >= threshold),
+                      None)
+        if reason is None:
+            seen.append((key, words, REJECT_DUPLICATE))
+        reasons.append(reason)
+    return reasons
+
+
 def dedupe(proposals: Sequence[Proposal], known: Iterable[str] = ()
            ) -> tuple[list[Proposal], int]:
     """The proposals that differ from each other and from `known`, and how many were dropped."""
-    seen: list[tuple[str, frozenset[str]]] = [
-        (normalize(text), word_set(text)) for text in known if text.strip()]
-    kept: list[Proposal] = []
-    dropped = 0
-    for proposal in proposals:
-        key, words = normalize(proposal.instruction), word_set(proposal.instruction)
-        if any(key == k or jaccard(words, w) >= NEAR_DUPLICATE_JACCARD for k, w in seen):
-            dropped += 1
-            continue
-        seen.append((key, words))
-        kept.append(proposal)
-    return kept, dropped
+    reasons = duplicate_reasons([p.instruction for p in proposals], "", known)
+    kept = [p for p, reason in zip(proposals, reasons, strict=True) if reason is None]
+    return kept, len(proposals) - len(kept)

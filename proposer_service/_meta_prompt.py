@@ -5,11 +5,14 @@ opens with one plain line saying what to write, naming every label when the task
 set, then has these sections, in this order, each opened by its exact header line:
 
     ## Task                  name, description, `Labels: a, b, c`, two observed inputs
+    ## Dataset summary       only when the job has one: the proposer model's own notes on
+                             the bootstrap inputs and outputs (`build_summary_messages`)
     ## Current instruction   the baseline instruction
     ## Scored examples       up to 6 traces, best and worst mixed: Input / Output / Score
     ## Earlier candidates    only when the request has some: `Score 0.67 on 3 seeds: ...`
     ## Tip                   the tip's text
-    ## Write                 the request for one new instruction, text only
+    ## Write                 the request for one new instruction, text only (for
+                             several per call: that many, as a JSON list)
 
 `instruction_only` mode asks for an instruction alone: no few-shot demos are requested.
 Long values are truncated, so one huge trace cannot crowd out the rest.
@@ -22,6 +25,10 @@ the baseline and 2 below, against 0.212 with 5 above and 7 below without them. A
 spelling out the instruction's shape ("starts with what the model reads ... then lists the
 labels") did worse (0.219). The sections stay: they are the grounding MIPRO's proposer
 works from (the task, scored traces, earlier candidates with their scores, a tip).
+
+The dataset summary is DSPy's data-aware grounding, in our words: once per job, one call
+shows the proposer model the bootstrap inputs, outputs and scores and asks for a few
+sentences of observations about the data; every proposal call of the job then shows them.
 """
 
 from __future__ import annotations
@@ -44,9 +51,14 @@ WRITE_REQUEST = (
     "Write one new instruction for this task that will make the model score higher. "
     "Reply with the instruction only."
 )
+#: The request when a call asks for `count` (more than one) instructions.
+WRITE_SEVERAL_REQUEST = (
+    "Write {count} different new instructions for this task that will make the model score "
+    "higher. Reply with a JSON list of the instructions only."
+)
 SECTION_HEADERS = (
-    "## Task", "## Current instruction", "## Scored examples", "## Earlier candidates",
-    "## Tip", "## Write",
+    "## Task", "## Dataset summary", "## Current instruction", "## Scored examples",
+    "## Earlier candidates", "## Tip", "## Write",
 )
 #: Scored examples shown at most.
 MAX_EXAMPLES = 6
@@ -56,6 +68,19 @@ SUMMARY_INPUTS = 2
 MAX_EARLIER = 8
 #: Labels listed at most; the rest are counted.
 MAX_LABELS = 40
+#: Examples shown to the dataset-summary call at most.
+SUMMARY_EXAMPLES = 10
+#: The dataset summary's length in the meta-prompt, at most (characters).
+MAX_SUMMARY_CHARS = 800
+
+SUMMARY_SYSTEM_PROMPT = (
+    "You study a dataset of a language model task and write short, factual observations "
+    "about it. Reply with the observations only."
+)
+SUMMARY_REQUEST = (
+    "Write two or three sentences about this data: what the inputs are like, what a correct "
+    "output looks like, and what makes an input hard. Do not copy the examples."
+)
 
 _NAME_KEYS = ("name", "title")
 _DESCRIPTION_KEYS = ("description",)
@@ -204,24 +229,52 @@ def opening_line(request: ProposeRequest) -> str:
     return OPENING + named
 
 
-def build_user_prompt(request: ProposeRequest, tip: Tip) -> str:
-    """The user message of one proposal call, written under `tip`."""
+def build_user_prompt(request: ProposeRequest, tip: Tip, *, count: int = 1,
+                      dataset_summary: str = "") -> str:
+    """The user message of one proposal call, written under `tip`, asking for `count`
+    instructions, grounded in `dataset_summary` when there is one."""
     baseline = truncate(request.baseline_instruction.strip(), 2000) or "(none)"
-    sections = [
-        ("## Task", task_summary(request.task_info_json, request.examples)),
+    sections = [("## Task", task_summary(request.task_info_json, request.examples))]
+    if dataset_summary.strip():
+        sections.append(("## Dataset summary", one_line(dataset_summary, MAX_SUMMARY_CHARS)))
+    sections += [
         ("## Current instruction", baseline),
         ("## Scored examples", _examples_section(request.examples)),
     ]
     if request.previous_candidates:
         sections.append(("## Earlier candidates", _earlier_section(request.previous_candidates)))
-    sections += [("## Tip", tip.text), ("## Write", WRITE_REQUEST)]
+    write = WRITE_REQUEST if count == 1 else WRITE_SEVERAL_REQUEST.format(count=count)
+    sections += [("## Tip", tip.text), ("## Write", write)]
     return "\n\n".join([opening_line(request),
                         *(f"{header}\n{body}" for header, body in sections)])
 
 
-def build_messages(request: ProposeRequest, tip: Tip) -> list[dict[str, str]]:
+def build_messages(request: ProposeRequest, tip: Tip, *, count: int = 1,
+                   dataset_summary: str = "") -> list[dict[str, str]]:
     """The chat messages (system, user) of one proposal call."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": build_user_prompt(request, tip)},
+        {"role": "user", "content": build_user_prompt(request, tip, count=count,
+                                                      dataset_summary=dataset_summary)},
     ]
+
+
+def build_summary_messages(request: ProposeRequest) -> list[dict[str, str]]:
+    """The chat messages of the job's one dataset-summary call: the task and up to
+    `SUMMARY_EXAMPLES` bootstrap traces (best and worst mixed)."""
+    chosen = select_examples(request.examples, SUMMARY_EXAMPLES)
+    examples = "\n\n".join(
+        f"Input: {one_line(e.input, 300)}\nOutput: {one_line(e.output, 200)}\n"
+        f"Score: {format_score(e.reward)}" for e in chosen)
+    user = "\n\n".join([
+        f"## Task\n{task_summary(request.task_info_json, request.examples)}",
+        f"## Examples\n{examples}", f"## Write\n{SUMMARY_REQUEST}"])
+    return [{"role": "system", "content": SUMMARY_SYSTEM_PROMPT},
+            {"role": "user", "content": user}]
+
+
+def fixed_texts(tips: Iterable[Tip]) -> list[str]:
+    """The meta-prompt's own sentences (system prompt, opening, requests, tips), which a
+    reply must not copy."""
+    return [SYSTEM_PROMPT, OPENING, WRITE_REQUEST, SUMMARY_SYSTEM_PROMPT, SUMMARY_REQUEST,
+            *(tip.text for tip in tips)]

@@ -58,6 +58,11 @@ class ProposeRequest:
     previous_candidates: tuple[ScoredInstruction, ...] = ()
     #: Seeds the tip choice and the model's sampling.
     seed: int = 0
+    #: The job's dataset summary, written by an earlier request; shown in every call.
+    dataset_summary: str = ""
+    #: Write the job's dataset summary first (one model call) and use it; the result
+    #: returns it so the job keeps it. Asked once per job.
+    summarize_dataset: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,3 +95,10 @@ class ProposeResult:
     usage: TokenUsage = field(default_factory=TokenUsage)
     #: Proposals dropped as duplicates, near-duplicates or copies of a known instruction.
     duplicates_dropped: int = 0
+    #: Replies (or instructions of a reply) not used, by reason (`_rules.REJECT_*`); the
+    #: duplicates are among them.
+    rejected: dict[str, int] = field(default_factory=dict)
+    #: The dataset summary written for this request ("" when none was asked or it failed).
+    dataset_summary: str = ""
+    #: Calls sent again without `response_format` because the provider refused it.
+    plain_text_fallbacks: int = 0

@@ -36,6 +36,7 @@ from mipro.v1 import proposer_pb2, proposer_pb2_grpc
 from ._convert import request_from_proto, result_to_proto
 from ._errors import InvalidRequest, ProposalsFailed, ProposerError, UnknownProvider
 from ._proposer import Proposer
+from ._rules import ReplyRules
 
 log = structlog.get_logger(__name__)
 
@@ -148,7 +149,8 @@ class ProposerServer:
 
     def __init__(self, settings: Settings, *, proposer: Proposer | None = None) -> None:
         self._settings = settings
-        self._proposer = proposer or Proposer(settings=settings)
+        self._proposer = proposer or Proposer(settings=settings,
+                                              rules=ReplyRules.from_settings(settings))
         self._grpc = grpc.aio.server(
             interceptors=[ServiceTokenInterceptor(settings.proposer_token)])
         self._health = add_health_and_reflection(self._grpc, [SERVICE_NAME])

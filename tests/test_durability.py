@@ -129,6 +129,10 @@ async def test_kill_9_mid_evaluation_resumes_to_the_same_result(own_stack: Runni
     assert resumed["status"] == "succeeded", resumed["error"]
     assert resumed["resumes"] == 1
     assert _result(resumed) == _result(reference)
+    # One dataset summary per job: the resumed job did not ask for its summary again.
+    prompts = [json.loads(line)["user"] or ""
+               for line in own_stack.model_record.read_text().splitlines()]
+    assert sum("Write two or three sentences about this data" in p for p in prompts) == 2
     # The task app completed no rollout twice, except those in flight at the kill.
     repeats = [rid for rid, n in _completed_run_ids(own_stack, job_id).items() if n > 1]
     assert len(repeats) <= LONG_JOB["max_concurrent"], repeats
@@ -239,3 +243,8 @@ async def test_later_rounds_see_earlier_scores(own_stack: RunningStack) -> None:
     prompts = [json.loads(line)["user"] for line in own_stack.model_record.read_text().splitlines()]
     assert any("## Earlier candidates" in (p or "") and "Score " in (p or "") for p in prompts)
     assert {c["round"] for c in job["candidates"]} == {0, 1, 2}
+    # The dataset summary is written in round 1 only, and both rounds' calls show it.
+    summary = rounds[0]["dataset_summary"]
+    assert summary and "dataset_summary" not in rounds[1]
+    assert sum(f"## Dataset summary\n{summary}" in (p or "") for p in prompts) >= 4
+    assert all(isinstance(r["rejected"], dict) for r in rounds)

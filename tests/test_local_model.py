@@ -33,6 +33,8 @@ from openai.types.chat import ChatCompletionFunctionToolParam
 
 from mipro._settings import Settings
 from mipro._stack import Stack, free_port, stack_env
+from proposer_service import Proposer, ProposeRequest, ProposerModel, ScoredExample
+from proposer_service._rules import ReplyRules
 
 from .conftest import REPO_ROOT
 
@@ -209,6 +211,34 @@ async def test_response_format_schema_is_honoured_and_bad_requests_are_400(
     assert too_long.json()["error"]["code"] == "context_length_exceeded"
 
 
+async def test_the_proposer_on_the_real_model_returns_instructions_or_says_why_not(
+        server: Server) -> None:
+    """The proposer core on SmolLM2, as the demo asks it (plain text): what it keeps reads as
+    an instruction, and every reply it did not keep is counted under a reason."""
+    labeled = [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
+    examples = tuple(ScoredExample(row["text"], json.dumps({"intent": row["label"]}),
+                                   float(index % 2)) for index, row in enumerate(labeled[:5]))
+    request = ProposeRequest(
+        model=ProposerModel("local", "SmolLM2-135M-Instruct", 0.7, 64), num_candidates=2,
+        baseline_instruction=BASELINE, examples=examples, seed=1,
+        task_info_json=json.dumps({"taskset": {"name": "support-intents", "labels": LABELS}}))
+    proposer = Proposer(env={"MIPRO_PROVIDER_LOCAL_BASE_URL": f"{server.url}/v1"},
+                        rules=ReplyRules(structured_output=False))
+    try:
+        result = await proposer.propose(request)
+    finally:
+        await proposer.aclose()
+    texts = [p.instruction for p in result.proposals]
+    assert texts, result.rejected
+    for text in texts:
+        assert "## " not in text and not text.rstrip().endswith("?"), text
+        assert len(text.split()) >= 5 and text.casefold() != BASELINE.casefold()
+        assert not any(e.input in text for e in examples), text
+    # One plain reply is one instruction: every call is either kept or counted as rejected.
+    assert result.usage.calls == len(texts) + sum(result.rejected.values())
+    assert result.usage.calls <= 4  # two calls, then at most one refill pass of two
+
+
 # --------------------------------------------------------------------------- a real job
 
 
@@ -241,6 +271,8 @@ async def local_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         "MIPRO_API_KEYS": api_key,
         "MIPRO_LOG_FORMAT": "json",
         "MIPRO_TASK_APP_ALLOW": "loopback",  # the dev profile: task apps on this machine
+        # As `mipro demo` runs it: under a JSON grammar this model writes identifiers.
+        "MIPRO_PROPOSER_STRUCTURED_OUTPUT": "false",
     }
     settings = Settings.from_env(env)
     stack = Stack(settings, stack_env(settings, env), log_dir=tmp / "logs")

@@ -161,7 +161,7 @@ def test_meta_prompt_has_the_sections_in_order() -> None:
                 ScoredInstruction("Name the intent label.", 0.6667, 3))
     request = _request(previous_candidates=previous)
     tip = TIPS[4]
-    system, user = build_messages(request, tip)
+    system, user = build_messages(request, tip, dataset_summary="Short banking\n questions.")
     assert system == {"role": "system", "content": SYSTEM_PROMPT}
     assert "instruction text only" in SYSTEM_PROMPT
     assert user["role"] == "user"
@@ -173,6 +173,7 @@ def test_meta_prompt_has_the_sections_in_order() -> None:
     assert "Description: Classify a banking customer's message into one intent." in task
     assert f"Labels: {', '.join(LABELS)}" in task.splitlines()
     assert EXAMPLES[0][0] in task and EXAMPLES[1][0] in task and EXAMPLES[2][0] not in task
+    assert sections["## Dataset summary"] == "Short banking questions."
     assert sections["## Current instruction"] == BASELINE
     assert sections["## Earlier candidates"].splitlines() == [
         "Score 0.67 on 3 seeds: Name the intent label.",
@@ -202,7 +203,7 @@ def test_meta_prompt_without_earlier_candidates_or_task_info() -> None:
     request = _request(task_info_json="", previous_candidates=())
     user = build_messages(request, TIPS[0])[1]["content"]
     headers = [line for line in user.splitlines() if line.startswith("## ")]
-    assert "## Earlier candidates" not in headers
+    assert "## Earlier candidates" not in headers and "## Dataset summary" not in headers
     # The label set is revealed by the observed outputs (one-field tool-call arguments).
     labels = [line for line in user.splitlines() if line.startswith("Labels: ")]
     assert labels == ["Labels: card_arrival, lost_or_stolen_card, change_pin, refund_request"]
@@ -338,12 +339,16 @@ def _completion(text: str) -> httpx.Response:
         "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}})
 
 
+def _plan(index: int) -> str:
+    return f"Instruction: Plan {index}: classify the message into exactly one intent."
+
+
 async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
     def answer(body: dict[str, Any]) -> httpx.Response:
         index = body["seed"] % 1000
         if index == 1:
             return _overloaded()
-        return _completion({2: "  ", 3: f'"{BASELINE}"'}.get(index, f"Instruction: Plan {index}."))
+        return _completion({2: "  ", 3: f'"{BASELINE}"'}.get(index, _plan(index)))
 
     seen: list[dict[str, Any]] = []
     proposer = _mock_proposer(answer, seen)
@@ -351,17 +356,93 @@ async def test_core_keeps_successes_drops_empties_and_the_baseline() -> None:
         result = await proposer.propose(_request(num_candidates=5, seed=7))
     finally:
         await proposer.aclose()
-    # The 500 is retried by the SDK (2 retries); the other calls are made once each.
-    assert sorted(body["seed"] for body in seen) == [7000, *[7001] * 3, 7002, 7003, 7004]
+    # The 500 is retried by the SDK (2 retries); the other calls are made once each; the
+    # three missing candidates are asked for once more, with the next seeds and tips.
+    assert sorted(body["seed"] for body in seen) == [
+        7000, *[7001] * 3, 7002, 7003, 7004, 7005, 7006, 7007]
     assert {(b["model"], b["temperature"], b["max_tokens"]) for b in seen} == {
         ("fake", 0.7, 256)}
     assert all(b["messages"][0]["content"] == SYSTEM_PROMPT for b in seen)
-    tips = assign_tips(7, 5)
+    tips = assign_tips(7, 8)
     assert [(p.instruction, p.tip) for p in result.proposals] == [
-        ("Plan 0.", tips[0].id), ("Plan 4.", tips[4].id)]
+        (_plan(i).removeprefix("Instruction: "), tips[i].id) for i in (0, 4, 5, 6, 7)]
     assert result.duplicates_dropped == 1  # the baseline, quoted
+    assert result.rejected == {"empty": 1, "near_duplicate_of_baseline": 1}
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.calls) == (
-        400, 40, 4)
+        700, 70, 7)
+
+
+async def test_core_asks_for_json_and_splits_a_list_into_candidates() -> None:
+    def answer(body: dict[str, Any]) -> httpx.Response:
+        index = body["seed"] % 1000
+        return _completion(json.dumps({"instructions": [_plan(index), _plan(index + 10)]}))
+
+    seen: list[dict[str, Any]] = []
+    proposer = _mock_proposer(answer, seen)
+    try:
+        result = await proposer.propose(_request(num_candidates=3, seed=2))
+    finally:
+        await proposer.aclose()
+    formats = [b["response_format"] for b in seen]
+    assert all(f["type"] == "json_schema" and f["json_schema"]["strict"] for f in formats)
+    schema = formats[0]["json_schema"]["schema"]
+    assert schema["required"] == ["instructions"]
+    assert schema["properties"]["instructions"]["maxItems"] == 1
+    # Each call answered a list of two: six instructions, three kept (every call's first,
+    # then the second ones as far as room allows), none rejected, none surplus to a refill.
+    assert [p.instruction for p in result.proposals] == [
+        _plan(i).removeprefix("Instruction: ") for i in (0, 1, 2)]
+    assert result.rejected == {} and result.usage.calls == 3
+
+
+async def test_core_falls_back_to_plain_text_once_when_response_format_is_refused() -> None:
+    def answer(body: dict[str, Any]) -> httpx.Response:
+        if "response_format" in body:
+            return httpx.Response(400, json={"error": {
+                "message": "response_format is not supported", "param": "response_format"}})
+        return _completion(_plan(body["seed"] % 1000))
+
+    seen: list[dict[str, Any]] = []
+    proposer = _mock_proposer(answer, seen, max_retries=0)
+    try:
+        first = await proposer.propose(_request(num_candidates=2, seed=1))
+        second = await proposer.propose(_request(num_candidates=2, seed=2))
+    finally:
+        await proposer.aclose()
+    assert len(first.proposals) == 2 and len(second.proposals) == 2
+    # Both concurrent calls of the first request were refused and sent again in plain text;
+    # from then on this endpoint is asked in plain text straight away.
+    assert first.plain_text_fallbacks == 2 and second.plain_text_fallbacks == 0
+    asked = ["response_format" in b for b in seen]
+    assert len(asked) == 6 and sum(asked) == 2 and asked[4:] == [False, False]
+
+
+async def test_core_writes_the_dataset_summary_once_and_grounds_every_call_in_it() -> None:
+    summary = "The messages are short banking questions; most name a card problem."
+
+    def answer(body: dict[str, Any]) -> httpx.Response:
+        if body["response_format"]["json_schema"]["name"] == "dataset_summary":
+            return _completion(json.dumps({"summary": summary}))
+        return _completion(_plan(body["seed"] % 1000))
+
+    seen: list[dict[str, Any]] = []
+    proposer = _mock_proposer(answer, seen)
+    try:
+        written = await proposer.propose(_request(num_candidates=2, summarize_dataset=True))
+        later = await proposer.propose(_request(num_candidates=2, seed=8,
+                                                dataset_summary=written.dataset_summary))
+    finally:
+        await proposer.aclose()
+    assert written.dataset_summary == summary and later.dataset_summary == ""
+    asked = [b for b in seen if b["response_format"]["json_schema"]["name"] == "dataset_summary"]
+    assert len(asked) == 1 and asked[0]["seed"] == 7999
+    # The summary call sees the bootstrap traces; every proposal call sees the summary.
+    assert EXAMPLES[0][0] in asked[0]["messages"][1]["content"]
+    proposals = [b for b in seen if b not in asked]
+    assert len(proposals) == 4
+    assert all(f"## Dataset summary\n{summary}" in b["messages"][1]["content"]
+               for b in proposals)
+    assert written.usage.calls == 3 and later.usage.calls == 2
 
 
 async def test_core_adds_no_retries_of_its_own() -> None:
@@ -502,9 +583,10 @@ def model_url(log_dir: Path) -> Iterator[str]:
         process.stop()
 
 
-def _start_proposer(model_url: str, log_dir: Path, name: str = "proposer") -> tuple[_Process, str]:
+def _start_proposer(model_url: str, log_dir: Path, name: str = "proposer",
+                    **extra: str) -> tuple[_Process, str]:
     port = _free_port()
-    env = _clean_env(
+    env = _clean_env(**extra,
         MIPRO_HOST="127.0.0.1",
         MIPRO_PROPOSER_PORT=str(port),
         MIPRO_PROPOSER_TOKEN=PROPOSER_TOKEN,
@@ -626,3 +708,143 @@ def test_stops_cleanly_on_sigterm(model_url: str, log_dir: Path) -> None:
         assert '"proposer service stopped"' in process.log_path.read_text()
     finally:
         process.stop()
+
+
+# ------------------------------------------------------------------ reply shapes, real service
+
+#: What the scripted proposer model answers, by the tip text in the call's user message: the
+#: shapes real models send.
+GOOD = ["Read the customer's message and answer with the one intent label that fits it.",
+        "Name the single intent of the message, choosing only from the listed labels.",
+        "Decide which banking problem the customer describes, then give its intent label.",
+        "You are a banking support expert. Give the message's intent label and nothing else."]
+SHAPES = {
+    "none": json.dumps({"instructions": GOOD[:2]}),           # a JSON list: two candidates
+    "creative": "I'm ready to help! What task can you describe?",  # a question back
+    "simple": "## Task\nClassify a customer-support message.\n## Scored examples\nInput: hi",
+    "description": "```json\n" + json.dumps([GOOD[2]]) + "\n```",  # fenced JSON
+    "high_stakes": f'"{BASELINE}"',                            # the baseline, quoted
+    "persona": "Sure! Here's a new instruction:\n\n" + GOOD[3],
+}
+SUMMARY = "The messages are short questions from bank customers, mostly about their cards."
+#: What each tip's reply comes to: kept instructions, or the reason it is rejected.
+OUTCOMES: dict[str, list[str] | str] = {
+    "none": GOOD[:2], "creative": "question", "simple": "echo", "description": [GOOD[2]],
+    "high_stakes": "near_duplicate_of_baseline", "persona": [GOOD[3]]}
+
+
+def _script(**extra: object) -> dict[str, Any]:
+    tip_text = {t.id: t.text for t in TIPS}
+    return {"rules": [{"contains": "Write two or three sentences about this data",
+                       "reply": json.dumps({"summary": SUMMARY})},
+                      *({"contains": tip_text[tip], "reply": reply}
+                        for tip, reply in SHAPES.items())],
+            "default": "Answer.", **extra}
+
+
+def _scripted(log_dir: Path, name: str, **extra: object) -> tuple[_Process, str, Path]:
+    script = log_dir / f"{name}.json"
+    script.write_text(json.dumps(_script(**extra)))
+    record = log_dir / f"{name}.jsonl"
+    port = _free_port()
+    process = _spawn(name, [sys.executable, "-m", "tests.fakes.scripted_model", "--port",
+                            str(port), "--script", str(script), "--record", str(record)],
+                     _clean_env(), log_dir)
+    _wait_http_ok(f"http://127.0.0.1:{port}/health", process)
+    return process, f"http://127.0.0.1:{port}/v1", record
+
+
+@dataclass
+class _Scripted:
+    address: str
+    proposer: _Process
+    record: Path
+    refusing_record: Path
+
+
+@pytest.fixture(scope="module")
+def scripted(log_dir: Path) -> Iterator[_Scripted]:
+    """The proposer service over two scripted models: `local` answers the shapes above;
+    `plainonly` answers the same but refuses `response_format` with a 400."""
+    model, url, record = _scripted(log_dir, "scripted-model")
+    refusing, refusing_url, refusing_record = _scripted(
+        log_dir, "refusing-model", refuse_response_format=True)
+    try:
+        proposer, address = _start_proposer(url, log_dir, "proposer-scripted",
+                                            MIPRO_PROVIDER_PLAINONLY_BASE_URL=refusing_url)
+        try:
+            yield _Scripted(address, proposer, record, refusing_record)
+        finally:
+            proposer.stop()
+    finally:
+        model.stop()
+        refusing.stop()
+
+
+def _expected(seed: int, calls: int) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The candidates and rejection counts the scripted shapes must give for 6 candidates:
+    six calls, then one refill pass for the missing ones, results in call order."""
+    tips = [t.id for t in assign_tips(seed, calls)]
+    kept: list[tuple[str, str]] = []
+    rejected: dict[str, int] = {}
+    first = [(tip, OUTCOMES[tip]) for tip in tips[:6]]
+    refill = [(tip, OUTCOMES[tip]) for tip in tips[6:]]
+    for batch in (first, refill):
+        lists = [(tip, o) for tip, o in batch if isinstance(o, list)]
+        for _, outcome in batch:
+            if isinstance(outcome, str):
+                rejected[outcome] = rejected.get(outcome, 0) + 1
+        for position in range(2):
+            for tip, outcome in lists:
+                if position < len(outcome):
+                    if any(text == outcome[position] for text, _ in kept):
+                        rejected["near_duplicate"] = rejected.get("near_duplicate", 0) + 1
+                    else:
+                        kept.append((outcome[position], tip))
+    return kept, rejected
+
+
+async def test_reply_shapes_through_the_real_service(scripted: _Scripted) -> None:
+    request = _proto_request(num_candidates=6, seed=5)
+    request.summarize_dataset = True
+    response = await _propose(scripted.address, request)
+    kept = [(p.instruction, p.tip) for p in response.instructions]
+    # Three of the six calls' replies hold instructions (the JSON list two): four candidates;
+    # one refill pass of two calls for the missing two gets the same tips' replies again.
+    calls = 6 + 2
+    expected_kept, expected_rejected = _expected(5, calls)
+    assert kept == expected_kept and len(kept) == 4
+    assert set(GOOD[:2]) <= {text for text, _ in kept}  # the JSON list's two, separately
+    assert dict(response.rejected) == expected_rejected
+    assert response.rejected["question"] >= 1 and response.rejected["echo"] >= 1
+    assert response.duplicates_dropped == sum(
+        n for reason, n in response.rejected.items() if reason.startswith("near_duplicate"))
+    assert response.dataset_summary == SUMMARY
+    assert response.usage.calls == 1 + calls and response.plain_text_fallbacks == 0
+    asked = [json.loads(line) for line in scripted.record.read_text().splitlines()]
+    assert all(a["response_format"]["type"] == "json_schema" for a in asked)
+    assert all(f"## Dataset summary\n{SUMMARY}" in a["user"] for a in asked
+               if "Write two or three" not in a["user"])
+    # The proposer's structured log line carries the reasons.
+    lines = [json.loads(line) for line in
+             scripted.proposer.log_path.read_text().splitlines() if line.startswith("{")]
+    ready = [line for line in lines if line.get("event") == "proposals ready"
+             and line.get("job_id") == "pl_proposer_test"]
+    assert ready and ready[-1]["rejected"] == expected_rejected
+    assert any(line.get("event") == "reply rejected" and line.get("reason") == "question"
+               for line in lines)
+
+
+async def test_a_provider_refusing_response_format_is_asked_in_plain_text(
+        scripted: _Scripted) -> None:
+    response = await _propose(scripted.address, _proto_request("plainonly", num_candidates=2,
+                                                               seed=3))
+    assert len(response.instructions) >= 1
+    assert response.plain_text_fallbacks >= 1
+    asked = [json.loads(line) for line in scripted.refusing_record.read_text().splitlines()]
+    assert [a["status"] for a in asked if a["response_format"]] == [400] * len(
+        [a for a in asked if a["response_format"]])
+    assert any(a["response_format"] is None and a["status"] == 200 for a in asked)
+    again = await _propose(scripted.address, _proto_request("plainonly", num_candidates=2,
+                                                            seed=4))
+    assert again.plain_text_fallbacks == 0  # remembered: no second refusal

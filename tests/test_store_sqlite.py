@@ -45,6 +45,7 @@ async def test_job_round_trip_survives_reopen(store_url: str) -> None:
     job.best_score = 0.5
     job.candidates = [CandidateRecord(0, "base", "baseline", 0.25, 2, 0)]
     job.failures_by_cause = {"timeout": 1}
+    job.dataset_summary = "Short banking questions."
     await store.save_job(job)
     await store.record_rollout("pl_1", RolloutResult("pl_1_r000000", 0, 5, "val", 1.0,
                                                      tokens=12, trace={"input": "hi"}))
@@ -59,6 +60,7 @@ async def test_job_round_trip_survives_reopen(store_url: str) -> None:
     assert loaded.spec == SPEC and loaded.status is JobStatus.SUCCEEDED
     assert loaded.best_score == 0.5 and loaded.candidates == job.candidates
     assert loaded.failures_by_cause == {"timeout": 1}
+    assert loaded.dataset_summary == "Short banking questions."  # a resume shows it again
     rollouts = await reopened.list_rollouts("pl_1")
     assert [r.reward for r in rollouts] == [1.0, None]
     assert rollouts[1].failure_cause == "http_500"

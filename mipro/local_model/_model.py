@@ -10,7 +10,12 @@ worker thread. The chat template is the one in the GGUF file. Sampling:
   which gives bit-identical logits to evaluating the whole prompt afresh (measured);
 - with a temperature above 0, `seed` fixes the sampler's random state: the same request with
   the same seed gets the same answer; without a seed each call draws a fresh one, as a hosted
-  model would. `n` choices use seeds `seed`, `seed + 1`, ...;
+  model would. `n` choices use seeds `seed`, `seed + 1`, ...; a seeded request above
+  temperature 0 is evaluated from an empty context (llama.cpp server's `cache_prompt: false`),
+  neither reusing nor saving prompt states, so its answer cannot depend on which requests
+  came before it or in which order they arrived (the proposer's calls of a round arrive
+  concurrently). It costs evaluating the whole prompt: about 3 s for a 600-token proposal
+  prompt on one thread;
 - `top_p` defaults to llama.cpp's 0.95, with its `top_k` 40 and `min_p` 0.05, which keep a
   model this small from wandering into noise;
 - `max_tokens` defaults to `DEFAULT_MAX_TOKENS` and is cut to what fits the context.
@@ -197,12 +202,16 @@ class LocalModel:
         constraint = constraint_for(request)
         messages = with_note(request.messages, constraint.note)
         seed = chat.seed if chat.seed is not None else secrets.randbits(31)
+        # Seeded sampling starts from an empty context: its answer depends on nothing else.
+        fresh = chat.temperature > 0 and chat.seed is not None
         with self._lock:
             grammar = self._grammar(grammar_text(constraint), constraint.param)
-            if self.prefix_cache is not None:
+            if self.prefix_cache is not None and not fresh:
                 self.prefix_cache.restore(self._prompt_tokens(messages))
             results = []
             for index in range(chat.n):
+                if fresh:
+                    self._llama.reset()  # n_tokens 0: the next eval clears the KV cache
                 try:
                     results.append(self._llama.create_chat_completion(
                         messages=messages, grammar=grammar, temperature=chat.temperature,
@@ -214,7 +223,7 @@ class LocalModel:
                     raise ContextLengthExceeded(
                         f"This model's context window is {self.context_size} tokens and the "
                         f"messages do not fit ({error}).", "messages") from None
-                if self.prefix_cache is not None:
+                if self.prefix_cache is not None and not fresh:
                     self.prefix_cache.save(int(results[-1]["usage"]["prompt_tokens"]))
         choices = []
         for result in results:

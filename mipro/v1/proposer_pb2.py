@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mipro/v1/proposer.proto\x12\x08mipro.v1\"\xa3\x02\n\x1aProposeInstructionsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.mipro.v1.ProposerModel\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x16\n\x0enum_candidates\x18\x04 \x01(\x05\x12\x16\n\x0etask_info_json\x18\x05 \x01(\t\x12\x1c\n\x14\x62\x61seline_instruction\x18\x06 \x01(\t\x12)\n\x08\x65xamples\x18\x07 \x03(\x0b\x32\x17.mipro.v1.ScoredExample\x12\x38\n\x13previous_candidates\x18\x08 \x03(\x0b\x32\x1b.mipro.v1.ScoredInstruction\x12\x0c\n\x04seed\x18\t \x01(\x05\"Y\n\rProposerModel\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0btemperature\x18\x03 \x01(\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\">\n\rScoredExample\x12\r\n\x05input\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0e\n\x06reward\x18\x03 \x01(\x01\"M\n\x11ScoredInstruction\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x14\n\x0cseeds_scored\x18\x03 \x01(\x05\"\x93\x01\n\x1bProposeInstructionsResponse\x12\x33\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x1d.mipro.v1.ProposedInstruction\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.mipro.v1.TokenUsage\x12\x1a\n\x12\x64uplicates_dropped\x18\x03 \x01(\x05\"7\n\x13ProposedInstruction\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x0b\n\x03tip\x18\x02 \x01(\t\"M\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x05\x32u\n\x0fProposerService\x12\x62\n\x13ProposeInstructions\x12$.mipro.v1.ProposeInstructionsRequest\x1a%.mipro.v1.ProposeInstructionsResponseB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mipro/v1/proposer.proto\x12\x08mipro.v1\"\xd7\x02\n\x1aProposeInstructionsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.mipro.v1.ProposerModel\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x16\n\x0enum_candidates\x18\x04 \x01(\x05\x12\x16\n\x0etask_info_json\x18\x05 \x01(\t\x12\x1c\n\x14\x62\x61seline_instruction\x18\x06 \x01(\t\x12)\n\x08\x65xamples\x18\x07 \x03(\x0b\x32\x17.mipro.v1.ScoredExample\x12\x38\n\x13previous_candidates\x18\x08 \x03(\x0b\x32\x1b.mipro.v1.ScoredInstruction\x12\x0c\n\x04seed\x18\t \x01(\x05\x12\x17\n\x0f\x64\x61taset_summary\x18\n \x01(\t\x12\x19\n\x11summarize_dataset\x18\x0b \x01(\x08\"Y\n\rProposerModel\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0btemperature\x18\x03 \x01(\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\x05\">\n\rScoredExample\x12\r\n\x05input\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0e\n\x06reward\x18\x03 \x01(\x01\"M\n\x11ScoredInstruction\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x14\n\x0cseeds_scored\x18\x03 \x01(\x05\"\xc2\x02\n\x1bProposeInstructionsResponse\x12\x33\n\x0cinstructions\x18\x01 \x03(\x0b\x32\x1d.mipro.v1.ProposedInstruction\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.mipro.v1.TokenUsage\x12\x1a\n\x12\x64uplicates_dropped\x18\x03 \x01(\x05\x12\x45\n\x08rejected\x18\x04 \x03(\x0b\x32\x33.mipro.v1.ProposeInstructionsResponse.RejectedEntry\x12\x17\n\x0f\x64\x61taset_summary\x18\x05 \x01(\t\x12\x1c\n\x14plain_text_fallbacks\x18\x06 \x01(\x05\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"7\n\x13ProposedInstruction\x12\x13\n\x0binstruction\x18\x01 \x01(\t\x12\x0b\n\x03tip\x18\x02 \x01(\t\"M\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x05\x32u\n\x0fProposerService\x12\x62\n\x13ProposeInstructions\x12$.mipro.v1.ProposeInstructionsRequest\x1a%.mipro.v1.ProposeInstructionsResponseB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,20 +32,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mipro.v1.proposer_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
+  _globals['_PROPOSEINSTRUCTIONSRESPONSE_REJECTEDENTRY']._loaded_options = None
+  _globals['_PROPOSEINSTRUCTIONSRESPONSE_REJECTEDENTRY']._serialized_options = b'8\001'
   _globals['_PROPOSEINSTRUCTIONSREQUEST']._serialized_start=38
-  _globals['_PROPOSEINSTRUCTIONSREQUEST']._serialized_end=329
-  _globals['_PROPOSERMODEL']._serialized_start=331
-  _globals['_PROPOSERMODEL']._serialized_end=420
-  _globals['_SCOREDEXAMPLE']._serialized_start=422
-  _globals['_SCOREDEXAMPLE']._serialized_end=484
-  _globals['_SCOREDINSTRUCTION']._serialized_start=486
-  _globals['_SCOREDINSTRUCTION']._serialized_end=563
-  _globals['_PROPOSEINSTRUCTIONSRESPONSE']._serialized_start=566
-  _globals['_PROPOSEINSTRUCTIONSRESPONSE']._serialized_end=713
-  _globals['_PROPOSEDINSTRUCTION']._serialized_start=715
-  _globals['_PROPOSEDINSTRUCTION']._serialized_end=770
-  _globals['_TOKENUSAGE']._serialized_start=772
-  _globals['_TOKENUSAGE']._serialized_end=849
-  _globals['_PROPOSERSERVICE']._serialized_start=851
-  _globals['_PROPOSERSERVICE']._serialized_end=968
+  _globals['_PROPOSEINSTRUCTIONSREQUEST']._serialized_end=381
+  _globals['_PROPOSERMODEL']._serialized_start=383
+  _globals['_PROPOSERMODEL']._serialized_end=472
+  _globals['_SCOREDEXAMPLE']._serialized_start=474
+  _globals['_SCOREDEXAMPLE']._serialized_end=536
+  _globals['_SCOREDINSTRUCTION']._serialized_start=538
+  _globals['_SCOREDINSTRUCTION']._serialized_end=615
+  _globals['_PROPOSEINSTRUCTIONSRESPONSE']._serialized_start=618
+  _globals['_PROPOSEINSTRUCTIONSRESPONSE']._serialized_end=940
+  _globals['_PROPOSEINSTRUCTIONSRESPONSE_REJECTEDENTRY']._serialized_start=893
+  _globals['_PROPOSEINSTRUCTIONSRESPONSE_REJECTEDENTRY']._serialized_end=940
+  _globals['_PROPOSEDINSTRUCTION']._serialized_start=942
+  _globals['_PROPOSEDINSTRUCTION']._serialized_end=997
+  _globals['_TOKENUSAGE']._serialized_start=999
+  _globals['_TOKENUSAGE']._serialized_end=1076
+  _globals['_PROPOSERSERVICE']._serialized_start=1078
+  _globals['_PROPOSERSERVICE']._serialized_end=1195
 # @@protoc_insertion_point(module_scope)
