@@ -312,7 +312,10 @@ class Proposer:
                            attributes={"gen_ai.operation.name": "chat",
                                        "gen_ai.system": endpoint.name,
                                        "gen_ai.request.model": model.model,
-                                       "mipro.tip": call.tip.id}) as span:
+                                       "mipro.tip": call.tip.id,
+                                       "mipro.purpose": ("dataset_summary"
+                                                         if call.index == SUMMARY_INDEX
+                                                         else "instructions")}) as span:
             outcome = await self._complete(client, endpoint, request, call, messages, schema)
             if span is not None and isinstance(outcome, _Failure):
                 span.set_status(_tracing.Status(_tracing.StatusCode.ERROR, outcome.cause))

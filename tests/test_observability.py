@@ -364,7 +364,8 @@ async def test_one_trace_per_job_with_phases_rollouts_and_model_calls(
                     and "mipro.rollout_id" in s.attributes]
     assert len(policy_calls) == len(rollouts)
     # Each proposal round: the orchestrator's call, the proposer's server span under it,
-    # and one model call per candidate asked for under that.
+    # and one model call per candidate asked for under that (the first round also writes the
+    # job's dataset summary, in one more call).
     proposes = [s for s in ours if s.name == "propose"]
     assert len(proposes) == names.count("propose")
     assert proposes and all(p.parent is not None and p.parent.span_id in phase_ids
@@ -373,7 +374,9 @@ async def test_one_trace_per_job_with_phases_rollouts_and_model_calls(
         (server,) = _children(ours, propose)
         assert server.name == "ProposeInstructions"
         calls = _children(ours, server)
-        assert len(calls) == propose.attributes["mipro.candidates_asked"]
+        purposes = Counter(c.attributes["mipro.purpose"] for c in calls)
+        assert purposes["instructions"] == propose.attributes["mipro.candidates_asked"]
+        assert purposes["dataset_summary"] == (1 if propose is proposes[0] else 0)
         assert all(c.name == "chat gpt-4o-mini" for c in calls)
     # Nothing secret in any attribute.
     text = json.dumps([dict(s.attributes or {}) for s in finished], default=str)
