@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 from datetime import datetime
 from typing import Any
 
+from ._exchanges import Exchange
 from ._models import (
     ApiKeyRecord,
     CandidateRecord,
@@ -25,6 +27,41 @@ from ._models import (
     Tenant,
     TenantStatus,
 )
+
+
+class Admission(enum.StrEnum):
+    """What `JobStore.admit_call` decided about one model call of a rollout."""
+
+    #: The opening is current and under its number of calls; the call was counted.
+    ADMITTED = "admitted"
+    #: No such open rollout, or one opened for another job, candidate or nonce.
+    UNKNOWN = "unknown"
+    #: The rollout already made its most calls; nothing was counted.
+    OVER_LIMIT = "over_limit"
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutOpening:
+    """One opening of a rollout, as its token names it: what lets any interceptor replica
+    serve the rollout's model calls (the rest it reads from the job's record)."""
+
+    job_id: str
+    rollout_id: str
+    #: The random nonce of this opening (`_tokens.RolloutClaims.nonce`).
+    nonce: str
+    candidate: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobUsage:
+    """What a job has spent, metered in the store so its budgets hold across replicas; as an
+    argument of `add_usage`, the amounts to add."""
+
+    rollouts: int = 0
+    policy_prompt_tokens: int = 0
+    policy_completion_tokens: int = 0
+    proposer_tokens: int = 0
+    proposer_cost_usd: float = 0.0
 
 
 class JobStore(abc.ABC):
@@ -117,6 +154,50 @@ class JobStore(abc.ABC):
     async def revoke_api_key(self, key_id: str, revoked_at: datetime) -> ApiKeyRecord | None:
         """Marks the key revoked (once: a second revoke keeps the first time); None when
         there is no such key."""
+
+    # -- open rollouts and their exchanges, for interceptor replicas (issue 12) --------------
+    # A rollout is opened by the worker that runs it, its model calls are admitted and its
+    # exchanges recorded by whichever interceptor replica the task app reaches, and it is
+    # closed by the worker when the task app answers. Rollout ids are unique across jobs.
+
+    @abc.abstractmethod
+    async def open_rollout(self, opening: RolloutOpening) -> None:
+        """Records an opening of a rollout, replacing an earlier opening of the same rollout
+        id together with its exchanges and call count."""
+
+    @abc.abstractmethod
+    async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
+        """Counts one model call of the opening when it is current (same job, candidate and
+        nonce) and has made fewer than `max_calls`; atomic across writers."""
+
+    @abc.abstractmethod
+    async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
+        """Appends an exchange to the open rollout; False (nothing kept) when that opening
+        is no longer open."""
+
+    @abc.abstractmethod
+    async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        """The open rollout's exchanges so far, in the order recorded ([] when not open)."""
+
+    @abc.abstractmethod
+    async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        """Ends the opening and returns its exchanges in the order recorded ([] when it was
+        not open, or another opening replaced it)."""
+
+    @abc.abstractmethod
+    async def drop_open_rollouts(self, job_id: str) -> int:
+        """Ends every opening of the job (left by a worker that died, or a job that ended)
+        and returns how many there were."""
+
+    # -- budgets metered across replicas -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
+        """Adds `delta` to the job's usage in one atomic step and returns the new totals."""
+
+    @abc.abstractmethod
+    async def get_usage(self, job_id: str) -> JobUsage:
+        """The job's usage totals (all zero when nothing was metered)."""
 
 
 def spec_to_dict(spec: JobSpec) -> dict[str, Any]:

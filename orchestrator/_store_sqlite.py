@@ -9,6 +9,7 @@ cost does not grow with the job); `PRAGMA user_version` records the schema versi
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from ._exchanges import Exchange
 from ._models import (
     ApiKeyRecord,
     JobEvent,
@@ -29,7 +31,10 @@ from ._models import (
 )
 from ._secrets import EnvKeyVault, SecretsError
 from ._store import (
+    Admission,
     JobStore,
+    JobUsage,
+    RolloutOpening,
     candidates_from_list,
     candidates_to_list,
     spec_from_dict,
@@ -103,6 +108,42 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at TEXT
 );
 """
+
+#: Open rollouts, their exchanges and each job's metered usage (issue 12: stateless
+#: interceptor replicas, budgets across replicas); new tables only.
+_SCHEMA_REPLICAS = """
+CREATE TABLE IF NOT EXISTS open_rollouts (
+    rollout_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    candidate INTEGER NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS open_rollouts_by_job ON open_rollouts (job_id);
+CREATE TABLE IF NOT EXISTS rollout_exchanges (
+    position INTEGER PRIMARY KEY,
+    rollout_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    exchange_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollout_exchanges_by_rollout ON rollout_exchanges (rollout_id);
+CREATE TABLE IF NOT EXISTS job_usage (
+    job_id TEXT PRIMARY KEY,
+    rollouts INTEGER NOT NULL DEFAULT 0,
+    policy_prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    policy_completion_tokens INTEGER NOT NULL DEFAULT 0,
+    proposer_tokens INTEGER NOT NULL DEFAULT 0,
+    proposer_cost_usd REAL NOT NULL DEFAULT 0
+);
+"""
+
+
+def _exchange_json(exchange: Exchange) -> str:
+    return json.dumps(dataclasses.asdict(exchange))
+
+
+def _exchange_from_json(text: str) -> Exchange:
+    return Exchange(**json.loads(text))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -212,6 +253,7 @@ class SqliteJobStore(JobStore):
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         await self._db.executescript(_SCHEMA)
+        await self._db.executescript(_SCHEMA_REPLICAS)
         await self._upgrade()
         await self._seal_env_keys()
 
@@ -500,6 +542,123 @@ class SqliteJobStore(JobStore):
                 "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)) as cursor:
             row = await cursor.fetchone()
         return _api_key_from_row(row) if row else None
+
+    # -- open rollouts and their exchanges ---------------------------------------------------
+
+    async def open_rollout(self, opening: RolloutOpening) -> None:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute("DELETE FROM rollout_exchanges WHERE rollout_id = ?",
+                               (opening.rollout_id,))
+            await conn.execute(
+                "INSERT OR REPLACE INTO open_rollouts (rollout_id, job_id, nonce, candidate,"
+                " calls) VALUES (?, ?, ?, ?, 0)",
+                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
+        async with self._conn.execute(
+                "UPDATE open_rollouts SET calls = calls + 1 WHERE rollout_id = ? AND job_id = ?"
+                " AND nonce = ? AND candidate = ? AND calls < ? RETURNING calls",
+                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate,
+                 max_calls)) as cursor:
+            if await cursor.fetchone() is not None:
+                return Admission.ADMITTED
+        async with self._conn.execute(
+                "SELECT 1 FROM open_rollouts WHERE rollout_id = ? AND job_id = ? AND nonce = ?"
+                " AND candidate = ?",
+                (opening.rollout_id, opening.job_id, opening.nonce,
+                 opening.candidate)) as cursor:
+            exists = await cursor.fetchone() is not None
+        return Admission.OVER_LIMIT if exists else Admission.UNKNOWN
+
+    async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
+        async with self._conn.execute(
+                "INSERT INTO rollout_exchanges (rollout_id, nonce, exchange_json)"
+                " SELECT rollout_id, nonce, ? FROM open_rollouts"
+                " WHERE rollout_id = ? AND nonce = ?",
+                (_exchange_json(exchange), rollout_id, nonce)) as cursor:
+            return cursor.rowcount > 0
+
+    async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        async with self._conn.execute(
+                "SELECT exchange_json FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+                " ORDER BY position", (rollout_id, nonce)) as cursor:
+            rows = await cursor.fetchall()
+        return [_exchange_from_json(r[0]) for r in rows]
+
+    async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(
+                    "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ?",
+                    (rollout_id, nonce)) as cursor:
+                was_open = cursor.rowcount > 0
+            exchanges: list[Exchange] = []
+            if was_open:
+                async with conn.execute(
+                        "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+                        " RETURNING position, exchange_json", (rollout_id, nonce)) as cursor:
+                    rows = sorted(await cursor.fetchall(), key=lambda r: int(r[0]))
+                exchanges = [_exchange_from_json(r[1]) for r in rows]
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return exchanges
+
+    async def drop_open_rollouts(self, job_id: str) -> int:
+        conn = self._conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute(
+                "DELETE FROM rollout_exchanges WHERE rollout_id IN"
+                " (SELECT rollout_id FROM open_rollouts WHERE job_id = ?)", (job_id,))
+            async with conn.execute("DELETE FROM open_rollouts WHERE job_id = ?",
+                                    (job_id,)) as cursor:
+                dropped = cursor.rowcount
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        return max(0, dropped)
+
+    # -- usage -------------------------------------------------------------------------------
+
+    async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
+        async with self._conn.execute(
+                "INSERT INTO job_usage (job_id, rollouts, policy_prompt_tokens,"
+                " policy_completion_tokens, proposer_tokens, proposer_cost_usd)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+                " rollouts = rollouts + excluded.rollouts,"
+                " policy_prompt_tokens = policy_prompt_tokens + excluded.policy_prompt_tokens,"
+                " policy_completion_tokens ="
+                " policy_completion_tokens + excluded.policy_completion_tokens,"
+                " proposer_tokens = proposer_tokens + excluded.proposer_tokens,"
+                " proposer_cost_usd = proposer_cost_usd + excluded.proposer_cost_usd"
+                " RETURNING rollouts, policy_prompt_tokens, policy_completion_tokens,"
+                " proposer_tokens, proposer_cost_usd",
+                (job_id, delta.rollouts, delta.policy_prompt_tokens,
+                 delta.policy_completion_tokens, delta.proposer_tokens,
+                 delta.proposer_cost_usd)) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+
+    async def get_usage(self, job_id: str) -> JobUsage:
+        async with self._conn.execute(
+                "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens,"
+                " proposer_tokens, proposer_cost_usd FROM job_usage WHERE job_id = ?",
+                (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return JobUsage()
+        return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
 
 
 def _tenant_from_row(row: aiosqlite.Row) -> Tenant:
