@@ -189,6 +189,12 @@ class JobStore(abc.ABC):
         """Ends every opening of the job (left by a worker that died, or a job that ended)
         and returns how many there were."""
 
+    @abc.abstractmethod
+    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
+        """The job's stored rollouts from the `start`-th on (0-based), in the order
+        `list_rollouts` gives them: what a worker replica reads to catch up with rollouts
+        that another replica stored since it last looked."""
+
     # -- budgets metered across replicas -----------------------------------------------------
 
     @abc.abstractmethod

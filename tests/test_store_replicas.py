@@ -8,6 +8,7 @@ from pathlib import Path
 
 from orchestrator import SqliteJobStore
 from orchestrator._exchanges import Exchange
+from orchestrator._models import RolloutResult
 from orchestrator._store import Admission, JobUsage, RolloutOpening
 
 
@@ -101,3 +102,16 @@ async def test_usage_adds_up_across_writers_and_survives_reopen(tmp_path: Path) 
     await reopened.open()
     assert await reopened.get_usage("pl_1") == total
     await reopened.close()
+
+
+async def test_rollouts_from_a_position_catch_a_replica_up(tmp_path: Path) -> None:
+    first, second = await _two(tmp_path)
+    for seed in range(4):
+        await (first if seed % 2 else second).record_rollout(
+            "pl_1", RolloutResult(f"pl_1_v00s{seed}", 0, seed, "val", 0.5))
+    await first.record_rollout("pl_2", RolloutResult("pl_2_v00s0", 0, 0, "val", 0.5))
+    assert [r.seed for r in await second.list_rollouts_from("pl_1", 1)] == [1, 2, 3]
+    assert [r.seed for r in await second.list_rollouts_from("pl_1", 0)] == [0, 1, 2, 3]
+    assert await first.list_rollouts_from("pl_1", 4) == []
+    await first.close()
+    await second.close()
