@@ -139,6 +139,12 @@ class JobActivities:
         self._task_info = await self._task_app.task_info()
         return self._task_info is not None
 
+    async def ensure_task_info(self) -> None:
+        """Reads `/task_info` when this process has not (the preflight ran on another
+        worker replica), so the proposer is shown the same task description."""
+        if self._task_info is None:
+            self._task_info = await self._task_app.task_info()
+
     # -- rollouts ----------------------------------------------------------------------------
 
     async def run_rollouts(self, items: Sequence[RolloutItem]) -> BatchOutcome:

@@ -561,20 +561,18 @@ class SqliteJobStore(JobStore):
 
     # -- open rollouts and their exchanges ---------------------------------------------------
 
+    # One statement each, no explicit transaction: the connection is shared by concurrent
+    # coroutines. Exchanges are keyed by (rollout id, nonce), so a state between two
+    # statements is never wrong: an opening's exchanges are reachable only while it is open.
+
     async def open_rollout(self, opening: RolloutOpening) -> None:
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            await conn.execute("DELETE FROM rollout_exchanges WHERE rollout_id = ?",
-                               (opening.rollout_id,))
-            await conn.execute(
-                "INSERT OR REPLACE INTO open_rollouts (rollout_id, job_id, nonce, candidate,"
-                " calls) VALUES (?, ?, ?, ?, 0)",
-                (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate))
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO open_rollouts (rollout_id, job_id, nonce, candidate, calls)"
+            " VALUES (?, ?, ?, ?, 0)",
+            (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate))
+        await self._conn.execute(
+            "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce != ?",
+            (opening.rollout_id, opening.nonce))
 
     async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
         async with self._conn.execute(
@@ -608,41 +606,23 @@ class SqliteJobStore(JobStore):
         return [_exchange_from_json(r[0]) for r in rows]
 
     async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            async with conn.execute(
-                    "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ?",
-                    (rollout_id, nonce)) as cursor:
-                was_open = cursor.rowcount > 0
-            exchanges: list[Exchange] = []
-            if was_open:
-                async with conn.execute(
-                        "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
-                        " RETURNING position, exchange_json", (rollout_id, nonce)) as cursor:
-                    rows = sorted(await cursor.fetchall(), key=lambda r: int(r[0]))
-                exchanges = [_exchange_from_json(r[1]) for r in rows]
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-        return exchanges
+        async with self._conn.execute(
+                "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ? RETURNING 1",
+                (rollout_id, nonce)) as cursor:
+            was_open = bool(await cursor.fetchall())
+        async with self._conn.execute(
+                "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+                " RETURNING position, exchange_json", (rollout_id, nonce)) as cursor:
+            rows = sorted(await cursor.fetchall(), key=lambda r: int(r[0]))
+        return [_exchange_from_json(r[1]) for r in rows] if was_open else []
 
     async def drop_open_rollouts(self, job_id: str) -> int:
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            await conn.execute(
-                "DELETE FROM rollout_exchanges WHERE rollout_id IN"
-                " (SELECT rollout_id FROM open_rollouts WHERE job_id = ?)", (job_id,))
-            async with conn.execute("DELETE FROM open_rollouts WHERE job_id = ?",
-                                    (job_id,)) as cursor:
-                dropped = cursor.rowcount
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-        return max(0, dropped)
+        await self._conn.execute(
+            "DELETE FROM rollout_exchanges WHERE rollout_id IN"
+            " (SELECT rollout_id FROM open_rollouts WHERE job_id = ?)", (job_id,))
+        async with self._conn.execute(
+                "DELETE FROM open_rollouts WHERE job_id = ? RETURNING 1", (job_id,)) as cursor:
+            return len(list(await cursor.fetchall()))
 
     # -- usage -------------------------------------------------------------------------------
 
