@@ -203,10 +203,10 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
         stack.env.update(_module_env(stack))
         await fleet.add_replica("interceptor-1", "interceptor",
                                 interceptor_port=interceptor_port)
-        for n in range(1, apis + 1):
-            await fleet.add_replica(f"api-{n}", "api")
-        for n in range(1, workers + 1):
-            await fleet.add_replica(f"worker-{n}", "worker")
+        await fleet.add_replica("api-1", "api")  # makes the tenants and the pepper file
+        await asyncio.gather(*(fleet.add_replica(f"api-{n}", "api") for n in range(2, apis + 1)),
+                             *(fleet.add_replica(f"worker-{n}", "worker")
+                               for n in range(1, workers + 1)))
         keys = jobs_pb2_grpc.EnvironmentKeyServiceStub(
             grpc.aio.insecure_channel(fleet.replicas["api-1"][1]))
         await keys.CreateEnvironmentKey(jobs_pb2.CreateEnvironmentKeyRequest(
