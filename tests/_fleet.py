@@ -17,10 +17,11 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.json_format import ParseDict
@@ -71,6 +72,8 @@ class Fleet:
     journal: Path
     #: name -> (process, gRPC address)
     replicas: dict[str, tuple[ManagedProcess, str]] = field(default_factory=dict)
+    #: name -> seconds from spawn until it served (replicas, and "temporal")
+    startup: dict[str, float] = field(default_factory=dict)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -84,6 +87,7 @@ class Fleet:
         """Starts an orchestrator process with `roles` and waits until it serves gRPC health
         (and `/healthz`, for an interceptor)."""
         port = free_port()
+        began = time.monotonic()
         extra = {**dev_secrets_env(self.env, self.tmp / "data"), "MIPRO_ROLES": roles,
                  "MIPRO_ORCHESTRATOR_PORT": str(port),
                  "MIPRO_INTERCEPTOR_PORT": str(interceptor_port or free_port())}
@@ -94,6 +98,7 @@ class Fleet:
             await wait_http_ok(f"http://127.0.0.1:{interceptor_port}/healthz",
                                process=process, timeout=30)
         self.replicas[name] = (process, f"127.0.0.1:{port}")
+        self.startup[name] = time.monotonic() - began
         return process
 
     async def create(self, api: str, **shape: int) -> str:
@@ -102,8 +107,9 @@ class Fleet:
         return str(created.job_id)
 
     async def get(self, api: str, job_id: str) -> jobs_pb2.Job:
-        return await self.api(api).GetJob(jobs_pb2.GetJobRequest(job_id=job_id),
-                                          metadata=self.metadata, timeout=30)
+        job = await self.api(api).GetJob(jobs_pb2.GetJobRequest(job_id=job_id),
+                                         metadata=self.metadata, timeout=30)
+        return cast(jobs_pb2.Job, job)
 
     async def wait_done(self, api: str, job_ids: list[str], timeout: float) -> dict[str, Any]:
         """Polls until every job is terminal; returns job id -> Job."""
@@ -158,9 +164,11 @@ class Fleet:
 
 async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
                        delay_seconds: float = 0.0, heartbeat_seconds: float = 2.0,
-                       extra_env: dict[str, str] | None = None) -> Fleet:
+                       extra_env: dict[str, str] | None = None, temporal: bool = True,
+                       all_in_one: bool = False) -> Fleet:
     """Starts the fleet (the caller stops `.stack`); replicas are named api-N, worker-N and
-    interceptor-1."""
+    interceptor-1, or, with `all_in_one`, one process `all` with every role (over Temporal
+    or, without `temporal`, the embedded host: `mipro up`'s orchestrator)."""
     api_key = "mk_test_" + secrets.token_hex(8)
     interceptor_port = free_port()
     base_env = {k: v for k, v in os.environ.items()
@@ -184,8 +192,12 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
     environment_key = "env_test_" + secrets.token_hex(8)
     journal = tmp / "task_app_journal.jsonl"
     try:
-        address, _ = await start_temporal_dev(stack, tmp / "temporal.db")
-        stack.env["MIPRO_TEMPORAL_ADDRESS"] = address
+        address = ""
+        began = time.monotonic()
+        if temporal:
+            address, _ = await start_temporal_dev(stack, tmp / "temporal.db")
+            stack.env["MIPRO_TEMPORAL_ADDRESS"] = address
+        temporal_startup = time.monotonic() - began
         model_url = await start_fake_model(stack, free_port())
         stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
         stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "fake"
@@ -200,15 +212,23 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
                       env={**stack.env, **_module_env(stack)}, api_key=api_key,
                       environment_key=environment_key, task_app_url=task_app_url,
                       journal=journal)
+        if temporal:
+            fleet.startup["temporal"] = temporal_startup
         stack.env.update(_module_env(stack))
-        await fleet.add_replica("interceptor-1", "interceptor",
-                                interceptor_port=interceptor_port)
-        await fleet.add_replica("api-1", "api")  # makes the tenants and the pepper file
+        if all_in_one:
+            await fleet.add_replica("all", "api,worker,interceptor",
+                                    interceptor_port=interceptor_port)
+            apis = workers = 0
+        else:
+            await fleet.add_replica("interceptor-1", "interceptor",
+                                    interceptor_port=interceptor_port)
+        if apis:
+            await fleet.add_replica("api-1", "api")  # makes the tenants and the pepper file
         await asyncio.gather(*(fleet.add_replica(f"api-{n}", "api") for n in range(2, apis + 1)),
                              *(fleet.add_replica(f"worker-{n}", "worker")
                                for n in range(1, workers + 1)))
         keys = jobs_pb2_grpc.EnvironmentKeyServiceStub(
-            grpc.aio.insecure_channel(fleet.replicas["api-1"][1]))
+            grpc.aio.insecure_channel(fleet.replicas["all" if all_in_one else "api-1"][1]))
         await keys.CreateEnvironmentKey(jobs_pb2.CreateEnvironmentKeyRequest(
             name="ENVIRONMENT_API_KEY", value=environment_key), metadata=fleet.metadata,
             timeout=30)
