@@ -159,6 +159,8 @@ class JobActivities:
             nonlocal position, exhausted
             while position < len(items) and exhausted is None:
                 await self._book.refresh_meter(self._job_id, self._meter)
+                if position >= len(items):  # another worker took the last item meanwhile
+                    return
                 reason = self._meter.exhausted()
                 if reason is not None or exhausted is not None:
                     exhausted = exhausted or reason

@@ -149,7 +149,8 @@ class OrchestratorServer:
         await self._grpc.start()
         if "interceptor" in self._roles:
             await self._start_interceptor()
-        await mark_serving(self._health, SERVICE_NAMES)
+        # The job services are SERVING only where they are registered (the api role).
+        await mark_serving(self._health, SERVICE_NAMES if "api" in self._roles else ())
         log.info("orchestrator started", grpc_port=self.grpc_port,
                  interceptor_port=self.interceptor_port, data_dir=str(settings.data_dir),
                  proposer=settings.proposer_address, public_base_url=settings.public_base_url,

@@ -96,7 +96,8 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def save_job(self, job: JobRecord) -> None:
-        """Writes the job's state, results and candidates."""
+        """Writes the job's state, results and candidates; a job stored terminal is never
+        changed again (a late write of a replica whose batch was cancelled loses)."""
 
     @abc.abstractmethod
     async def record_rollout(self, job_id: str, result: RolloutResult) -> None:

@@ -245,6 +245,17 @@ class SqliteJobStore(JobStore):
             raise RuntimeError("the job store is not open")
         return self._db
 
+    async def _fetch(self, sql: str, params: Any = ()) -> list[aiosqlite.Row]:
+        """Runs a statement and reads all its rows in one step on the connection's thread.
+        A statement left open between two steps would hold a read transaction that another
+        coroutine's write must upgrade, which SQLite refuses at once ("database is
+        locked", no busy wait) when another process wrote meanwhile: several replicas."""
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def _fetch_one(self, sql: str, params: Any = ()) -> aiosqlite.Row | None:
+        rows = await self._fetch(sql, params)
+        return rows[0] if rows else None
+
     async def open(self) -> None:
         _private_file(self._path)
         self._db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -309,8 +320,7 @@ class SqliteJobStore(JobStore):
         return _job_from_row(row) if row else None
 
     async def get_job(self, job_id: str, owner: str | None = None) -> JobRecord | None:
-        async with self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetch_one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         if row is None or (owner is not None and row["owner"] != owner):
             return None
         return _job_from_row(row)
@@ -349,7 +359,8 @@ class SqliteJobStore(JobStore):
 
     async def save_job(self, job: JobRecord) -> None:
         await self._conn.execute(
-            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?",
+            "UPDATE jobs SET status = ?, state_json = ? WHERE job_id = ?"
+            " AND status NOT IN ('succeeded', 'failed', 'cancelled')",
             (job.status.value, _job_state(job), job.job_id),
         )
 
@@ -368,12 +379,11 @@ class SqliteJobStore(JobStore):
         )
 
     async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
-        async with self._conn.execute(
+        rows = await self._fetch(
             "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
             " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
             " WHERE job_id = ? ORDER BY position", (job_id,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             RolloutResult(
                 rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
@@ -384,12 +394,11 @@ class SqliteJobStore(JobStore):
         ]
 
     async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
-        async with self._conn.execute(
+        rows = await self._fetch(
             "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
             " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
             " WHERE job_id = ? ORDER BY position LIMIT -1 OFFSET ?", (job_id, max(0, start))
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             RolloutResult(
                 rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
@@ -403,24 +412,22 @@ class SqliteJobStore(JobStore):
         self, job_id: str, type: str, message: str, data: dict[str, Any], *, terminal: bool
     ) -> JobEvent:
         created_at = datetime.now(UTC)
-        async with self._conn.execute(
+        row = await self._fetch_one(
             "INSERT INTO events (job_id, seq, type, message, data_json, terminal, created_at)"
             " SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM events WHERE job_id = ?"
             " RETURNING seq",
             (job_id, type, message, json.dumps(data), int(terminal), created_at.isoformat(),
              job_id),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         assert row is not None
         return JobEvent(seq=row["seq"], type=type, message=message, data=data,
                         created_at=created_at, terminal=terminal)
 
     async def list_events(self, job_id: str, *, since_seq: int, limit: int) -> list[JobEvent]:
-        async with self._conn.execute(
+        rows = await self._fetch(
             "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (job_id, since_seq, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             JobEvent(seq=r["seq"], type=r["type"], message=r["message"],
                      data=json.loads(r["data_json"]), terminal=bool(r["terminal"]),
@@ -447,10 +454,8 @@ class SqliteJobStore(JobStore):
 
     async def get_env_key(self, owner: str, name: str) -> str | None:
         vault = self._require_vault()
-        async with self._conn.execute(
-            "SELECT value, key_id FROM env_keys WHERE owner = ? AND name = ?", (owner, name)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetch_one(
+            "SELECT value, key_id FROM env_keys WHERE owner = ? AND name = ?", (owner, name))
         if row is None:
             return None
         try:
@@ -575,59 +580,51 @@ class SqliteJobStore(JobStore):
             (opening.rollout_id, opening.nonce))
 
     async def admit_call(self, opening: RolloutOpening, max_calls: int) -> Admission:
-        async with self._conn.execute(
+        if await self._fetch_one(
                 "UPDATE open_rollouts SET calls = calls + 1 WHERE rollout_id = ? AND job_id = ?"
                 " AND nonce = ? AND candidate = ? AND calls < ? RETURNING calls",
                 (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate,
-                 max_calls)) as cursor:
-            if await cursor.fetchone() is not None:
-                return Admission.ADMITTED
-        async with self._conn.execute(
-                "SELECT 1 FROM open_rollouts WHERE rollout_id = ? AND job_id = ? AND nonce = ?"
-                " AND candidate = ?",
-                (opening.rollout_id, opening.job_id, opening.nonce,
-                 opening.candidate)) as cursor:
-            exists = await cursor.fetchone() is not None
+                 max_calls)) is not None:
+            return Admission.ADMITTED
+        exists = await self._fetch_one(
+            "SELECT 1 FROM open_rollouts WHERE rollout_id = ? AND job_id = ? AND nonce = ?"
+            " AND candidate = ?",
+            (opening.rollout_id, opening.job_id, opening.nonce, opening.candidate)) is not None
         return Admission.OVER_LIMIT if exists else Admission.UNKNOWN
 
     async def record_exchange(self, rollout_id: str, nonce: str, exchange: Exchange) -> bool:
-        async with self._conn.execute(
-                "INSERT INTO rollout_exchanges (rollout_id, nonce, exchange_json)"
-                " SELECT rollout_id, nonce, ? FROM open_rollouts"
-                " WHERE rollout_id = ? AND nonce = ?",
-                (_exchange_json(exchange), rollout_id, nonce)) as cursor:
-            return cursor.rowcount > 0
+        return bool(await self._fetch(
+            "INSERT INTO rollout_exchanges (rollout_id, nonce, exchange_json)"
+            " SELECT rollout_id, nonce, ? FROM open_rollouts"
+            " WHERE rollout_id = ? AND nonce = ? RETURNING 1",
+            (_exchange_json(exchange), rollout_id, nonce)))
 
     async def rollout_exchanges(self, rollout_id: str, nonce: str) -> list[Exchange]:
-        async with self._conn.execute(
-                "SELECT exchange_json FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
-                " ORDER BY position", (rollout_id, nonce)) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._fetch(
+            "SELECT exchange_json FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+            " ORDER BY position", (rollout_id, nonce))
         return [_exchange_from_json(r[0]) for r in rows]
 
     async def close_rollout(self, rollout_id: str, nonce: str) -> list[Exchange]:
-        async with self._conn.execute(
-                "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ? RETURNING 1",
-                (rollout_id, nonce)) as cursor:
-            was_open = bool(await cursor.fetchall())
-        async with self._conn.execute(
-                "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
-                " RETURNING position, exchange_json", (rollout_id, nonce)) as cursor:
-            rows = sorted(await cursor.fetchall(), key=lambda r: int(r[0]))
+        was_open = bool(await self._fetch(
+            "DELETE FROM open_rollouts WHERE rollout_id = ? AND nonce = ? RETURNING 1",
+            (rollout_id, nonce)))
+        rows = sorted(await self._fetch(
+            "DELETE FROM rollout_exchanges WHERE rollout_id = ? AND nonce = ?"
+            " RETURNING position, exchange_json", (rollout_id, nonce)), key=lambda r: int(r[0]))
         return [_exchange_from_json(r[1]) for r in rows] if was_open else []
 
     async def drop_open_rollouts(self, job_id: str) -> int:
         await self._conn.execute(
             "DELETE FROM rollout_exchanges WHERE rollout_id IN"
             " (SELECT rollout_id FROM open_rollouts WHERE job_id = ?)", (job_id,))
-        async with self._conn.execute(
-                "DELETE FROM open_rollouts WHERE job_id = ? RETURNING 1", (job_id,)) as cursor:
-            return len(list(await cursor.fetchall()))
+        return len(await self._fetch(
+            "DELETE FROM open_rollouts WHERE job_id = ? RETURNING 1", (job_id,)))
 
     # -- usage -------------------------------------------------------------------------------
 
     async def add_usage(self, job_id: str, delta: JobUsage) -> JobUsage:
-        async with self._conn.execute(
+        row = await self._fetch_one(
                 "INSERT INTO job_usage (job_id, rollouts, policy_prompt_tokens,"
                 " policy_completion_tokens, proposer_tokens, proposer_cost_usd)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
@@ -641,17 +638,14 @@ class SqliteJobStore(JobStore):
                 " proposer_tokens, proposer_cost_usd",
                 (job_id, delta.rollouts, delta.policy_prompt_tokens,
                  delta.policy_completion_tokens, delta.proposer_tokens,
-                 delta.proposer_cost_usd)) as cursor:
-            row = await cursor.fetchone()
+                 delta.proposer_cost_usd))
         assert row is not None
         return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
 
     async def get_usage(self, job_id: str) -> JobUsage:
-        async with self._conn.execute(
-                "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens,"
-                " proposer_tokens, proposer_cost_usd FROM job_usage WHERE job_id = ?",
-                (job_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetch_one(
+            "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens,"
+            " proposer_tokens, proposer_cost_usd FROM job_usage WHERE job_id = ?", (job_id,))
         if row is None:
             return JobUsage()
         return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))

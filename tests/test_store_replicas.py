@@ -115,3 +115,25 @@ async def test_rollouts_from_a_position_catch_a_replica_up(tmp_path: Path) -> No
     assert await first.list_rollouts_from("pl_1", 4) == []
     await first.close()
     await second.close()
+
+
+async def test_a_late_save_never_reopens_a_job_that_ended(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from orchestrator import JobStatus
+    from orchestrator._models import JobRecord
+
+    from .test_store_sqlite import SPEC
+
+    store = SqliteJobStore(tmp_path / "db")
+    await store.open()
+    job = JobRecord(job_id="pl_1", owner="own", spec=SPEC, status=JobStatus.RUNNING,
+                    created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    await store.create_job(job)
+    job.status, job.phase = JobStatus.CANCELLED, "done"
+    await store.save_job(job)
+    job.status, job.phase = JobStatus.RUNNING, "evaluate"  # a cancelled batch's last flush
+    await store.save_job(job)
+    stored = await store.get_job("pl_1")
+    assert stored is not None and stored.status is JobStatus.CANCELLED and stored.phase == "done"
+    await store.close()
