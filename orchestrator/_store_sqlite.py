@@ -379,19 +379,7 @@ class SqliteJobStore(JobStore):
         )
 
     async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
-        rows = await self._fetch(
-            "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
-            " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
-            " WHERE job_id = ? ORDER BY position", (job_id,)
-        )
-        return [
-            RolloutResult(
-                rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
-                failure_cause=r[5], failure_detail=r[6], prompt_tokens=r[7],
-                completion_tokens=r[8], tokens=r[7] + r[8],
-                trace=json.loads(r[9]) if r[9] is not None else None)
-            for r in rows
-        ]
+        return await self.list_rollouts_from(job_id, 0)
 
     async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
         rows = await self._fetch(

@@ -45,8 +45,10 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def small_job(task_app_url: str, *, val_seeds: int = 3, candidates: int = 2,
-              concurrent: int = 2) -> dict[str, Any]:
+              concurrent: int = 2, max_tokens: int | None = None) -> dict[str, Any]:
     """A job of a dozen rollouts or so (bootstrap 2, the search over `val_seeds`)."""
+    termination = {} if max_tokens is None else {
+        "termination_config": {"max_tokens": max_tokens}}
     return {"policy_optimization": {
         "algorithm": "mipro", "task_app_url": task_app_url,
         "policy": {"model": "fake", "provider": "openai", "temperature": 0.0,
@@ -54,7 +56,7 @@ def small_job(task_app_url: str, *, val_seeds: int = 3, candidates: int = 2,
         "mipro": {"mode": "offline", "bootstrap_train_seeds": [0, 1],
                   "val_seeds": list(range(100, 100 + val_seeds)),
                   "num_candidates": candidates, "num_iterations": 1,
-                  "max_concurrent": concurrent,
+                  "max_concurrent": concurrent, **termination,
                   "proposer": {"mode": "instruction_only", "model": "fake",
                                "provider": "openai", "temperature": 0.7,
                                "max_tokens": 128}}}}

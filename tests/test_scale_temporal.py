@@ -129,3 +129,21 @@ async def test_pause_resume_and_cancel_from_another_api_replica(fleet: Fleet) ->
     _assert_continuous(events, "job.cancelled")
     # The pause cancelled the one rollout in flight (max_concurrent 1): it alone may rerun.
     assert sum(n - 1 for n in fleet.completions(job_id).values()) <= 1
+
+
+async def test_a_token_budget_holds_across_interceptor_and_worker_replicas(
+        fleet: Fleet) -> None:
+    # The interceptor replica meters the bootstrap's model calls in the store; the worker
+    # replica reads them there before it asks the proposer, and stops the job.
+    job_id = await fleet.create("api-2", max_tokens=1)
+    job = (await fleet.wait_done("api-1", [job_id], timeout=120))[job_id]
+    assert job.status == "failed" and "max_tokens" in job.error, job.error
+    assert job.policy_tokens > 1
+    # Only the two bootstrap rollouts, started at once, reached the task app (the second
+    # one's model call may already be refused: the interceptor reads the spent budget too).
+    received = {e["run_id"] for e in fleet.received() if str(e["run_id"]).startswith(job_id)}
+    assert received == {f"{job_id}_b00s0", f"{job_id}_b00s1"}
+    assert 1 <= len(fleet.completions(job_id)) <= 2
+    types = [e.type for e in await fleet.events("api-1", job_id)]
+    assert "proposals.received" not in types
+    assert types[-1] == "job.failed"
