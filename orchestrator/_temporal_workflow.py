@@ -34,6 +34,7 @@ from typing import Any, cast
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from ._activities import BatchOutcome, ProposalRequest, Proposals, RolloutItem
@@ -219,20 +220,15 @@ class JobWorkflow:
     @workflow.run
     async def run(self, args: JobArgs) -> str:
         self._args = args
+        status, reason, error_text = "succeeded", "completed", ""
         try:
             start = await self.call("job_start", JobRef(args.job_id, args.continued),
                                     result_type=JobStart)
-        except ActivityError as error:
-            if isinstance(_plan_error(error), _JobEnded):
+            if not start.runnable:
                 return "ended"
-            raise
-        if not start.runnable:
-            return "ended"
-        spec = spec_from_dict(start.spec)
-        candidates = candidates_from_list(start.candidates)
-        host = _WorkflowHost(self, args, spec, start.stored, candidates)
-        status, reason, error_text = "succeeded", "completed", ""
-        try:
+            spec = spec_from_dict(start.spec)
+            candidates = candidates_from_list(start.candidates)
+            host = _WorkflowHost(self, args, spec, start.stored, candidates)
             await JobPlan(spec, Scoreboard(spec.val_seeds), candidates, host).run()
         except BudgetExhausted as exhausted:
             reason = exhausted.reason
@@ -260,7 +256,8 @@ class JobWorkflow:
                 name, arg, result_type=result_type, start_to_close_timeout=policy.start_to_close,
                 heartbeat_timeout=(timedelta(seconds=self._args.heartbeat_seconds)
                                    if policy.heartbeats else None),
-                retry_policy=policy.retry)
+                retry_policy=policy.retry,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
         except ActivityError as error:
             raise _plan_error(error) from None
 
@@ -276,11 +273,14 @@ class JobWorkflow:
                 await workflow.wait_condition(lambda: not self._paused)
                 await self.call("pause_changed", PauseInput(job_id, False))
             policy = POLICIES["run_rollouts"]
+            # A cancelled batch is waited for until it has stopped (or its worker is known
+            # dead), so the batch run again after a resume never overlaps it.
             task = asyncio.ensure_future(workflow.execute_activity(
                 "run_rollouts", RolloutsInput(job_id, items), result_type=RolloutsOutput,
                 start_to_close_timeout=policy.start_to_close,
                 heartbeat_timeout=timedelta(seconds=self._args.heartbeat_seconds),
-                retry_policy=policy.retry))
+                retry_policy=policy.retry,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED))
             await workflow.wait_condition(self._done_or_paused(task))
             if not task.done():
                 task.cancel()

@@ -84,15 +84,15 @@ class Fleet:
     def api(self, name: str) -> jobs_pb2_grpc.JobServiceStub:
         return jobs_pb2_grpc.JobServiceStub(grpc.aio.insecure_channel(self.replicas[name][1]))
 
-    async def add_replica(self, name: str, roles: str, *,
-                          interceptor_port: int | None = None) -> ManagedProcess:
+    async def add_replica(self, name: str, roles: str, *, interceptor_port: int | None = None,
+                          env: dict[str, str] | None = None) -> ManagedProcess:
         """Starts an orchestrator process with `roles` and waits until it serves gRPC health
         (and `/healthz`, for an interceptor)."""
         port = free_port()
         began = time.monotonic()
         extra = {**dev_secrets_env(self.env, self.tmp / "data"), "MIPRO_ROLES": roles,
                  "MIPRO_ORCHESTRATOR_PORT": str(port),
-                 "MIPRO_INTERCEPTOR_PORT": str(interceptor_port or free_port())}
+                 "MIPRO_INTERCEPTOR_PORT": str(interceptor_port or free_port()), **(env or {})}
         process = await self.stack.spawn(
             name, [sys.executable, "-P", "-m", "orchestrator"], extra)
         await wait_grpc_serving(f"127.0.0.1:{port}", process=process, timeout=90)
@@ -170,7 +170,8 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
                        all_in_one: bool = False) -> Fleet:
     """Starts the fleet (the caller stops `.stack`); replicas are named api-N, worker-N and
     interceptor-1, or, with `all_in_one`, one process `all` with every role (over Temporal
-    or, without `temporal`, the embedded host: `mipro up`'s orchestrator)."""
+    or, without `temporal`, the embedded host: `mipro up`'s orchestrator). Without
+    `temporal` (and not `all_in_one`) pass `workers=0`: the API replicas run the jobs."""
     api_key = "mk_test_" + secrets.token_hex(8)
     interceptor_port = free_port()
     base_env = {k: v for k, v in os.environ.items()
@@ -224,9 +225,13 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
         else:
             await fleet.add_replica("interceptor-1", "interceptor",
                                     interceptor_port=interceptor_port)
+        # Without Temporal an API replica runs its own jobs (the embedded host), still with
+        # the interceptor in its own process: open rollouts in the store.
+        api_roles = "api" if temporal else "api,worker"
         if apis:
-            await fleet.add_replica("api-1", "api")  # makes the tenants and the pepper file
-        await asyncio.gather(*(fleet.add_replica(f"api-{n}", "api") for n in range(2, apis + 1)),
+            await fleet.add_replica("api-1", api_roles)  # makes the tenants and the pepper
+        await asyncio.gather(*(fleet.add_replica(f"api-{n}", api_roles)
+                               for n in range(2, apis + 1)),
                              *(fleet.add_replica(f"worker-{n}", "worker")
                                for n in range(1, workers + 1)))
         keys = jobs_pb2_grpc.EnvironmentKeyServiceStub(

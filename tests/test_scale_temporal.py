@@ -147,3 +147,19 @@ async def test_a_token_budget_holds_across_interceptor_and_worker_replicas(
     types = [e.type for e in await fleet.events("api-1", job_id)]
     assert "proposals.received" not in types
     assert types[-1] == "job.failed"
+
+
+async def test_the_embedded_host_uses_the_same_stateless_interceptor(fleet: Fleet) -> None:
+    # No MIPRO_TEMPORAL_ADDRESS: this replica runs its jobs itself, while their model calls
+    # go to the interceptor replica, through the open rollouts in the store.
+    await fleet.add_replica("embedded-1", "api,worker", env={"MIPRO_TEMPORAL_ADDRESS": ""})
+    job_ids = [await fleet.create("embedded-1") for _ in range(2)]
+    done = await fleet.wait_done("embedded-1", job_ids, timeout=120)
+    for job_id, job in done.items():
+        assert job.status == "succeeded", (job_id, job.error)
+        completions = fleet.completions(job_id)
+        assert max(completions.values()) == 1
+        assert job.rollouts_completed + job.rollouts_failed == len(completions)
+        assert job.policy_tokens > 0
+    assert fleet.worked_on("embedded-1") >= set(job_ids)
+    assert not fleet.worked_on("worker-2") & set(job_ids)  # no Temporal worker ran them
