@@ -92,6 +92,16 @@ async def test_a_killed_worker_s_jobs_finish_elsewhere_and_a_new_one_takes_work(
 
 async def test_pause_resume_and_cancel_from_another_api_replica(fleet: Fleet) -> None:
     job_id = await fleet.create("api-1", val_seeds=8, candidates=3, concurrent=1)
+    # A live stream on the other API replica, which neither runs nor created the job.
+    streamed: list[jobs_pb2.JobEvent] = []
+
+    async def follow() -> None:
+        async for event in fleet.api("api-2").StreamJobEvents(
+                jobs_pb2.StreamJobEventsRequest(job_id=job_id, since_seq=0),
+                metadata=fleet.metadata, timeout=300):
+            streamed.append(event)
+
+    stream = asyncio.create_task(follow())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 120
     while not fleet.completions(job_id):
@@ -127,6 +137,8 @@ async def test_pause_resume_and_cancel_from_another_api_replica(fleet: Fleet) ->
     assert types.index("job.paused") < types.index("job.resumed") < types.index(
         "job.cancel_requested")
     _assert_continuous(events, "job.cancelled")
+    await asyncio.wait_for(stream, timeout=30)  # it ends after the terminal event
+    assert [e.seq for e in streamed] == [e.seq for e in events]
     # The pause cancelled the one rollout in flight (max_concurrent 1): it alone may rerun.
     assert sum(n - 1 for n in fleet.completions(job_id).values()) <= 1
 
