@@ -277,7 +277,14 @@ class JobWorkflow:
                 heartbeat_timeout=timedelta(seconds=self._args.heartbeat_seconds),
                 retry_policy=policy.retry,
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED))
-            await workflow.wait_condition(self._done_or_paused(task))
+            try:
+                await workflow.wait_condition(self._done_or_paused(task))
+            except asyncio.CancelledError:
+                # The workflow is cancelled: the batch is a task of its own, so it is
+                # cancelled here and waited for, before the job ends.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
             if not task.done():
                 task.cancel()
                 try:
