@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean kubectl bench-joint
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf bench-scale clean kubectl bench-joint
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -100,6 +100,11 @@ bench-joint: setup
 bench-perf: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.perf $(ARGS)
+
+## bench-scale: the Temporal host against the embedded one, and rollouts/s with 1, 2, 3
+## worker replicas (about 4 minutes on 2 cores; prints tables). ARGS="--jobs 4 --val-seeds 10"
+bench-scale: setup
+	$(PY) -m bench.scale $(ARGS)
 
 ## protos: regenerate stubs, the descriptor set and the rendered Envoy configs
 protos: setup

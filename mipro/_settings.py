@@ -345,6 +345,68 @@ class Settings(BaseSettings):
         """The address the `/metrics` endpoints bind."""
         return self.metrics_host or self.host
 
+
+    # -- scale out: process roles and the Temporal host (README "Running at scale") --------
+    #: `MIPRO_ROLES`: what this orchestrator process does, comma-separated: `api` (the
+    #: public gRPC services), `worker` (runs jobs), `interceptor` (the HTTP /v1 endpoint of
+    #: task apps). Default all three: one process, as `mipro up` runs it. Without
+    #: `MIPRO_TEMPORAL_ADDRESS`, `api` and `worker` go together (the embedded host runs a job
+    #: in the process that accepted it).
+    roles: Annotated[tuple[str, ...], NoDecode,
+                     _Must("a comma-separated list of api, worker, interceptor")] = (
+        "api", "worker", "interceptor")
+    #: `MIPRO_TEMPORAL_ADDRESS`: a Temporal frontend (`host:port`); set, jobs run as Temporal
+    #: workflows on every `worker` replica instead of in the process that accepted them.
+    #: Default unset: the embedded host.
+    temporal_address: str = ""
+    #: `MIPRO_TEMPORAL_NAMESPACE`: the Temporal namespace of the job workflows. Default
+    #: `default`.
+    temporal_namespace: str = "default"
+    #: `MIPRO_TEMPORAL_TASK_QUEUE`: the task queue job workflows and activities run on.
+    #: Default `mipro-jobs`.
+    temporal_task_queue: str = "mipro-jobs"
+    #: `MIPRO_TEMPORAL_HEARTBEAT_SECONDS`: how long a batch of rollouts may go without a
+    #: heartbeat before Temporal gives it to another worker replica. Default 15.
+    temporal_heartbeat_seconds: Annotated[float, Field(gt=0, le=600),
+                                          _Must("seconds, above 0 and at most 600")] = 15.0
+    #: `MIPRO_TEMPORAL_BATCHES_PER_RUN`: batches of rollouts a job's workflow run executes
+    #: before it continues as new (bounding its history). Default 20.
+    temporal_batches_per_run: Annotated[int, Field(ge=1),
+                                        _Must("a whole number, at least 1")] = 20
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(r.strip().lower() for r in value.split(",") if r.strip())
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - {"api", "worker", "interceptor"})
+        if unknown or not value:
+            raise ValueError(f"names {', '.join(unknown) or 'no role'}; the roles are api, "
+                             "worker and interceptor")
+        return tuple(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _roles_fit_the_host(self) -> Settings:
+        roles = set(self.roles)
+        if not self.temporal_address and ("api" in roles) != ("worker" in roles):
+            raise ValueError("MIPRO_ROLES: without MIPRO_TEMPORAL_ADDRESS the api and worker "
+                             "roles run together (the embedded host runs a job in the process "
+                             "that accepted it)")
+        if not self.all_in_one and not self.interceptor_token_key:
+            raise ValueError("MIPRO_INTERCEPTOR_TOKEN_KEY is required with MIPRO_TEMPORAL_ADDRESS "
+                             "or split MIPRO_ROLES: every replica verifies the same tokens")
+        return self
+
+    @property
+    def all_in_one(self) -> bool:
+        """One process with every role and the embedded host: the in-memory fast path."""
+        return set(self.roles) == {"api", "worker", "interceptor"} and not self.temporal_address
+
     @field_validator("task_app_allow", "metrics_models", mode="before")
     @classmethod
     def _split_allow(cls, value: Any) -> Any:
@@ -486,6 +548,8 @@ def _describe(error: ValidationError) -> str:
     """`MIPRO_X must be <what>, got <value>` for the first error of `error`."""
     first = error.errors(include_url=False)[0]
     field = str(first["loc"][0]) if first["loc"] else ""
+    if not field:  # a rule across settings: its message names them (never the input)
+        return str(first["msg"]).removeprefix("Value error, ")
     info = Settings.model_fields.get(field)
     must = next((m.text for m in (info.metadata if info else ()) if isinstance(m, _Must)), None)
     reason = f"must be {must}" if must else first["msg"]

@@ -33,8 +33,9 @@ from ._exchanges import ExchangeLedger, RolloutGrant, provider_failure, trace_of
 from ._job_trace import JobTrace
 from ._models import JobSpec, RolloutResult, rollout_id
 from ._proposer_client import ProposerClient
+from ._rollout_book import RolloutBook, as_book
 from ._scoreboard import Phase
-from ._store import JobStore
+from ._store import JobStore, JobUsage
 from ._task_app import FailureCause, RolloutCall, RolloutOutcome, TaskAppClient
 from ._tokens import RolloutTokens
 
@@ -123,7 +124,7 @@ class JobActivities:
 
     def __init__(self, *, job_id: str, spec: JobSpec, environment_key: str,
                  task_app: TaskAppClient, proposer: ProposerClient, store: JobStore,
-                 ledger: ExchangeLedger, meter: Meter, public_base_url: str,
+                 ledger: ExchangeLedger | RolloutBook, meter: Meter, public_base_url: str,
                  instruction_of: Callable[[int], str | None], on_result: ResultSink,
                  tokens: RolloutTokens, trace: JobTrace | None = None,
                  prompt_of: Callable[[int], CandidatePrompt | None] | None = None) -> None:
@@ -133,7 +134,7 @@ class JobActivities:
         self._task_app = task_app
         self._proposer = proposer
         self._store = store
-        self._ledger = ledger
+        self._book = as_book(ledger)
         self._meter = meter
         self._public_base_url = public_base_url
         self._instruction_of = instruction_of
@@ -154,6 +155,12 @@ class JobActivities:
         self._task_info = await self._task_app.task_info()
         return self._task_info is not None
 
+    async def ensure_task_info(self) -> None:
+        """Reads `/task_info` when this process has not (the preflight ran on another
+        worker replica), so the proposer is shown the same task description."""
+        if self._task_info is None:
+            self._task_info = await self._task_app.task_info()
+
     # -- rollouts ----------------------------------------------------------------------------
 
     async def run_rollouts(self, items: Sequence[RolloutItem]) -> BatchOutcome:
@@ -167,9 +174,12 @@ class JobActivities:
         async def worker() -> None:
             nonlocal position, exhausted
             while position < len(items) and exhausted is None:
+                await self._book.refresh_meter(self._job_id, self._meter)
+                if position >= len(items):  # another worker took the last item meanwhile
+                    return
                 reason = self._meter.exhausted()
-                if reason is not None:
-                    exhausted = reason
+                if reason is not None or exhausted is not None:
+                    exhausted = exhausted or reason
                     return
                 item = items[position]
                 position += 1
@@ -180,6 +190,7 @@ class JobActivities:
                 structlog.contextvars.bind_contextvars(rollout_id=rid)
                 started = time.perf_counter()
                 _metrics.ROLLOUTS_IN_FLIGHT.inc()
+                await self._book.add_usage(self._job_id, JobUsage(rollouts=1), self._meter)
                 try:
                     result = await self._rollout(item, rid)
                 finally:
@@ -212,7 +223,7 @@ class JobActivities:
         ttl = self._task_app.rollout_deadline(spec.rollout_timeout_seconds) + 60
         token, claims = self._tokens.mint(job_id=self._job_id, candidate=item.candidate,
                                           rollout_id=rid, ttl_seconds=ttl)
-        self._ledger.open(RolloutGrant(
+        await self._book.open(RolloutGrant(
             job_id=self._job_id, rollout_id=rid, nonce=claims.nonce,
             candidate_index=item.candidate, instruction=instruction, policy=policy,
             environment_key=self._env_key, on_usage=self._meter.add_policy_usage,
@@ -231,15 +242,18 @@ class JobActivities:
             traceparent=_tracing.traceparent(span),
             stage_inference_urls={s.stage_id: f"{base}/{s.stage_id}?cid={rid}"
                                   for s in spec.stages})
+
+        async def may_retry() -> bool:
+            return not await self._book.provider_error(rid, claims.nonce)
+
         try:
-            outcome = await self._task_app.rollout(
-                call, may_retry=lambda: not self._ledger.provider_error(rid))
+            outcome = await self._task_app.rollout(call, may_retry=may_retry)
         except BaseException:
             if span is not None:
                 span.end()
             raise
         finally:
-            exchanges = self._ledger.close(rid)
+            exchanges = await self._book.close(rid, claims.nonce)
         model_error = provider_failure(exchanges)
         if outcome.reward is None and model_error:
             outcome = RolloutOutcome(None, FailureCause.POLICY_MODEL, model_error)
@@ -313,7 +327,11 @@ class JobActivities:
             if span is not None:
                 span.set_attribute("mipro.proposals", len(response.instructions))
         usage = response.usage
+        cost_before = self._meter.proposer_cost_usd
         self._meter.add_proposer_usage(usage.prompt_tokens, usage.completion_tokens)
+        await self._book.add_usage(self._job_id, JobUsage(
+            proposer_tokens=usage.prompt_tokens + usage.completion_tokens,
+            proposer_cost_usd=self._meter.proposer_cost_usd - cost_before), self._meter)
         return Proposals(
             proposals=tuple(Proposal(p.instruction, p.tip) for p in response.instructions),
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,

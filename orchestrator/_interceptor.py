@@ -4,7 +4,8 @@ It enforces the job; it does not relay for it. A rollout's `inference_url` is
 `<public base>/v1/<token>?cid=<rollout id>`, where the token (`_tokens.py`) is signed and
 expiring and names the (job, candidate, rollout) and the opening of the rollout it was minted
 for. A call is served only when the token verifies (else 401) and that opening is still in
-the `ExchangeLedger` (else 404); nothing refused is ever forwarded. Then, in order:
+the rollout book (else 404; `_rollout_book.py`: in this process, or in the store so that any
+interceptor replica serves any rollout); nothing refused is ever forwarded. Then, in order:
 
 - the body is read up to `max_body_bytes` (413 past it) and must be JSON without NaN/Infinity;
 - the job's environment key must be presented (401);
@@ -47,6 +48,7 @@ from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant
 from ._forwarding import ProviderForwarder, ProviderStatusError, ProviderUnreachable
 from ._models import PolicySpec
 from ._redact import Redactor
+from ._rollout_book import RolloutBook, as_book
 from ._task_app import loads_finite
 from ._tokens import RolloutTokens, TokenRefused
 
@@ -118,13 +120,14 @@ def enforce_policy(body: dict[str, Any], policy: PolicySpec,
 class Interceptor:
     """The ASGI app serving `/v1/{token}/chat/completions`."""
 
-    def __init__(self, ledger: ExchangeLedger, *, provider_timeout: float,
+    def __init__(self, ledger: ExchangeLedger | RolloutBook, *, provider_timeout: float,
                  provider_max_retries: int, provider_connect_timeout: float = 10.0,
                  tokens: RolloutTokens | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  default_max_tokens: int = DEFAULT_MAX_TOKENS,
                  prices: PriceTable | None = None) -> None:
-        self._ledger = ledger
+        #: Open rollouts: in this process, or in the store for stateless replicas.
+        self._book = as_book(ledger)
         #: Prices the `mipro_provider_cost_usd_total` metric of answered calls.
         self._prices = prices or PriceTable.load()
         self._forwarder = ProviderForwarder(
@@ -176,8 +179,7 @@ class Interceptor:
     async def _chat(self, request: Request) -> JSONResponse:
         try:
             claims = self.tokens.verify(request.path_params["token"])
-            grant = self._ledger.admit(claims.rollout_id, job_id=claims.job_id,
-                                       candidate=claims.candidate, nonce=claims.nonce)
+            grant = await self._book.admit(claims)
         except TokenRefused as refused:
             _metrics.count_refusal("token_invalid")
             return _error(401, str(refused), type_="authentication_error")
@@ -185,7 +187,7 @@ class Interceptor:
             _metrics.count_refusal("rollout_unknown" if refused.status == 404
                                    else "too_many_calls")
             return _error(refused.status, str(refused), type_=refused.kind)
-        in_flight = self._ledger.calls_in_flight(grant.job_id)
+        in_flight = self._book.calls_in_flight(grant.job_id)
         presented = _presented_key(request)
         if not presented or not hmac.compare_digest(presented.encode(),
                                                     grant.environment_key.encode()):
@@ -217,7 +219,7 @@ class Interceptor:
         body["messages"], stage = apply_prompt(body["messages"], prompt, url_stage)
         headers = {"X-Mipro-Dropped-Fields": ",".join(dropped)} if dropped else {}
         async with in_flight:
-            spent = grant.spent()
+            spent = await self._book.spent(grant)
             if spent is not None:
                 _metrics.count_refusal("budget_spent")
                 return _error(429, f"the job's {spent} budget is spent", type_="rate_limit_error",
@@ -265,42 +267,44 @@ class Interceptor:
             payload = await self._forwarder.chat(endpoint, body)
         except ProviderError as exc:
             message = redactor.redact(f"policy provider: {exc}")
-            return self._failed(grant, body, started, 502, message), (0, 0)
+            return await self._failed(grant, body, started, 502, message), (0, 0)
         except ProviderStatusError as exc:
             try:
                 provider_body = redactor.redact_json(loads_finite(exc.body))
             except ValueError:
                 provider_body = {"error": {"message": redactor.redact(exc.text[:500])}}
-            self._record_failure(grant, body, started, f"policy provider answered {exc.status}")
+            await self._record_failure(grant, body, started,
+                                       f"policy provider answered {exc.status}")
             return JSONResponse(provider_body, exc.status), (0, 0)
         except (ProviderUnreachable, ValueError) as exc:
             message = redactor.redact(
                 f"policy provider {grant.policy.provider!r} unreachable: {exc}")
-            return self._failed(grant, body, started, 502, message), (0, 0)
+            return await self._failed(grant, body, started, 502, message), (0, 0)
         if not isinstance(payload, dict):
-            return self._failed(grant, body, started, 502,
-                                "policy provider answered JSON that is not an object"), (0, 0)
+            return await self._failed(grant, body, started, 502,
+                                      "policy provider answered JSON that is not an object"), \
+                (0, 0)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(
             usage.get("completion_tokens"))
-        grant.on_usage(prompt, completion)
-        self._ledger.record(grant.rollout_id, Exchange(
+        await self._book.meter_call(grant, prompt, completion)
+        await self._book.record(grant, Exchange(
             messages=body["messages"], response=payload, prompt_tokens=prompt,
             completion_tokens=completion, latency_ms=(time.perf_counter() - started) * 1000,
             stage=stage))
         return JSONResponse(payload), (prompt, completion)
 
-    def _record_failure(self, grant: RolloutGrant, body: dict[str, Any], started: float,
-                        error: str) -> None:
-        self._ledger.record(grant.rollout_id, Exchange(
+    async def _record_failure(self, grant: RolloutGrant, body: dict[str, Any], started: float,
+                              error: str) -> None:
+        await self._book.record(grant, Exchange(
             body["messages"], None, 0, 0, (time.perf_counter() - started) * 1000, error))
         log.warning("policy call failed", job_id=grant.job_id, rollout_id=grant.rollout_id,
                     error=error)
 
-    def _failed(self, grant: RolloutGrant, body: dict[str, Any], started: float, status: int,
-                message: str) -> JSONResponse:
-        self._record_failure(grant, body, started, message)
+    async def _failed(self, grant: RolloutGrant, body: dict[str, Any], started: float,
+                      status: int, message: str) -> JSONResponse:
+        await self._record_failure(grant, body, started, message)
         return _error(status, message, type_="api_error")
 
 

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -29,6 +29,7 @@ from ._exchanges import ExchangeLedger
 from ._models import CandidateRecord, JobEvent, JobRecord, JobSpec, JobStatus, RolloutResult
 from ._paging import decode_token, encode_token, page
 from ._proposer_client import ProposerClient
+from ._rollout_book import RolloutBook
 from ._runner import JobRunner, end_job
 from ._scheduler import FairScheduler
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
@@ -64,6 +65,20 @@ class TenantLimits:
     max_candidates: int = 64
 
 
+class RemoteHost(Protocol):
+    """A host that runs jobs in other processes (the Temporal host, `_temporal_client.py`):
+    the manager only starts and cancels them; what they do is read from the store."""
+
+    async def start(self, job_id: str) -> None: ...
+    async def cancel(self, job_id: str) -> None: ...
+    async def pause(self, job_id: str, reason: str = "") -> None: ...
+    async def resume(self, job_id: str) -> None: ...
+
+
+#: How long a cancel through a remote host waits for the job to end.
+REMOTE_CANCEL_WAIT_SECONDS = 30.0
+
+
 def new_job_id() -> str:
     return "pl_" + secrets.token_hex(8)
 
@@ -71,7 +86,8 @@ def new_job_id() -> str:
 class JobManager:
     """Creates jobs, runs them in the background and answers questions about them."""
 
-    def __init__(self, store: JobStore, ledger: ExchangeLedger, proposer: ProposerClient,
+    def __init__(self, store: JobStore, ledger: ExchangeLedger | RolloutBook,
+                 proposer: ProposerClient,
                  *, public_base_url: str, max_running_jobs: int, prices: PriceTable,
                  task_app_retry: RetryPolicy | None = None,
                  task_app_timeout: float = 10.0, summary_flush_seconds: float = 0.25,
@@ -79,7 +95,10 @@ class JobManager:
                  tenant_limits: TenantLimits | None = None,
                  vault: EnvKeyVault | None = None, address_policy: AddressPolicy | None = None,
                  task_app_max_response_bytes: int = MAX_RESPONSE_BYTES,
-                 tokens: RolloutTokens | None = None) -> None:
+                 tokens: RolloutTokens | None = None,
+                 remote: RemoteHost | None = None) -> None:
+        #: Runs the jobs elsewhere when set; else they run in this process.
+        self._remote = remote
         #: Signs the inference-URL tokens the interceptor verifies (the same key).
         self._tokens = tokens or RolloutTokens()
         self._store = store
@@ -109,8 +128,16 @@ class JobManager:
         self._pausing: set[str] = set()
         self._stopping = False
 
+    def use_remote(self, remote: RemoteHost) -> None:
+        """Runs jobs through `remote` from now on (set before `start`)."""
+        self._remote = remote
+
     async def start(self) -> None:
         """Resumes every job a previous process left queued or running, oldest first."""
+        if self._remote is not None:  # workflows outlive processes: start what never started
+            for job in await self._store.jobs_with_status((JobStatus.QUEUED,)):
+                await self._remote.start(job.job_id)
+            return
         for job in await self._store.jobs_with_status((JobStatus.QUEUED, JobStatus.RUNNING)):
             log.info("resuming job", job_id=job.job_id, status=job.status.value)
             self._schedule(job)
@@ -143,6 +170,10 @@ class JobManager:
         _metrics.JOBS_CREATED.inc()
         await self._emit(job.job_id, "job.created", "job created",
                          {"job_id": job.job_id}, False)
+        if self._remote is not None:
+            self._pins.pop(job.job_id, None)  # the worker replica checks and pins it again
+            await self._remote.start(job.job_id)
+            return job
         self._schedule(job)
         return job
 
@@ -179,38 +210,46 @@ class JobManager:
         try:
             if not holding_slot:
                 await self._scheduler.wait(job.job_id)
-            http: aiohttp.ClientSession | None = None
+            opened = await self.open_runner(job)
+            if opened is None:
+                return
+            run, http = opened
             try:
-                target = self._pins.pop(job.job_id, None)
-                if target is None:  # resumed after a restart: checked and pinned again
-                    try:
-                        target = await self._pin(job.spec.task_app_url)
-                    except InvalidArgument as refused:
-                        await self._fail_unstarted(job, refused.description)
-                        return
-                env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
-                http = job_http_session(target, max_connections=job.spec.max_concurrent + 2)
-                task_app = TaskAppClient(job.spec.task_app_url, env_key, http=http,
-                                         retry=self._retry, rng=random.Random(job.spec.seed),
-                                         timeout=self._task_app_timeout,
-                                         max_response_bytes=self._max_response_bytes)
-                run = JobRunner(
-                    job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
-                    store=self._store, ledger=self._ledger, prices=self._prices,
-                    public_base_url=self._public_base_url, flush_interval=self._flush,
-                    tokens=self._tokens,
-                    emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
                 self._live[job.job_id] = run
                 await run.run()
             finally:
-                if http is not None:
-                    await http.close()
+                await http.close()
         except asyncio.CancelledError:
             pass
         finally:
             self._scheduler.done(job.job_id)  # frees its slot or its place in the queue
             self._live.pop(job.job_id, None)
             self._tasks.pop(job.job_id, None)
+
+    async def open_runner(self, job: JobRecord
+                          ) -> tuple[JobRunner, aiohttp.ClientSession] | None:
+        """A runner for `job` and the HTTP session it calls the task app through (the caller
+        closes it); None when the task app's address is now refused (the job was failed)."""
+        target = self._pins.pop(job.job_id, None)
+        if target is None:  # resumed after a restart (or on a worker replica): pinned again
+            try:
+                target = await self._pin(job.spec.task_app_url)
+            except InvalidArgument as refused:
+                await self._fail_unstarted(job, refused.description)
+                return None
+        env_key = await self._store.get_env_key(job.owner, job.spec.env_key_name) or ""
+        http = job_http_session(target, max_connections=job.spec.max_concurrent + 2)
+        task_app = TaskAppClient(job.spec.task_app_url, env_key, http=http,
+                                 retry=self._retry, rng=random.Random(job.spec.seed),
+                                 timeout=self._task_app_timeout,
+                                 max_response_bytes=self._max_response_bytes)
+        run = JobRunner(
+            job, environment_key=env_key, task_app=task_app, proposer=self._proposer,
+            store=self._store, ledger=self._ledger, prices=self._prices,
+            public_base_url=self._public_base_url, flush_interval=self._flush,
+            tokens=self._tokens,
+            emit=lambda t, m, d, term: self._emit(job.job_id, t, m, d, term))
+        return run, http
 
     async def _pin(self, url: str) -> PinnedTarget:
         """The task app's checked, resolved address; `InvalidArgument` naming the field."""
@@ -259,6 +298,8 @@ class JobManager:
             raise FailedPrecondition(f"job {job_id} has already finished ({job.status.value})")
         await self._emit(job_id, "job.cancel_requested", "cancellation requested",
                          {"reason": reason[:500]}, False)
+        if self._remote is not None:
+            return await self._cancel_remote(owner, job_id)
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
@@ -281,6 +322,9 @@ class JobManager:
             raise FailedPrecondition(f"job {job_id} has already finished ({job.status.value})")
         if job.status is JobStatus.PAUSED or job_id in self._pausing:
             raise FailedPrecondition(f"job {job_id} is paused already")
+        if self._remote is not None:  # the workflow pauses itself and stores `paused`
+            await self._remote.pause(job_id, reason[:500])
+            return await self.get(owner, job_id)
         self._pausing.add(job_id)
         try:
             return await self._pause(owner, job, reason)
@@ -315,6 +359,9 @@ class JobManager:
         job = await self.get(owner, job_id)
         if job.status is not JobStatus.PAUSED:
             raise FailedPrecondition(f"job {job_id} is not paused ({job.status.value})")
+        if self._remote is not None:  # its workflow waits, paused, for this signal
+            await self._remote.resume(job_id)
+            return await self.get(owner, job_id)
         self._check_tenant_limits(owner, job.spec)  # it may have to queue again
         job.status = JobStatus.QUEUED
         await self._store.save_job(job)
@@ -354,6 +401,19 @@ class JobManager:
         more = len(rows) > size
         rows = rows[:size]
         return [r for _, r in rows], encode_token(scope, rows[-1][0]) if more else ""
+
+
+    async def _cancel_remote(self, owner: str, job_id: str) -> JobRecord:
+        """Cancels the job's workflow and waits (bounded) until a worker ended the job."""
+        assert self._remote is not None
+        await self._remote.cancel(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REMOTE_CANCEL_WAIT_SECONDS
+        job = await self.get(owner, job_id)
+        while not job.status.is_terminal and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+            job = await self.get(owner, job_id)
+        return job
 
     # -- events ------------------------------------------------------------------------------
 

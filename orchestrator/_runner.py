@@ -41,6 +41,7 @@ from ._job_trace import JobTrace
 from ._models import CandidateRecord, JobRecord, JobStatus, RolloutResult
 from ._plan import JobPlan
 from ._proposer_client import ProposerClient
+from ._rollout_book import RolloutBook, as_book
 from ._scoreboard import Phase, Scoreboard
 from ._store import JobStore
 from ._task_app import TaskAppClient
@@ -90,7 +91,8 @@ class JobRunner:
     """Runs (or resumes) one job; `run()` returns when it is terminal or interrupted."""
 
     def __init__(self, job: JobRecord, *, environment_key: str, task_app: TaskAppClient,
-                 proposer: ProposerClient, store: JobStore, ledger: ExchangeLedger,
+                 proposer: ProposerClient, store: JobStore,
+                 ledger: ExchangeLedger | RolloutBook,
                  prices: PriceTable, public_base_url: str, emit: EventSink,
                  flush_interval: float = 0.25, tokens: RolloutTokens | None = None) -> None:
         self.job = job
@@ -102,6 +104,9 @@ class JobRunner:
         self._last_flush = 0.0
         self._announced: dict[int, tuple[int, int]] = {}
         self._stored: dict[tuple[str, int, int], RolloutResult] = {}
+        self._book = as_book(ledger)
+        #: Stored rollouts read so far (`list_rollouts_from` continues from here).
+        self._seen = 0
         self.board = Scoreboard(spec.val_seeds)
         self.meter = Meter(Budget.of(spec), started_at=job.started_at or datetime.now(UTC),
                            prices=prices, policy_model=spec.policy.model,
@@ -150,14 +155,47 @@ class JobRunner:
             await self._finish(JobStatus.FAILED, "failed",
                                f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _start(self) -> None:
+    async def load(self) -> None:
+        """Reads the job's stored rollouts (answered, not run, when the plan asks for them)
+        and its spend so far."""
         job = self.job
-        for result in await self._store.list_rollouts(job.job_id):
+        self._remember(await self._store.list_rollouts(job.job_id))
+        self.meter.proposer_tokens = job.proposer_tokens
+        self.meter.proposer_cost_usd = job.proposer_cost_usd
+        await self._book.refresh_meter(job.job_id, self.meter)
+
+    def _remember(self, results: Sequence[RolloutResult]) -> None:
+        for result in results:
+            self._seen += 1
+            if self._book.shared:  # a worker replica's snapshot shows what any replica ran
+                self.board.fold(result)
             if result.phase != Phase.BOOTSTRAP:
                 result = replace(result, trace=None)
             self._stored[_key(result.phase, result.candidate_index, result.seed)] = result
-        self.meter.proposer_tokens = job.proposer_tokens
-        self.meter.proposer_cost_usd = job.proposer_cost_usd
+
+    async def catch_up(self) -> None:
+        """Reads what other worker replicas stored since this runner last looked: the job's
+        candidates, phase and history, its new rollouts and its metered spend."""
+        job = self.job
+        stored = await self._store.get_job(job.job_id)
+        if stored is not None:
+            job.candidates = stored.candidates
+            job.baseline_instruction = stored.baseline_instruction
+            job.phase, job.history = stored.phase, stored.history
+        self._remember(await self._store.list_rollouts_from(job.job_id, self._seen))
+        await self._book.refresh_meter(job.job_id, self.meter)
+
+    def stored_results(self) -> list[RolloutResult]:
+        """The stored rollouts not yet asked for (traces kept for bootstrap ones only)."""
+        return list(self._stored.values())
+
+    async def _start(self) -> None:
+        await self.load()
+        await self.mark_started()
+
+    async def mark_started(self) -> None:
+        """Makes the job `running`, counts a resume, and says so in an event."""
+        job = self.job
         resumed = job.started_at is not None
         job.status = JobStatus.RUNNING
         if resumed:
@@ -172,6 +210,27 @@ class JobRunner:
         else:
             await self.emit("job.started", "job started",
                             {"task_app_url": job.spec.task_app_url})
+
+    async def finish(self, status: JobStatus, reason: str, error: str = "") -> None:
+        """Ends the job (through `end_job`) for a host that decides the ending elsewhere."""
+        await self._finish(status, reason, error)
+
+    async def pause_changed(self, paused: bool, reason: str = "") -> None:
+        """Records that a host paused (or resumed) the job: its state and an event."""
+        try:
+            status = JobStatus("paused") if paused else JobStatus.RUNNING
+        except ValueError:  # a store without the paused state: it stays running
+            status = JobStatus.RUNNING
+        self.job.status = status
+        await self._save()
+        if paused:
+            await self.emit("job.paused", "job paused", {"reason": reason[:500]})
+        else:
+            await self.emit("job.resumed", "job resumed after a pause",
+                            {"stored_rollouts": self._seen, "resumes": self.job.resumes})
+
+    async def ensure_task_info(self) -> None:
+        await self._activities.ensure_task_info()
 
     async def _finish(self, status: JobStatus, reason: str, error: str = "") -> None:
         self.snapshot()
@@ -239,8 +298,9 @@ class JobRunner:
                 fresh.append(item)
             else:
                 stored.append(result)
-                self.meter.rollouts += 1
-                self.meter.add_policy_usage(result.prompt_tokens, result.completion_tokens)
+                if not self._book.shared:  # a shared book metered them when they ran
+                    self.meter.rollouts += 1
+                    self.meter.add_policy_usage(result.prompt_tokens, result.completion_tokens)
         if not fresh:
             return BatchOutcome(tuple(stored))
         outcome = await self._activities.run_rollouts(fresh)

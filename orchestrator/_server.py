@@ -3,12 +3,19 @@
 `OrchestratorServer` owns the lifecycle of both servers, the job store, the job manager and
 the proposer client: `await start()`, then `await stop(grace)`. Ports may be 0 (tests); the
 bound ones are in `grpc_port` and `interceptor_port`.
+
+`MIPRO_ROLES` picks what the process does (README "Running at scale"): `api` registers the
+job services, `worker` runs jobs (in process, or as a Temporal worker when
+`MIPRO_TEMPORAL_ADDRESS` is set), `interceptor` serves `/v1`. gRPC health and reflection
+are served in every role. Only the all-in-one embedded process keeps open rollouts in
+memory; every other arrangement keeps them in the store (`_rollout_book.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import grpc
 import structlog
@@ -32,6 +39,7 @@ from ._grpc_service import (
 from ._interceptor import Interceptor
 from ._jobs import JobManager, TenantLimits
 from ._proposer_client import ProposerCallPolicy, ProposerClient
+from ._rollout_book import RolloutBook, StoreBook
 from ._secrets import EnvKeyVault
 from ._ssrf import AddressPolicy
 from ._store import JobStore
@@ -63,14 +71,22 @@ class OrchestratorServer:
         self._store = store or make_store(settings, vault=vault)
         self._ledger = ExchangeLedger(
             max_calls_per_rollout=settings.interceptor_max_calls_per_rollout)
-        tokens = RolloutTokens(settings.interceptor_token_key)
         prices = PriceTable.load(settings.prices_file)
         _metrics.allow_models([*prices.per_million, *settings.metrics_models])
         self._metrics: _metrics.MetricsEndpoint | None = None
+        self._roles = frozenset(settings.roles)
+        #: Open rollouts: in memory for the all-in-one process, else in the store.
+        self._book: ExchangeLedger | RolloutBook = self._ledger if settings.all_in_one else \
+            StoreBook(self._store, prices=prices,
+                      max_calls_per_rollout=settings.interceptor_max_calls_per_rollout)
+        self._worker: Any = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._worker_activities: Any = None
+        tokens = RolloutTokens(settings.interceptor_token_key)
         self._proposer = ProposerClient(settings.proposer_address,
                                         ProposerCallPolicy.from_settings(settings),
                                         token=settings.proposer_token)
-        self._interceptor = Interceptor(self._ledger,
+        self._interceptor = Interceptor(self._book,
                                         provider_timeout=settings.provider_timeout_seconds,
                                         provider_max_retries=settings.provider_max_retries,
                                         provider_connect_timeout=(
@@ -79,7 +95,7 @@ class OrchestratorServer:
                                         max_body_bytes=settings.interceptor_max_body_bytes,
                                         default_max_tokens=settings.interceptor_default_max_tokens,
                                         prices=prices)
-        self._jobs = JobManager(self._store, self._ledger, self._proposer,
+        self._jobs = JobManager(self._store, self._book, self._proposer,
                                 public_base_url=settings.public_base_url,
                                 max_running_jobs=settings.max_running_jobs,
                                 prices=prices,
@@ -107,15 +123,17 @@ class OrchestratorServer:
                              cache_seconds=settings.api_key_cache_ms / 1000)
         self._tenant_watch = TenantWatch(self._store, self._jobs.cancel,
                                          interval=settings.tenant_check_seconds)
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self._jobs, auth), self._grpc)
-        jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(
-            EnvironmentKeyServicer(self._jobs, auth), self._grpc)
-        jobs_pb2_grpc.add_SynthCompatServiceServicer_to_server(
-            SynthCompatServicer(self._jobs, auth), self._grpc)
-        jobs_pb2_grpc.add_SynthEventStreamServiceServicer_to_server(
-            SynthEventStreamServicer(self._jobs, auth), self._grpc)
-        jobs_pb2_grpc.add_OfflineJobServiceServicer_to_server(
-            OfflineJobServicer(self._jobs, auth), self._grpc)
+        if "api" in self._roles:
+            jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self._jobs, auth),
+                                                           self._grpc)
+            jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(
+                EnvironmentKeyServicer(self._jobs, auth), self._grpc)
+            jobs_pb2_grpc.add_SynthCompatServiceServicer_to_server(
+                SynthCompatServicer(self._jobs, auth), self._grpc)
+            jobs_pb2_grpc.add_SynthEventStreamServiceServicer_to_server(
+                SynthEventStreamServicer(self._jobs, auth), self._grpc)
+            jobs_pb2_grpc.add_OfflineJobServiceServicer_to_server(
+                OfflineJobServicer(self._jobs, auth), self._grpc)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
@@ -126,14 +144,52 @@ class OrchestratorServer:
     async def start(self) -> None:
         settings = self._settings
         await self._store.open()
-        await ensure_bootstrap_tenants(self._store, settings.api_keys)
-        await self._jobs.start()
-        self._tenant_watch.start()
+        if settings.temporal_address:
+            await self._start_temporal()
+        if "api" in self._roles:
+            await ensure_bootstrap_tenants(self._store, settings.api_keys)
+            await self._jobs.start()
+            self._tenant_watch.start()
         address = f"{settings.orchestrator_host}:{settings.orchestrator_port}"
         self.grpc_port = self._grpc.add_insecure_port(address)
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {address}")
         await self._grpc.start()
+        if "interceptor" in self._roles:
+            await self._start_interceptor()
+        self._metrics = _metrics.serve_metrics(settings.metrics_bind_host, settings.metrics_port,
+                                               component="orchestrator")
+        self.metrics_port = self._metrics.port if self._metrics else 0
+        # The job services are SERVING only where they are registered (the api role).
+        await mark_serving(self._health, SERVICE_NAMES if "api" in self._roles else ())
+        log.info("orchestrator started", grpc_port=self.grpc_port,
+                 interceptor_port=self.interceptor_port, data_dir=str(settings.data_dir),
+                 proposer=settings.proposer_address, public_base_url=settings.public_base_url,
+                 roles=",".join(settings.roles),
+                 host="temporal" if settings.temporal_address else "embedded")
+
+    async def _start_temporal(self) -> None:
+        """Connects to Temporal: the API starts workflows there, a worker runs them."""
+        from ._temporal_client import TemporalJobs, connect
+        from ._temporal_worker import WorkerActivities, make_worker
+
+        settings = self._settings
+        client = await connect(settings.temporal_address, settings.temporal_namespace)
+        if "api" in self._roles:
+            self._jobs.use_remote(TemporalJobs(
+                client, task_queue=settings.temporal_task_queue,
+                heartbeat_seconds=settings.temporal_heartbeat_seconds,
+                batches_per_run=settings.temporal_batches_per_run))
+        if "worker" in self._roles:
+            assert isinstance(self._book, RolloutBook)
+            self._worker_activities = WorkerActivities(self._jobs, self._store, self._book)
+            self._worker = make_worker(client, settings.temporal_task_queue,
+                                       self._worker_activities,
+                                       max_concurrent_activities=settings.max_running_jobs)
+            self._worker_task = asyncio.create_task(self._worker.run(), name="temporal-worker")
+
+    async def _start_interceptor(self) -> None:
+        settings = self._settings
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((settings.interceptor_host, settings.interceptor_port))
@@ -149,17 +205,15 @@ class OrchestratorServer:
             if self._http_task.done():
                 self._http_task.result()
             await asyncio.sleep(0.01)
-        self._metrics = _metrics.serve_metrics(settings.metrics_bind_host, settings.metrics_port,
-                                               component="orchestrator")
-        self.metrics_port = self._metrics.port if self._metrics else 0
-        await mark_serving(self._health, SERVICE_NAMES)
-        log.info("orchestrator started", grpc_port=self.grpc_port,
-                 interceptor_port=self.interceptor_port, data_dir=str(settings.data_dir),
-                 proposer=settings.proposer_address, public_base_url=settings.public_base_url)
 
     async def stop(self, grace: float = 5.0) -> None:
         await mark_not_serving(self._health, SERVICE_NAMES)
         await self._tenant_watch.stop()
+        if self._worker is not None:
+            await self._worker.shutdown()
+            await asyncio.gather(*(t for t in (self._worker_task,) if t is not None),
+                                 return_exceptions=True)
+            await self._worker_activities.close()
         await self._jobs.stop()
         await self._grpc.stop(grace)
         if self._http is not None and self._http_task is not None:

@@ -57,6 +57,7 @@ def _exchange_from_json(text: str) -> Exchange:
     return Exchange(**json.loads(text))
 
 
+
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -143,8 +144,7 @@ class SqliteJobStore(JobStore):
         return _job_from_row(row) if row else None
 
     async def get_job(self, job_id: str, owner: str | None = None) -> JobRecord | None:
-        async with self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetch_one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         if row is None or (owner is not None and row["owner"] != owner):
             return None
         return _job_from_row(row)
@@ -203,12 +203,14 @@ class SqliteJobStore(JobStore):
         )
 
     async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
-        async with self._conn.execute(
+        return await self.list_rollouts_from(job_id, 0)
+
+    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
+        rows = await self._fetch(
             "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
             " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
-            " WHERE job_id = ? ORDER BY position", (job_id,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+            " WHERE job_id = ? ORDER BY position LIMIT -1 OFFSET ?", (job_id, max(0, start))
+        )
         return [
             RolloutResult(
                 rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
@@ -239,43 +241,26 @@ class SqliteJobStore(JobStore):
             failure_cause=r[6], failure_detail=r[7], prompt_tokens=r[8],
             completion_tokens=r[9], tokens=r[8] + r[9])) for r in rows]
 
-    async def list_rollouts_from(self, job_id: str, start: int) -> list[RolloutResult]:
-        rows = await self._fetch(
-            "SELECT rollout_id, phase, candidate, seed, reward, failure_cause, failure_detail,"
-            " prompt_tokens, completion_tokens, trace_json FROM rollout_results"
-            " WHERE job_id = ? ORDER BY position LIMIT -1 OFFSET ?", (job_id, max(0, start))
-        )
-        return [
-            RolloutResult(
-                rollout_id=r[0], phase=r[1], candidate_index=r[2], seed=r[3], reward=r[4],
-                failure_cause=r[5], failure_detail=r[6], prompt_tokens=r[7],
-                completion_tokens=r[8], tokens=r[7] + r[8],
-                trace=json.loads(r[9]) if r[9] is not None else None)
-            for r in rows
-        ]
-
     async def append_event(
         self, job_id: str, type: str, message: str, data: dict[str, Any], *, terminal: bool
     ) -> JobEvent:
         created_at = datetime.now(UTC)
-        async with self._conn.execute(
+        row = await self._fetch_one(
             "INSERT INTO events (job_id, seq, type, message, data_json, terminal, created_at)"
             " SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM events WHERE job_id = ?"
             " RETURNING seq",
             (job_id, type, message, json.dumps(data), int(terminal), created_at.isoformat(),
              job_id),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         assert row is not None
         return JobEvent(seq=row["seq"], type=type, message=message, data=data,
                         created_at=created_at, terminal=terminal)
 
     async def list_events(self, job_id: str, *, since_seq: int, limit: int) -> list[JobEvent]:
-        async with self._conn.execute(
+        rows = await self._fetch(
             "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (job_id, since_seq, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             JobEvent(seq=r["seq"], type=r["type"], message=r["message"],
                      data=json.loads(r["data_json"]), terminal=bool(r["terminal"]),
@@ -302,10 +287,8 @@ class SqliteJobStore(JobStore):
 
     async def get_env_key(self, owner: str, name: str) -> str | None:
         vault = self._require_vault()
-        async with self._conn.execute(
-            "SELECT value, key_id FROM env_keys WHERE owner = ? AND name = ?", (owner, name)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetch_one(
+            "SELECT value, key_id FROM env_keys WHERE owner = ? AND name = ?", (owner, name))
         if row is None:
             return None
         try:
@@ -408,7 +391,6 @@ class SqliteJobStore(JobStore):
                 "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)) as cursor:
             row = await cursor.fetchone()
         return _api_key_from_row(row) if row else None
-
 
     # -- open rollouts and their exchanges ---------------------------------------------------
 

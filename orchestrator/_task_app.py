@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,7 +321,8 @@ class TaskAppClient:
         return body if isinstance(body, dict) else None
 
     async def rollout(self, call: RolloutCall, *,
-                      may_retry: Callable[[], bool] = lambda: True) -> RolloutOutcome:
+                      may_retry: Callable[[], bool | Awaitable[bool]] = lambda: True
+                      ) -> RolloutOutcome:
         """Runs one rollout, retrying transient failures while `may_retry()` says so (it
         says no when the failure came from a model call already retried); never raises for
         HTTP errors."""
@@ -331,7 +333,10 @@ class TaskAppClient:
         for attempt in range(1, self._retry.max_attempts + 1):
             outcome, retry_after, retryable = await self._rollout_once(
                 payload, call.timeout_seconds, headers)
-            if outcome.reward is not None or not retryable or not may_retry():
+            if outcome.reward is not None or not retryable:
+                return outcome
+            allowed = may_retry()
+            if not (await allowed if inspect.isawaitable(allowed) else allowed):
                 return outcome
             if attempt < self._retry.max_attempts:
                 await asyncio.sleep(self._retry.backoff(attempt, self._rng, retry_after))

