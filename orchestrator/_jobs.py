@@ -160,6 +160,7 @@ class JobManager:
                 f"no {spec.env_key_name} is registered for this tenant: register it with "
                 f"POST /api/v1/env-keys before creating a job")
         self._check_tenant_limits(owner, spec)
+        self._check_host_supports(spec)
         target = await self._pin(spec.task_app_url)
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
                         created_at=datetime.now(UTC), request_id=request_id, phase="queued")
@@ -176,6 +177,23 @@ class JobManager:
             return job
         self._schedule(job)
         return job
+
+    def _check_host_supports(self, spec: JobSpec) -> None:
+        """Demo sets and per-stage prompts live in the plan of the process that runs the job
+        and in its in-memory book: a job that needs them runs only on the all-in-one
+        embedded host (README "Running at scale"), never half-applied elsewhere."""
+        if self._remote is None and not getattr(self._ledger, "shared", False):
+            return
+        if spec.proposer.mode != "instruction_only":
+            raise FailedPrecondition(
+                f"policy_optimization.mipro.proposer.mode {spec.proposer.mode!r} needs the "
+                "all-in-one embedded host (the default MIPRO_ROLES, no MIPRO_TEMPORAL_ADDRESS); "
+                "this server runs jobs on replicas, where only instruction_only is available")
+        if spec.stages:
+            raise FailedPrecondition(
+                "policy_optimization.mipro.modules (declared stages) needs the all-in-one "
+                "embedded host (the default MIPRO_ROLES, no MIPRO_TEMPORAL_ADDRESS); this "
+                "server runs jobs on replicas, where one instruction per rollout is available")
 
     def _check_tenant_limits(self, owner: str, spec: JobSpec) -> None:
         limits = self._limits

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf.json_format import ParseDict
 from temporalio.client import Client
 
 from mipro.v1 import jobs_pb2
 from orchestrator._temporal_client import TemporalJobs
 
-from ._fleet import Fleet, launch_fleet
+from ._fleet import Fleet, launch_fleet, small_job
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(420)]
 
@@ -175,3 +177,17 @@ async def test_the_embedded_host_uses_the_same_stateless_interceptor(fleet: Flee
         assert job.policy_tokens > 0
     assert fleet.worked_on("embedded-1") >= set(job_ids)
     assert not fleet.worked_on("worker-2") & set(job_ids)  # no Temporal worker ran them
+
+
+async def test_a_demo_mode_job_is_refused_on_replicas_naming_the_field(fleet: Fleet) -> None:
+    # Demo sets live in the plan of the process that runs a job: on replicas a demo-mode job
+    # would run half-applied, so create refuses it, and stores nothing.
+    body = small_job(fleet.task_app_url)
+    body["policy_optimization"]["mipro"]["proposer"]["mode"] = "demos_only"
+    before = len(fleet.received())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await fleet.api("api-1").CreateJob(ParseDict(body, jobs_pb2.CreateJobRequest()),
+                                           metadata=fleet.metadata, timeout=30)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "mipro.proposer.mode" in (refused.value.details() or "")
+    assert len(fleet.received()) == before
