@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf clean bench-quality
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -69,6 +69,22 @@ bench: setup
 bench-perf: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.perf $(ARGS)
+
+# DSPy for the quality benchmark's side-by-side run, in a virtualenv of its own.
+DSPY_VENV ?= .venv-dspy
+DSPY_STAMP := $(DSPY_VENV)/.installed
+
+$(DSPY_STAMP): bench/quality-dspy-requirements.txt
+	python3 -m venv $(DSPY_VENV)
+	$(DSPY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DSPY_VENV)/bin/python -m pip install --quiet -r bench/quality-dspy-requirements.txt
+	touch $(DSPY_STAMP)
+
+## bench-quality: held-out accuracy of our optimizer and of DSPy MIPROv2 on the real local
+## model, no key (about 15-25 minutes per mode and DSPy run on 2 idle cores; prints a table
+## and writes it to BENCHMARKS.md). ARGS="--modes instruction-only --no-dspy" picks.
+bench-quality: setup-local $(DSPY_STAMP)
+	$(PY) -m bench.quality --dspy-python $(DSPY_VENV)/bin/python $(ARGS)
 
 ## protos: regenerate stubs, the descriptor set and the rendered Envoy configs
 protos: setup
