@@ -240,12 +240,15 @@ def outcome_from_record(mode: str, job: dict[str, Any], rollouts: list[RecordedR
         winner_test={r.seed: r.reward for r in test
                      if r.candidate == winner and r.reward is not None},
         job=job)
-    _check_against_job(outcome, job)
+    _check_against_job(outcome, job, scored=len(scored))
     return outcome
 
 
-def _check_against_job(outcome: JobOutcome, job: dict[str, Any]) -> None:
+def _check_against_job(outcome: JobOutcome, job: dict[str, Any], *, scored: int) -> None:
     """The record and the API must tell the same story, else the figures are not trusted."""
+    if job.get("rollouts_completed") != scored:
+        raise QualityError(f"job {outcome.job_id}: {job.get('rollouts_completed')} rollouts "
+                           f"completed, but the task app recorded {scored} rewards")
     for name, scores in (("baseline_test_score", outcome.baseline_test),
                          ("best_test_score", outcome.winner_test)):
         reported = job.get(name)

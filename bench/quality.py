@@ -181,58 +181,77 @@ def _budgets(outcomes: list[JobOutcome]) -> dict[str, int]:
     return budgets
 
 
-async def benchmark(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
-    """Runs everything; returns the rows and the notes under the table."""
+async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs everything; returns what `summarize` reads (also saved as results.json)."""
     splits = Splits.consecutive(*args.splits)
     directory: Path = args.work_dir
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before any task runs
     deadline = time.monotonic() + args.timeout
     _log(f"splits (bootstrap / val / test seeds): {splits.sizes()}; work dir {directory}")
     stack = await start_quality_stack(directory, model_url=args.model_url)
-    notes: list[str] = []
-    rows_: list[Row] = []
+    results: dict[str, Any] = {"argv": args.argv, "splits": list(args.splits), "dspy": None,
+                               "dspy_note": None}
     try:
         _log(f"stack up: gateway {stack.stack.gateway_url}, model {stack.model_url}")
-        outcomes, unavailable = await _ours(stack, args, splits, deadline)
-        rows_ += [_our_row(o) for o in outcomes]
-        notes += [f"- ours, {mode}: {reason}" for mode, reason in unavailable.items()]
-        dspy_result = None
-        budgets = _budgets(outcomes)
-        if args.dspy and budgets:
-            python = Path(args.dspy_python)
-            if not python.exists():  # noqa: ASYNC240 - one stat of a local file
-                notes.append(f"- DSPy: not run, {python} is missing (`make bench-quality` "
-                             "makes it)")
-            else:
-                runs = ", ".join(f"{k} at {v} metric calls" for k, v in budgets.items())
-                _log(f"DSPy MIPROv2: {runs}")
-                spec = dspy_spec(stack.model_url, splits, budgets,
-                                 num_candidates=args.num_candidates, seed=args.seed)
-                dspy_result = await run_dspy(python, spec, directory,
-                                             max(60.0, deadline - time.monotonic()))
-        (directory / "results.json").write_text(json.dumps(
-            {"ours": [asdict(o) for o in outcomes], "dspy": dspy_result}, default=str))
+        outcomes, results["unavailable"] = await _ours(stack, args, splits, deadline)
+        results["ours"] = [asdict(o) for o in outcomes]
+        results["dspy_budgets"] = budgets = _budgets(outcomes)
+        python = Path(args.dspy_python)
+        if not args.dspy or not budgets:
+            pass
+        elif not python.exists():  # noqa: ASYNC240 - one stat of a local file
+            results["dspy_note"] = f"not run, {python} is missing (`make bench-quality` makes it)"
+        else:
+            runs = ", ".join(f"{k} at {v} metric calls" for k, v in budgets.items())
+            _log(f"DSPy MIPROv2: {runs}")
+            spec = dspy_spec(stack.model_url, splits, budgets,
+                             num_candidates=args.num_candidates, seed=args.seed)
+            try:
+                results["dspy"] = await run_dspy(python, spec, directory,
+                                                 max(60.0, deadline - time.monotonic()))
+            except QualityError as error:
+                results["dspy_note"] = f"failed, {error}"
     finally:
         await stack.stop()
-    if dspy_result is not None:
-        baseline = {int(s): float(v) for s, v in dspy_result["baseline_test"].items()}
-        for run in dspy_result["runs"]:
-            if "error" in run:
-                notes.append(f"- DSPy {run['name']}: failed, {run['error']}")
-                continue
-            rows_.append(_dspy_row(run, baseline))
-            notes.append(f"- DSPy {run['name']}: {run['metric_calls']} metric calls "
-                         f"({run['bootstrap_calls']} while bootstrapping demos) for a budget "
-                         f"of {run['budget']}; {run['task_model_calls']} task-model and "
-                         f"{run['prompt_model_calls']} prompt-model calls")
-        finished = {run["name"] for run in dspy_result["runs"]}
-        notes += [f"- DSPy {name}: did not finish within the run's time limit; no row"
-                  for name in budgets if name not in finished]
-        ours_rows = [r for r in rows_ if r.optimizer == "ours"]
-        if ours_rows:
-            notes.append(f"- the two baselines (same prompt, same model) answered alike on "
-                         f"{agreement(ours_rows[0].baseline, baseline)} held-out seeds")
-        notes.append(f"- DSPy {dspy_result['dspy_version']}")
+        (directory / "results.json").write_text(json.dumps(results, default=str))
+    return results
+
+
+def _outcome(saved: dict[str, Any]) -> JobOutcome:
+    """A `JobOutcome` read back from results.json (JSON keys are strings)."""
+    outcome = JobOutcome(**saved)
+    outcome.baseline_test = {int(s): float(v) for s, v in saved["baseline_test"].items()}
+    outcome.winner_test = {int(s): float(v) for s, v in saved["winner_test"].items()}
+    return outcome
+
+
+def summarize(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
+    """The table's rows and the notes under it, from a run's results."""
+    rows_ = [_our_row(_outcome(o)) for o in results.get("ours", [])]
+    notes = [f"- ours, {mode}: {reason}" for mode, reason in results.get("unavailable", {}).items()]
+    if results.get("dspy_note"):
+        notes.append(f"- DSPy: {results['dspy_note']}")
+    dspy_result = results.get("dspy")
+    if dspy_result is None:
+        return rows_, notes
+    baseline = {int(s): float(v) for s, v in dspy_result["baseline_test"].items()}
+    for run in dspy_result["runs"]:
+        if "error" in run:
+            notes.append(f"- DSPy {run['name']}: failed, {run['error']}")
+            continue
+        rows_.append(_dspy_row(run, baseline))
+        notes.append(f"- DSPy {run['name']}: {run['metric_calls']} metric calls "
+                     f"({run['bootstrap_calls']} while bootstrapping demos) for a budget "
+                     f"of {run['budget']}; {run['task_model_calls']} task-model and "
+                     f"{run['prompt_model_calls']} prompt-model calls")
+    finished = {run["name"] for run in dspy_result["runs"]}
+    notes += [f"- DSPy {name}: did not finish within the run's time limit; no row"
+              for name in results.get("dspy_budgets", {}) if name not in finished]
+    ours_rows = [r for r in rows_ if r.optimizer == "ours"]
+    if ours_rows:
+        notes.append(f"- the two baselines (same prompt, same model) answered alike on "
+                     f"{agreement(ours_rows[0].baseline, baseline)} held-out seeds")
+    notes.append(f"- DSPy {dspy_result['dspy_version']}")
     return rows_, notes
 
 
@@ -280,6 +299,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--benchmarks", type=Path, default=_REPO / "BENCHMARKS.md")
     parser.add_argument("--no-write", dest="write", action="store_false",
                         help="print the table only")
+    parser.add_argument("--report-from", type=Path, default=None, metavar="WORK_DIR",
+                        help="run nothing: the table of a finished run's results.json")
     args = parser.parse_args(argv)
     args.argv = argv
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -298,7 +319,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    rows_, notes = asyncio.run(benchmark(args))
+    if args.report_from is not None:
+        results = json.loads((args.report_from / "results.json").read_text())
+        args.argv = results.get("argv", args.argv)
+        args.splits = tuple(results.get("splits", args.splits))
+    else:
+        results = asyncio.run(benchmark(args))
+    rows_, notes = summarize(results)
     text = report(rows_, notes, args)
     print("\n" + text)
     if args.write:
