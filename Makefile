@@ -81,8 +81,9 @@ $(DSPY_STAMP): bench/quality-dspy-requirements.txt
 	touch $(DSPY_STAMP)
 
 ## bench-quality: held-out accuracy of our optimizer and of DSPy MIPROv2 on the real local
-## model, no key (about 15-25 minutes per mode and DSPy run on 2 idle cores; prints a table
-## and writes it to BENCHMARKS.md). ARGS="--modes instruction-only --no-dspy" picks.
+## model, no key; prints a table and writes it to BENCHMARKS.md. Each of our modes runs about
+## 860 rollouts and each DSPy run about 660 calls: roughly 35-45 minutes in all on 2 idle
+## cores, far longer on a busy machine. ARGS="--modes instruction-only --no-dspy" picks.
 bench-quality: setup-local $(DSPY_STAMP)
 	$(PY) -m bench.quality --dspy-python $(DSPY_VENV)/bin/python $(ARGS)
 

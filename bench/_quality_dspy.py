@@ -16,6 +16,12 @@ same temperature and token cap; the label is read from the tool call's `intent`,
 metric is the task app's reward (1.0 for the right label, else 0.0). Few-shot demos are
 user/assistant turns before the message, the assistant turn a call of the same tool.
 
+The LMs use DSPy's `litellm` engine, and litellm is told what the server enforces (tool
+calls and JSON schemas, `declare_capabilities`): on DSPy 3.4's default engine an unlisted
+model gets no `response_format`, and SmolLM2's free text then breaks MIPROv2's proposer
+(measured: it raised `AdapterParseError` on its first instruction). Nothing is fetched:
+`LITELLM_LOCAL_MODEL_COST_MAP=True`, no cache (`cache=False`), no other endpoint.
+
 MIPROv2 runs as DSPy ships it (`auto=None`, explicit `num_candidates`), with one hook:
 `num_trials` is chosen when the search starts, from the metric calls left in the run's
 budget after DSPy's own bootstrapping, so that its metric calls match ours. Every metric

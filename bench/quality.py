@@ -229,6 +229,7 @@ def summarize(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
     """The table's rows and the notes under it, from a run's results."""
     rows_ = [_our_row(_outcome(o)) for o in results.get("ours", [])]
     notes = [f"- ours, {mode}: {reason}" for mode, reason in results.get("unavailable", {}).items()]
+    notes += [f"- {note}" for note in results.get("notes", [])]
     if results.get("dspy_note"):
         notes.append(f"- DSPy: {results['dspy_note']}")
     dspy_result = results.get("dspy")
