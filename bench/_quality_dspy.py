@@ -44,19 +44,29 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 import dspy  # noqa: E402
 from dspy.adapters.base import Adapter  # noqa: E402
 from dspy.teleprompt import MIPROv2  # noqa: E402
+from dspy.utils.callback import BaseCallback  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 class Counter:
-    """Counts calls of the metric and of the task model."""
+    """Counts calls of the metric, of the task model, and of every LM."""
 
     def __init__(self) -> None:
         self.metric_calls = 0
         self.task_calls = 0
+        self.lm_calls = 0
 
 
 COUNTER = Counter()
+
+
+class LmCalls(BaseCallback):  # type: ignore[misc]
+    """Counts every LM call, those of the copies MIPROv2's proposer makes included (an LM's
+    own `history` misses them)."""
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        COUNTER.lm_calls += 1
 
 
 def metric(example: Any, prediction: Any, trace: Any = None) -> float:
@@ -136,12 +146,14 @@ class BudgetedMIPROv2(MIPROv2):  # type: ignore[misc]
         self.budget = budget
         self.bootstrap_calls = 0
         self.trials = 0
+        self.candidates: list[str] = []
 
     def _optimize_prompt_parameters(self, program: Any, instruction_candidates: Any,
                                     demo_candidates: Any, evaluate: Any, valset: list[Any],
                                     num_trials: int, minibatch: bool, minibatch_size: int,
                                     minibatch_full_eval_steps: int, seed: int) -> Any:
         self.bootstrap_calls = COUNTER.metric_calls
+        self.candidates = [str(text) for text in instruction_candidates[0]]
         self.trials = trials_within(self.budget - self.bootstrap_calls, len(valset),
                                     minibatch_size, minibatch_full_eval_steps)
         return super()._optimize_prompt_parameters(
@@ -197,9 +209,7 @@ def score_test(program: Any, rows: list[dict[str, Any]]) -> tuple[dict[str, floa
 def run(spec: dict[str, Any], entry: dict[str, Any], task_lm: Any, prompt_lm: Any,
         adapter: TaskAppAdapter) -> dict[str, Any]:
     """One MIPROv2 run (`entry`: name, demo limits, metric-call budget)."""
-    COUNTER.metric_calls = 0
-    COUNTER.task_calls = 0
-    prompt_before = len(prompt_lm.history)
+    COUNTER.metric_calls = COUNTER.task_calls = COUNTER.lm_calls = 0
     started = time.monotonic()
     optimizer = BudgetedMIPROv2(
         metric=metric, prompt_model=prompt_lm, task_model=task_lm, auto=None,
@@ -212,15 +222,16 @@ def run(spec: dict[str, Any], entry: dict[str, Any], task_lm: Any, prompt_lm: An
                              valset=examples(spec["val"]), num_trials=1,
                              minibatch_size=spec["minibatch_size"])
     optimize_calls = COUNTER.metric_calls
-    task_calls = COUNTER.task_calls
+    task_calls, lm_calls = COUNTER.task_calls, COUNTER.lm_calls
     seconds = time.monotonic() - started
     test, failures = score_test(best, spec["test"])
     return {
         "name": entry["name"], "budget": entry["metric_calls"], "metric_calls": optimize_calls,
         "bootstrap_calls": optimizer.bootstrap_calls, "num_trials": optimizer.trials,
         "task_model_calls": task_calls,
-        "prompt_model_calls": len(prompt_lm.history) - prompt_before,
+        "prompt_model_calls": lm_calls - task_calls,
         "instruction": best.classify.signature.instructions,
+        "candidates": optimizer.candidates,
         "demos": len(best.classify.demos), "val_score": getattr(best, "score", None),
         "seconds": seconds, "test": test, "test_failures": failures,
     }
@@ -253,7 +264,7 @@ def main(argv: list[str]) -> int:
     prompt_lm = dspy.LM(model, **client, **spec["proposer"])
     adapter = TaskAppAdapter(spec["tool"], {"temperature": policy["temperature"],
                                             "max_tokens": policy["max_tokens"]})
-    dspy.configure(lm=task_lm)
+    dspy.configure(lm=task_lm, callbacks=[LmCalls()])
     result: dict[str, Any] = {"dspy_version": dspy.__version__, "runs": []}
     baseline, failures = score_test(SupportIntents(spec["instruction"], adapter), spec["test"])
     result["baseline_test"], result["baseline_test_failures"] = baseline, failures

@@ -42,7 +42,8 @@ SmolLM2-135M-Instruct through `mipro.local_model` (llama.cpp, CPU, temperature 0
   baseline on the same seeds) with a 95 % normal interval, and McNemar's exact p. A failed
   rollout or call is left out and counted, never scored 0. "Metric calls" are the rewards
   the optimization consumed (bootstrap and validation rollouts; DSPy: calls of its metric),
-  not counting the held-out scoring."""
+  not counting the held-out scoring. "Minutes" are wall clock: our whole job (held-out
+  scoring included), DSPy's `compile` (held-out scoring not included)."""
 
 
 @dataclass

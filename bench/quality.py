@@ -66,6 +66,10 @@ DSPY_RUNS = (
 COMPARED = {"zero-shot": "instruction-only", "few-shot": "joint"}
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -81,9 +85,11 @@ def _our_row(outcome: JobOutcome) -> Row:
 def _dspy_row(run: dict[str, Any], baseline: dict[int, float]) -> Row:
     test = {int(seed): float(value) for seed, value in run["test"].items()}
     demos = f", {run['demos']} demos" if run["demos"] else ""
+    baseline_won = run["instruction"] == task_app.BASELINE_INSTRUCTION and not run["demos"]
+    which = "the baseline" if baseline_won else f"{run['instruction']}{demos}"
     return Row("DSPy MIPROv2", str(run["name"]), int(run["metric_calls"]), baseline, test,
-               float(run["seconds"]) / 60, f"{run['num_trials']} trials{demos}: "
-               f"{run['instruction']}", test_failures=int(run["test_failures"]))
+               float(run["seconds"]) / 60, f"{which} ({run['num_trials']} trials)",
+               test_failures=int(run["test_failures"]))
 
 
 def dspy_spec(model_url: str, splits: Splits, budgets: dict[str, int], *,
@@ -190,7 +196,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     _log(f"splits (bootstrap / val / test seeds): {splits.sizes()}; work dir {directory}")
     stack = await start_quality_stack(directory, model_url=args.model_url)
     results: dict[str, Any] = {"argv": args.argv, "splits": list(args.splits), "dspy": None,
-                               "dspy_note": None}
+                               "dspy_note": None, "measured_at": _now()}
     try:
         _log(f"stack up: gateway {stack.stack.gateway_url}, model {stack.model_url}")
         outcomes, results["unavailable"] = await _ours(stack, args, splits, deadline)
@@ -227,8 +233,12 @@ def _outcome(saved: dict[str, Any]) -> JobOutcome:
 
 def summarize(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
     """The table's rows and the notes under it, from a run's results."""
-    rows_ = [_our_row(_outcome(o)) for o in results.get("ours", [])]
-    notes = [f"- ours, {mode}: {reason}" for mode, reason in results.get("unavailable", {}).items()]
+    outcomes = [_outcome(o) for o in results.get("ours", [])]
+    rows_ = [_our_row(o) for o in outcomes]
+    notes = [f"- ours, {o.mode}: the winner's instruction in full: {json.dumps(o.instruction)}"
+             for o in outcomes if o.winner]
+    unavailable: dict[str, str] = results.get("unavailable", {})
+    notes += [f"- ours, {mode}: {reason}" for mode, reason in unavailable.items()]
     notes += [f"- {note}" for note in results.get("notes", [])]
     if results.get("dspy_note"):
         notes.append(f"- DSPy: {results['dspy_note']}")
@@ -241,6 +251,9 @@ def summarize(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
             notes.append(f"- DSPy {run['name']}: failed, {run['error']}")
             continue
         rows_.append(_dspy_row(run, baseline))
+        if run.get("candidates"):
+            notes.append(f"- DSPy {run['name']}: its instruction candidates (0 is the "
+                         f"baseline): {json.dumps(run['candidates'])[:1500]}")
         notes.append(f"- DSPy {run['name']}: {run['metric_calls']} metric calls "
                      f"({run['bootstrap_calls']} while bootstrapping demos) for a budget "
                      f"of {run['budget']}; {run['task_model_calls']} task-model and "
@@ -263,7 +276,7 @@ def report(rows_: list[Row], notes: list[str], args: argparse.Namespace) -> str:
     lines = [
         METHOD,
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
+        f"Measured {args.measured_at} with "
         f"`python -m bench.quality {' '.join(args.argv)}`".rstrip() + ".",
         "",
         f"Splits (seeds; seed s is dataset line s % 300): bootstrap {splits.bootstrap[0]}-"
@@ -324,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((args.report_from / "results.json").read_text())
         args.argv = results.get("argv", args.argv)
         args.splits = tuple(results.get("splits", args.splits))
+        args.measured_at = results.get("measured_at", "at an unrecorded time")
     else:
+        args.measured_at = _now()
         results = asyncio.run(benchmark(args))
     rows_, notes = summarize(results)
     text = report(rows_, notes, args)
