@@ -8,7 +8,7 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_IMAGE := build/protos.binpb
 
-.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf bench-scale clean kubectl bench-joint
+.PHONY: setup setup-local demo up test check lint-protos protos bench bench-perf bench-scale clean kubectl bench-joint bench-quality
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -105,6 +105,23 @@ bench-perf: setup
 ## worker replicas (about 4 minutes on 2 cores; prints tables). ARGS="--jobs 4 --val-seeds 10"
 bench-scale: setup
 	$(PY) -m bench.scale $(ARGS)
+
+# DSPy for the quality benchmark's side-by-side run, in a virtualenv of its own.
+DSPY_VENV ?= .venv-dspy
+DSPY_STAMP := $(DSPY_VENV)/.installed
+
+$(DSPY_STAMP): bench/quality-dspy-requirements.txt
+	python3 -m venv $(DSPY_VENV)
+	$(DSPY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DSPY_VENV)/bin/python -m pip install --quiet -r bench/quality-dspy-requirements.txt
+	touch $(DSPY_STAMP)
+
+## bench-quality: held-out accuracy of our optimizer and of DSPy MIPROv2 on the real local
+## model, no key; prints a table and writes it to BENCHMARKS.md. Each of our modes runs about
+## 860 rollouts and each DSPy run about 660 calls: roughly 35-45 minutes in all on 2 idle
+## cores, far longer on a busy machine. ARGS="--modes instruction-only --no-dspy" picks.
+bench-quality: setup-local $(DSPY_STAMP)
+	$(PY) -m bench.quality --dspy-python $(DSPY_VENV)/bin/python $(ARGS)
 
 ## protos: regenerate stubs, the descriptor set and the rendered Envoy configs
 protos: setup
