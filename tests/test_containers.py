@@ -103,9 +103,11 @@ def test_dockerfile_builds_every_package_and_runs_slim_and_unprivileged() -> Non
         assert Path(REPO_ROOT / folder).is_dir()
     # The model service is the real local model: the extra `local`, compiled in the build
     # stage only; the runtime installs the built wheels from it, no compiler, no index.
-    assert 'pip wheel --wheel-dir /wheels ".[local]"' in build and "build-essential" in build
+    # The Temporal SDK too: worker and api replicas of deploy/k8s/overlays/prod need it.
+    assert 'pip wheel --wheel-dir /wheels ".[local,temporal]"' in build
+    assert "build-essential" in build
     assert "build-essential" not in runtime and "COPY " not in runtime
-    assert '--no-index --find-links /wheels "mipro-backend[local]"' in runtime
+    assert '--no-index --find-links /wheels "mipro-backend[local,temporal]"' in runtime
     assert re.search(r"^USER 10001", runtime, flags=re.M)
     assert 'HEALTHCHECK' in runtime and '"python", "-m", "mipro.healthcheck"' in runtime
 

@@ -17,19 +17,27 @@ from google.protobuf.json_format import ParseDict
 from temporalio.client import Client
 
 from mipro.v1 import jobs_pb2
+from orchestrator._store_postgres import upgrade as upgrade_postgres
 from orchestrator._temporal_client import TemporalJobs
 
 from ._fleet import Fleet, launch_fleet, small_job
+from ._stores import PostgresServer
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(420)]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
-    # Two batches per workflow run: every job continues as new several times.
+async def fleet(tmp_path_factory: pytest.TempPathFactory,
+                postgres: PostgresServer) -> AsyncIterator[Fleet]:
+    # The state of every replica in one Postgres (a schema of the session's server, brought
+    # up to date as `mipro db upgrade` does). Two batches per workflow run: every job
+    # continues as new several times.
+    database_url = postgres.new_schema()
+    await upgrade_postgres(database_url)
     running = await launch_fleet(tmp_path_factory.mktemp("fleet"), apis=2, workers=3,
                                  delay_seconds=0.1, heartbeat_seconds=4.0,
-                                 extra_env={"MIPRO_TEMPORAL_BATCHES_PER_RUN": "2"})
+                                 extra_env={"MIPRO_TEMPORAL_BATCHES_PER_RUN": "2",
+                                            "MIPRO_DATABASE_URL": str(database_url)})
     try:
         yield running
     finally:
