@@ -150,8 +150,7 @@ def run_ours(instance: Instance, budget: int, seed: int = 0, screen: bool = True
     if screen and (screened := screened_candidates(instance.num_candidates)):
         state = _search.SearchState(instance.num_candidates, seeds, results, budget,
                                     seed=seed, max_concurrent=max_concurrent)
-        n = _search.screening_seeds(state, len(screened), defaults.MINIBATCH_SIZE.default)
-        for s in seeds[:n]:
+        for s in _search.screening_seeds(state, len(screened), defaults.MINIBATCH_SIZE.default):
             for c in screened:
                 results[(c, s)] = float(instance.outcomes[c][s])
         spent = len(results)
@@ -181,8 +180,9 @@ def run_all(instance: Instance, budget: int) -> Outcome:
     return Outcome(best if n else 0, k * n)
 
 
-def run_halving(instance: Instance, budget: int) -> Outcome:
-    """Plain successive halving (Karnin et al. 2013) on one shared seed prefix.
+def run_halving(instance: Instance, budget: int, seed: int = 0) -> Outcome:
+    """Plain successive halving (Karnin et al. 2013) on one shared seed prefix: of the seed
+    order our search would use, so the two read the same seeds and pair up tightly.
 
     ceil(log2 K) rounds; each round spends an equal share of the rollouts still left (what
     an earlier round could not use, because the prefix reached V, carries over), extending
@@ -190,6 +190,7 @@ def run_halving(instance: Instance, budget: int) -> Outcome:
     (the lower index on ties) goes on. The last candidate standing is the pick, whether or
     not it reached every seed."""
     k, v = instance.num_candidates, instance.num_seeds
+    order = _search.seed_order(_search.SearchState(k, tuple(range(v)), {}, budget, seed=seed))
     alive, n, left = list(range(k)), 0, budget
     rounds = max(1, math.ceil(math.log2(k)))
     for r in range(rounds):
@@ -197,7 +198,7 @@ def run_halving(instance: Instance, budget: int) -> Outcome:
         to = min(v, n + (left // (rounds - r)) // m)
         left -= m * (to - n)
         n = to
-        sums = {c: sum(instance.outcomes[c][:n]) for c in alive}
+        sums = {c: sum(instance.outcomes[c][s] for s in order[:n]) for c in alive}
         alive = sorted(alive, key=lambda c: (-sums[c], c))[: math.ceil(m / 2)]
     return Outcome(alive[0], budget - left)
 
@@ -353,7 +354,7 @@ def _work(args: tuple[int, int, int, int, int, tuple[float, ...], tuple[str, ...
                 elif name == "ours-ns":
                     outcome = run_ours(instance, b, seed=i, screen=False)
                 elif name == "sh":
-                    outcome = run_halving(instance, b)
+                    outcome = run_halving(instance, b, seed=i)
                 elif name == "all@B":
                     outcome = run_all(instance, b)
                 else:

@@ -165,19 +165,18 @@ class JobPlan:
              "earlier_candidates_shown": len(shown)})
 
     async def screen(self, number: int) -> None:
-        """The round's new candidates (and the baseline) on the first minibatch seeds, as
-        many as the search's first round covers anyway (`_search.screening_seeds`)."""
+        """The round's new candidates (and the baseline) on up to `minibatch_size` seeds, those
+        the search's first round scores anyway (`_search.screening_seeds`)."""
         indices = [0] + [c.index for c in self.candidates if c.round == number]
         state = self._search_state()
         expected = max(len(self.candidates), 1 + self.spec.num_candidates)
-        count = _search.screening_seeds(
+        seeds = _search.screening_seeds(
             _search.SearchState(expected, state.val_seeds, state.results, state.budget,
                                 state.max_failure_rate, state.seed, state.max_concurrent),
             len(indices), self.spec.minibatch_size)
-        if not count:
+        if not seeds:
             return
         await self.host.enter_phase("evaluate")
-        seeds = self.spec.val_seeds[:count]
         await self._run(Phase.VAL, [(i, s) for s in seeds for i in indices])
         await self.host.batch_done()
 

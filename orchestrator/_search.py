@@ -13,9 +13,9 @@ search asks for all of them in one batch, seed-major, and the winner is picked f
 complete table.
 
 *Not enough budget: budget-aware successive halving with paired elimination.* Seeds are put
-in one order for every candidate: those already scored for the most candidates first (the
-proposal rounds screen on the first validation seeds), the rest shuffled by
-`SearchState.seed`. Every candidate is evaluated on a *prefix* of that order, so any two
+in one order for every candidate (`seed_order`): those already scored for the most
+candidates first (the proposal rounds screen on the first seeds of that order), the rest
+shuffled by `SearchState.seed`. Every candidate is evaluated on a *prefix* of that order, so any two
 candidates are compared on the seeds they share: a seed that is hard for everyone costs
 every candidate alike and cancels out of the comparison.
 
@@ -28,14 +28,14 @@ every candidate alike and cancels out of the comparison.
    - *plain*: successive halving down to one candidate, ceil(log2 m) rounds, each spending
      an equal share of what is left (Karnin et al.'s schedule), the last one taken as deep
      as the budget goes.
-   The plan goes to the full set when it ends with two finalists or more there, or when its
-   last choice is made on at least `FULL_PASS_SHARE` of the prefix the plain schedule would
-   decide on; otherwise the pick's full pass would cost the decision more than it is worth
-   and the plain schedule runs (the scoreboard then picks among the candidates attempted on
-   the most seeds).
-2. *Race.* Between the planned cuts the candidates are extended together, in steps of a
-   quarter of the prefix (at least `MIN_STEP_SEEDS` and `max_concurrent` rollouts). After a
-   step, a candidate trailing the last one the planned cut would keep by more than
+   The plan goes to the full set when its first cut is no earlier than the plain one's and
+   it either ends with two finalists or more there or makes its last choice on at least
+   `FULL_PASS_SHARE` of the prefix the plain schedule would choose on. Otherwise the pick's
+   full pass would cost the decision more than it is worth, and the plain schedule runs
+   (the scoreboard then picks among the candidates attempted on the most seeds).
+2. *Race.* Between the planned cuts the candidates are extended together, each step
+   doubling the prefix (at least `MIN_STEP_SEEDS` seeds and `max_concurrent` rollouts).
+   After a step, a candidate trailing the last one the planned cut would keep by more than
    `RACING_Z` standard errors of their paired difference leaves at once; when that brings
    the race down to the planned number, the cut is made there.
 3. *Cut.* At the planned prefix the candidates are ranked by their mean on that prefix and
@@ -90,9 +90,9 @@ FULL_PASS_SHARE = 0.9
 #: Each round of a plan keeps 1/HALVING of the candidates.
 HALVING = 2.0
 #: Each step of the race extends the candidates by at least this many seeds, and by at
-#: least 1/STEP_SHARE of the prefix they share.
+#: least 1/STEP_SHARE of the prefix they share (1: the prefix doubles).
 MIN_STEP_SEEDS = 3
-STEP_SHARE = 4
+STEP_SHARE = 1
 
 _MISSING = object()
 
@@ -141,26 +141,39 @@ def next_batch(state: SearchState) -> list[tuple[int, int]]:
     return _Race(state, seeds).next_batch()
 
 
-def screening_seeds(state: SearchState, screened: int, minibatch_size: int) -> int:
-    """How many of the first validation seeds a proposal round may screen `screened`
-    candidates on (the baseline among them) at no cost to the search: at most
+def screening_seeds(state: SearchState, screened: int,
+                    minibatch_size: int) -> tuple[int, ...]:
+    """The validation seeds a proposal round may screen `screened` candidates on (the
+    baseline among them) at no cost to the search: the first of `seed_order`, at most
     `minibatch_size`, and no further than the first round of the search's plan for
-    `state.num_candidates` candidates, where every candidate is evaluated anyway. 0 when
-    even that round is too short to tell anything (fewer than `MIN_STEP_SEEDS` seeds)."""
-    seeds = _unique(state.val_seeds)
-    k, v = state.num_candidates, len(seeds)
+    `state.num_candidates` candidates, where every candidate is evaluated anyway. None
+    when even that round is too short to tell anything (fewer than `MIN_STEP_SEEDS`)."""
+    order = seed_order(state)
+    k, v = state.num_candidates, len(order)
     wanted = min(minibatch_size, v)
     if k <= 0 or screened <= 0 or wanted <= 0:
-        return 0
+        return ()
     if state.budget is None:
-        return wanted
-    known = sum(1 for c in range(k) for s in seeds if (c, s) in state.results)
+        return order[:wanted]
+    known = sum(1 for c in range(k) for s in order if (c, s) in state.results)
     total = known + state.budget
     if total >= k * v:
-        return wanted
+        return order[:wanted]
     plan = _plan(k, 0, total, v)
     first = plan[0][1] if plan and plan[0][0] < k else 0
-    return min(wanted, first) if first >= MIN_STEP_SEEDS else 0
+    return order[:min(wanted, first)] if first >= MIN_STEP_SEEDS else ()
+
+
+def seed_order(state: SearchState) -> tuple[int, ...]:
+    """The one order every candidate is evaluated in: the seeds scored for the most
+    candidates first, the rest shuffled by `state.seed`."""
+    seeds = _unique(state.val_seeds)
+    coverage = {s: sum(1 for c in range(state.num_candidates) if (c, s) in state.results)
+                for s in seeds}
+    shuffled = list(seeds)
+    random.Random(state.seed).shuffle(shuffled)
+    rank = {s: i for i, s in enumerate(shuffled)}
+    return tuple(sorted(seeds, key=lambda s: (-coverage[s], rank[s])))
 
 
 def _unique(seeds: Sequence[int]) -> tuple[int, ...]:
@@ -177,15 +190,10 @@ class _Race:
         assert state.budget is not None
         self.budget = state.budget
         results = state.results
-        coverage = {s: sum(1 for c in range(self.k) if (c, s) in results) for s in seeds}
-        draw = random.Random(state.seed)
-        shuffled = list(seeds)
-        draw.shuffle(shuffled)
-        rank = {s: i for i, s in enumerate(shuffled)}
+        self.order = seed_order(state)
         #: Breaks ties on a cut line: a draw, so no index (the baseline's) is favoured.
         self.tiebreak = list(range(self.k))
-        draw.shuffle(self.tiebreak)
-        self.order = sorted(seeds, key=lambda s: (-coverage[s], rank[s]))
+        random.Random(f"tiebreak:{state.seed}").shuffle(self.tiebreak)
         #: rows[c][i]: candidate c's result on the i-th seed of the order, or _MISSING.
         self.rows = [[results.get((c, s), _MISSING) for s in self.order] for c in range(self.k)]
         #: Running sums along the order: of rewards, of seeds scored, of failures.
@@ -347,8 +355,10 @@ def _plan(m: int, n: int, left: int, v: int) -> Plan:
         return [(m, v)]
     plain = _plain_plan(m, n, left, v)
     full = _full_plan(m, n, left, v)
-    if full and (full[-1][0] >= 2 or not plain or len(full) < 2
-                 or full[-2][1] >= FULL_PASS_SHARE * plain[-1][1]):
+    if not plain or len(full) < 2:
+        return full or plain
+    if full[0][1] >= plain[0][1] and (full[-1][0] >= 2
+                                      or full[-2][1] >= FULL_PASS_SHARE * plain[-1][1]):
         return full
     return plain
 
