@@ -1,7 +1,8 @@
 """How well the search picks the best candidate for a given rollout budget.
 
     python -m bench.search_efficiency              # the full run of BENCHMARKS.md
-    python -m bench.search_efficiency --quick      # a smoke run, 100 instances per cell
+    python -m bench.search_efficiency --quick      # a smoke run, 200 instances per cell
+    python -m bench.search_efficiency --grid 8x50 --no-ref --instances 500   # one (K, V)
 
 A synthetic task with K candidates (0 is the baseline) and V validation seeds:
 
@@ -21,8 +22,13 @@ A synthetic task with K candidates (0 is the baseline) and V validation seeds:
 Strategies, each capped by the cell's budget B (a quarter, half, three quarters or all of
 K*V rollouts):
 
-* ``ours``: `orchestrator._search.next_batch` until it returns [], then the scoreboard's winner:
-  the very code the orchestrator runs;
+* ``ours``: the default job's evaluation as the orchestrator runs it, at the job's default
+  concurrency (`_defaults.MAX_CONCURRENT`): the screening round first (the baseline and the
+  first proposal round's candidates on the seeds `_search.screening_seeds` allows, possibly
+  none), then `orchestrator._search.next_batch` until it returns [], then the scoreboard's
+  winner: the very code the orchestrator runs;
+* ``ours-ns``: the same without the screening round, to show what the screening costs;
+* ``sh``: plain successive halving (`run_halving`) on the same seed order;
 * ``all@B``: every candidate on the first B/K seeds, the best mean wins (``all`` at B=K*V is
   every candidate on every seed);
 * ``ref``: a re-creation of DSPy MIPROv2's schedule: the baseline on the full set first
@@ -36,8 +42,9 @@ K*V rollouts):
 
 Reported per cell: P(best), the share of instances where the pick is the truly best
 candidate, and the mean regret, true rate of the best minus that of the pick, in percentage
-points. Even ``all`` misses the best often: V seeds of Bernoulli rewards cannot separate
-candidates a point or two apart.
+points, with its standard error and the paired differences of regret (same instances, same
+outcomes) with two standard errors. Even ``all`` misses the best often: V seeds of
+Bernoulli rewards cannot separate candidates a point or two apart.
 """
 
 from __future__ import annotations
@@ -433,8 +440,8 @@ def report(cells: list[Cell]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.search_efficiency",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=2000,
-                        help="paired instances per (K, V) (default 2000)")
+    parser.add_argument("--instances", type=int, default=1000,
+                        help="paired instances per (K, V) (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the instances (default 0)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes (default 2)")

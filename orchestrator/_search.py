@@ -50,7 +50,8 @@ every candidate alike and cancels out of the comparison.
 The plan counts every pair of its own region, reused ones included; if results outside it
 (screening of candidates the race drops) leave the real budget short, the best candidates
 the real budget can still complete are completed instead. `screening_seeds` keeps the
-screening inside the first round, where it costs the search nothing.
+screening to the seeds every candidate is scored on before the race's first decision, where
+it costs the search nothing.
 
 The whole schedule is replayed from the results at every call (a cut depends only on the
 results on its prefix and on the budget planned so far, never on completion order), so a
@@ -146,8 +147,9 @@ def screening_seeds(state: SearchState, screened: int,
     """The validation seeds a proposal round may screen `screened` candidates on (the
     baseline among them) at no cost to the search: the first of `seed_order`, at most
     `minibatch_size`, and no further than the first round of the search's plan for
-    `state.num_candidates` candidates, where every candidate is evaluated anyway. None
-    when even that round is too short to tell anything (fewer than `MIN_STEP_SEEDS`)."""
+    `state.num_candidates` candidates (nor than its first racing decision), where every
+    candidate is evaluated anyway. None when even that round is too short to tell anything
+    (fewer than `MIN_STEP_SEEDS`)."""
     order = seed_order(state)
     k, v = state.num_candidates, len(order)
     wanted = min(minibatch_size, v)
@@ -161,7 +163,20 @@ def screening_seeds(state: SearchState, screened: int,
         return order[:wanted]
     plan = _plan(k, 0, total, v)
     first = plan[0][1] if plan and plan[0][0] < k else 0
-    return order[:min(wanted, first)] if first >= MIN_STEP_SEEDS else ()
+    if first < MIN_STEP_SEEDS:
+        return ()
+    return order[:min(wanted, first, _first_race(k, first, state.max_concurrent))]
+
+
+def _first_race(m: int, cut: int, max_concurrent: int) -> int:
+    """The prefix of the race's first decision before a cut at `cut` (or `cut`): a candidate
+    may leave there, so a screening beyond it could be wasted."""
+    n = 0
+    while n < cut:
+        n = min(cut, n + max(MIN_STEP_SEEDS, n // STEP_SHARE, -(-max_concurrent // m)))
+        if n >= RACING_MIN_SEEDS:
+            return n
+    return cut
 
 
 def seed_order(state: SearchState) -> tuple[int, ...]:
