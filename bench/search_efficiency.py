@@ -1,7 +1,8 @@
 """How well the search picks the best candidate for a given rollout budget.
 
     python -m bench.search_efficiency              # the full run of BENCHMARKS.md
-    python -m bench.search_efficiency --quick      # a smoke run, 100 instances per cell
+    python -m bench.search_efficiency --quick      # a smoke run, 200 instances per cell
+    python -m bench.search_efficiency --grid 8x50 --no-ref --instances 500   # one (K, V)
 
 A synthetic task with K candidates (0 is the baseline) and V validation seeds:
 
@@ -21,8 +22,13 @@ A synthetic task with K candidates (0 is the baseline) and V validation seeds:
 Strategies, each capped by the cell's budget B (a quarter, half, three quarters or all of
 K*V rollouts):
 
-* ``ours``: `orchestrator._search.next_batch` until it returns [], then the scoreboard's winner:
-  the very code the orchestrator runs;
+* ``ours``: the default job's evaluation as the orchestrator runs it, at the job's default
+  concurrency (`_defaults.MAX_CONCURRENT`): the screening round first (the baseline and the
+  first proposal round's candidates on the seeds `_search.screening_seeds` allows, possibly
+  none), then `orchestrator._search.next_batch` until it returns [], then the scoreboard's
+  winner: the very code the orchestrator runs;
+* ``ours-ns``: the same without the screening round, to show what the screening costs;
+* ``sh``: plain successive halving (`run_halving`) on the same seed order;
 * ``all@B``: every candidate on the first B/K seeds, the best mean wins (``all`` at B=K*V is
   every candidate on every seed);
 * ``ref``: a re-creation of DSPy MIPROv2's schedule: the baseline on the full set first
@@ -36,8 +42,9 @@ K*V rollouts):
 
 Reported per cell: P(best), the share of instances where the pick is the truly best
 candidate, and the mean regret, true rate of the best minus that of the pick, in percentage
-points. Even ``all`` misses the best often: V seeds of Bernoulli rewards cannot separate
-candidates a point or two apart.
+points, with its standard error and the paired differences of regret (same instances, same
+outcomes) with two standard errors. Even ``all`` misses the best often: V seeds of
+Bernoulli rewards cannot separate candidates a point or two apart.
 """
 
 from __future__ import annotations
@@ -55,14 +62,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
+from orchestrator import _defaults as defaults
 from orchestrator import _search
+from orchestrator._plan import round_sizes
 from orchestrator._scoreboard import Scoreboard
 
 SEED_DIFFICULTY_SD = 1.5
 BASELINE_RANGE = (0.25, 0.75)
 #: (share, mean, sd) of a candidate's probit shift from the baseline.
 SHIFT_MIXTURE = ((0.75, 0.0, 0.10), (0.10, 0.30, 0.10), (0.15, -0.40, 0.20))
-GRID = ((8, 50), (8, 100), (16, 50), (16, 100))
+GRID = ((8, 50), (8, 100), (8, 200), (16, 50), (16, 100), (16, 200))
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 REF_MINIBATCH = 35
 REF_FULL_EVAL_STEPS = 5
@@ -127,14 +136,34 @@ class Outcome:
     rollouts: int
 
 
-def run_ours(instance: Instance, budget: int, seed: int = 0) -> Outcome:
-    """The orchestrator's search, batch after batch, on the instance's outcome table."""
+def screened_candidates(num_candidates: int) -> list[int]:
+    """The baseline and the first proposal round's candidates: what the default job screens
+    (the rounds split `num_candidates - 1` proposals as `_plan.round_sizes` does)."""
+    rounds = defaults.NUM_ITERATIONS.default
+    first = round_sizes(num_candidates - 1, rounds)[0] if rounds > 1 else 0
+    return list(range(first + 1)) if first else []
+
+
+def run_ours(instance: Instance, budget: int, seed: int = 0, screen: bool = True,
+             max_concurrent: int = defaults.MAX_CONCURRENT.default) -> Outcome:
+    """The orchestrator's search, batch after batch, on the instance's outcome table.
+
+    With `screen`, the default job's screening round comes first: the baseline and the
+    first round's candidates on the first validation seeds, as many as
+    `_search.screening_seeds` allows (it may allow none), counted in the budget."""
     seeds = tuple(range(instance.num_seeds))
     results: dict[tuple[int, int], float | None] = {}
     spent = 0
+    if screen and (screened := screened_candidates(instance.num_candidates)):
+        state = _search.SearchState(instance.num_candidates, seeds, results, budget,
+                                    seed=seed, max_concurrent=max_concurrent)
+        for s in _search.screening_seeds(state, len(screened), defaults.MINIBATCH_SIZE.default):
+            for c in screened:
+                results[(c, s)] = float(instance.outcomes[c][s])
+        spent = len(results)
     while True:
         state = _search.SearchState(instance.num_candidates, seeds, results, budget - spent,
-                                    seed=seed)
+                                    seed=seed, max_concurrent=max_concurrent)
         batch = _search.next_batch(state)
         if not batch:
             break
@@ -156,6 +185,29 @@ def run_all(instance: Instance, budget: int) -> Outcome:
     means = [sum(row[:n]) for row in instance.outcomes]
     best = max(range(k), key=lambda c: (means[c], -c))
     return Outcome(best if n else 0, k * n)
+
+
+def run_halving(instance: Instance, budget: int, seed: int = 0) -> Outcome:
+    """Plain successive halving (Karnin et al. 2013) on one shared seed prefix: of the seed
+    order our search would use, so the two read the same seeds and pair up tightly.
+
+    ceil(log2 K) rounds; each round spends an equal share of the rollouts still left (what
+    an earlier round could not use, because the prefix reached V, carries over), extending
+    every candidate still in to the same prefix; the better half by mean on that prefix
+    (the lower index on ties) goes on. The last candidate standing is the pick, whether or
+    not it reached every seed."""
+    k, v = instance.num_candidates, instance.num_seeds
+    order = _search.seed_order(_search.SearchState(k, tuple(range(v)), {}, budget, seed=seed))
+    alive, n, left = list(range(k)), 0, budget
+    rounds = max(1, math.ceil(math.log2(k)))
+    for r in range(rounds):
+        m = len(alive)
+        to = min(v, n + (left // (rounds - r)) // m)
+        left -= m * (to - n)
+        n = to
+        sums = {c: sum(instance.outcomes[c][s] for s in order[:n]) for c in alive}
+        alive = sorted(alive, key=lambda c: (-sums[c], c))[: math.ceil(m / 2)]
+    return Outcome(alive[0], budget - left)
 
 
 def _reference_cost(num_trials: int, num_seeds: int) -> int:
@@ -233,21 +285,53 @@ def run_reference(instance: Instance, budget: int, seed: int) -> Outcome:
 
 # -- the run ---------------------------------------------------------------------------------
 
-STRATEGIES = ("ours", "all@B", "ref")
+#: "ours" runs as the default job does (screening included); "ours-ns" skips the screening,
+#: to show what the screening costs.
+STRATEGIES = ("ours", "ours-ns", "sh", "all@B", "ref")
 
 
 @dataclass
 class Tally:
     hits: int = 0
-    regret: float = 0.0
     rollouts: int = 0
-    count: int = 0
+    #: Per instance, in instance order (so two strategies' lists pair up).
+    regrets: list[float] = field(default_factory=list)
 
     def add(self, instance: Instance, outcome: Outcome) -> None:
         self.hits += instance.is_best(outcome.pick)
-        self.regret += instance.regret(outcome.pick)
+        self.regrets.append(instance.regret(outcome.pick))
         self.rollouts += outcome.rollouts
-        self.count += 1
+
+    def merge(self, other: Tally) -> None:
+        self.hits += other.hits
+        self.rollouts += other.rollouts
+        self.regrets += other.regrets
+
+    @property
+    def count(self) -> int:
+        return len(self.regrets)
+
+    @property
+    def p_best(self) -> float:
+        return self.hits / self.count
+
+    @property
+    def regret(self) -> float:
+        return statistics.fmean(self.regrets)
+
+    @property
+    def regret_se(self) -> float:
+        return _se(self.regrets)
+
+
+def _se(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def paired(a: Tally, b: Tally) -> tuple[float, float]:
+    """Mean of a's regret minus b's over the same instances, and its standard error."""
+    diffs = [x - y for x, y in zip(a.regrets, b.regrets, strict=True)]
+    return statistics.fmean(diffs), _se(diffs)
 
 
 @dataclass
@@ -255,84 +339,101 @@ class Cell:
     k: int
     v: int
     budget: int
-    tallies: dict[str, Tally] = field(default_factory=lambda: {s: Tally() for s in STRATEGIES})
-    #: Per instance: ours' regret minus the reference's (for a paired standard error).
-    diffs: list[float] = field(default_factory=list)
+    strategies: tuple[str, ...] = STRATEGIES
+    tallies: dict[str, Tally] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.strategies:
+            self.tallies.setdefault(name, Tally())
 
 
-def _work(args: tuple[int, int, int, int, int, tuple[float, ...]]) -> list[Cell]:
-    seed, k, v, start, stop, fractions = args
-    cells = [Cell(k, v, round(f * k * v)) for f in fractions]
+def _work(args: tuple[int, int, int, int, int, tuple[float, ...], tuple[str, ...]]
+          ) -> list[Cell]:
+    seed, k, v, start, stop, fractions, strategies = args
+    cells = [Cell(k, v, round(f * k * v), strategies) for f in fractions]
     for i in range(start, stop):
         instance = make_instance(instance_rng(seed, k, v, i), k, v)
         for cell in cells:
-            ours = run_ours(instance, cell.budget, seed=i)
-            cell.tallies["ours"].add(instance, ours)
-            cell.tallies["all@B"].add(instance, run_all(instance, cell.budget))
-            ref = run_reference(instance, cell.budget, seed=seed * 1_000_003 + i)
-            cell.tallies["ref"].add(instance, ref)
-            cell.diffs.append(instance.regret(ours.pick) - instance.regret(ref.pick))
+            b, t = cell.budget, cell.tallies
+            for name in strategies:
+                if name == "ours":
+                    outcome = run_ours(instance, b, seed=i)
+                elif name == "ours-ns":
+                    outcome = run_ours(instance, b, seed=i, screen=False)
+                elif name == "sh":
+                    outcome = run_halving(instance, b, seed=i)
+                elif name == "all@B":
+                    outcome = run_all(instance, b)
+                else:
+                    outcome = run_reference(instance, b, seed=seed * 1_000_003 + i)
+                t[name].add(instance, outcome)
     return cells
 
 
 def run(instances: int, seed: int, jobs: int, grid: Iterable[tuple[int, int]] = GRID,
-        fractions: tuple[float, ...] = FRACTIONS,
+        fractions: tuple[float, ...] = FRACTIONS, strategies: tuple[str, ...] = STRATEGIES,
         progress: Callable[[str], None] | None = None) -> list[Cell]:
     """Every cell of the grid over `instances` paired instances, on `jobs` processes."""
     chunk = max(1, math.ceil(instances / (4 * max(1, jobs))))
-    tasks = [(seed, k, v, a, min(instances, a + chunk), fractions)
+    tasks = [(seed, k, v, a, min(instances, a + chunk), fractions, strategies)
              for k, v in grid for a in range(0, instances, chunk)]
     merged: dict[tuple[int, int, int], Cell] = {}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # pool.map yields in task order, so every tally's regrets stay in instance order
         for n, cells in enumerate(pool.map(_work, tasks), start=1):
             for cell in cells:
                 into = merged.setdefault((cell.k, cell.v, cell.budget),
-                                         Cell(cell.k, cell.v, cell.budget))
+                                         Cell(cell.k, cell.v, cell.budget, strategies))
                 for name, t in cell.tallies.items():
-                    mine = into.tallies[name]
-                    mine.hits += t.hits
-                    mine.regret += t.regret
-                    mine.rollouts += t.rollouts
-                    mine.count += t.count
-                into.diffs += cell.diffs
+                    into.tallies[name].merge(t)
             if progress:
                 progress(f"{n}/{len(tasks)} chunks")
     return [merged[key] for key in sorted(merged)]
 
 
+def _diff(cell: Cell, a: str, b: str) -> str:
+    if a not in cell.tallies or b not in cell.tallies:
+        return "-"
+    mean, se = paired(cell.tallies[a], cell.tallies[b])
+    return f"{mean:+.2f} ± {2 * se:.2f}"
+
+
 def report(cells: list[Cell]) -> str:
-    """The markdown table and the two checks of issue #3."""
-    full = {(c.k, c.v): c.tallies["all@B"] for c in cells if c.budget == c.k * c.v}
-    lines = [
-        "| K | V | budget | ours P(best) | ours regret | ours rollouts | all@B P(best) "
-        "| all@B regret | ref P(best) | ref regret | ref rollouts | ours - ref regret (±2 SE) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    regret_ok, ratio_lines = True, []
+    """The markdown tables and the checks of issue #11."""
+    names = [n for n in STRATEGIES if n in cells[0].tallies]
+    head = ["K", "V", "budget", "ours P(best)", "ours rollouts",
+            *(f"{n} regret" for n in names), "ours − sh (±2 SE)", "ours − ref (±2 SE)",
+            "screening cost (±2 SE)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    worse, better, total = [], 0, 0
     for c in cells:
         t = c.tallies
-        n = t["ours"].count
         frac = c.budget / (c.k * c.v)
-        mean_diff = statistics.fmean(c.diffs)
-        se = statistics.stdev(c.diffs) / math.sqrt(len(c.diffs)) if len(c.diffs) > 1 else 0.0
-        regret_ok &= t["ours"].regret < t["ref"].regret
+        ours = t["ours"]
         lines.append(
-            f"| {c.k} | {c.v} | {frac:.2f} ({c.budget}) "
-            f"| {t['ours'].hits / n:.3f} | {t['ours'].regret / n:.2f} "
-            f"| {t['ours'].rollouts / n:.0f} "
-            f"| {t['all@B'].hits / n:.3f} | {t['all@B'].regret / n:.2f} "
-            f"| {t['ref'].hits / n:.3f} | {t['ref'].regret / n:.2f} "
-            f"| {t['ref'].rollouts / n:.0f} | {mean_diff:+.2f} ± {2 * se:.2f} |")
-        if abs(frac - 0.5) < 1e-9 and (c.k, c.v) in full:
-            p_all = full[(c.k, c.v)].hits / full[(c.k, c.v)].count
-            p_ours = t["ours"].hits / n
-            ratio_lines.append(
-                f"- K={c.k}, V={c.v}: ours at half budget {p_ours:.3f} vs all at full budget "
-                f"{p_all:.3f}: ratio {p_ours / p_all:.3f} "
-                f"({'meets' if p_ours >= 0.9 * p_all else 'misses'} 0.9)")
-    lines += ["", f"Our mean regret is lower than the reference's in every cell: "
-              f"{'yes' if regret_ok else 'no'}.", "",
-              "P(best) at half of all's rollouts versus all at its full budget:", *ratio_lines]
+            f"| {c.k} | {c.v} | {frac:.2f} ({c.budget}) | {ours.p_best:.3f} "
+            f"| {ours.rollouts / ours.count:.0f} | "
+            + " | ".join(f"{t[n].regret:.2f} ± {t[n].regret_se:.2f}" for n in names)
+            + f" | {_diff(c, 'ours', 'sh')} | {_diff(c, 'ours', 'ref')} "
+            f"| {_diff(c, 'ours', 'ours-ns')} |")
+        if "sh" in t:
+            total += 1
+            mean, se = paired(ours, t["sh"])
+            if mean > 2 * se:
+                worse.append(f"K={c.k}, V={c.v}, {frac:.2f}")
+            better += mean < -2 * se
+    lines += ["", f"Ours against plain successive halving: worse by more than 2 SE in "
+              f"{len(worse)} of {total} cells{': ' + '; '.join(worse) if worse else ''}; "
+              f"better by more than 2 SE in {better}.", "",
+              "P(best) at half of K·V rollouts versus every candidate on every seed:", "",
+              "| K | V | ours at ½·K·V | all at K·V | ratio |", "|---|---|---|---|---|"]
+    full = {(c.k, c.v): c.tallies["all@B"] for c in cells
+            if c.budget == c.k * c.v and "all@B" in c.tallies}
+    for c in cells:
+        if abs(c.budget / (c.k * c.v) - 0.5) < 1e-9 and (c.k, c.v) in full:
+            p_all, p_ours = full[(c.k, c.v)].p_best, c.tallies["ours"].p_best
+            lines.append(f"| {c.k} | {c.v} | {p_ours:.3f} | {p_all:.3f} "
+                         f"| {p_ours / p_all:.3f} |")
     return "\n".join(lines)
 
 
@@ -344,15 +445,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the instances (default 0)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="worker processes (default 2)")
-    parser.add_argument("--quick", action="store_true", help="100 instances, a smoke run")
+    parser.add_argument("--quick", action="store_true", help="200 instances, a smoke run")
+    parser.add_argument("--grid", default="",
+                        help="only these (K, V), e.g. 8x50,16x200 (default: all six)")
+    parser.add_argument("--no-ref", action="store_true",
+                        help="leave out the Optuna reference (the slowest strategy)")
     args = parser.parse_args(argv)
-    instances = 100 if args.quick else args.instances
+    instances = 200 if args.quick else args.instances
+    grid = tuple(tuple(int(x) for x in kv.split("x")) for kv in args.grid.split(",")
+                 if kv) or GRID
+    strategies = tuple(s for s in STRATEGIES if not (args.no_ref and s == "ref"))
     started = time.perf_counter()
-    cells = run(instances, args.seed, args.jobs,
+    cells = run(instances, args.seed, args.jobs, grid,  # type: ignore[arg-type]
+                strategies=strategies,
                 progress=lambda s: print(s, file=sys.stderr, flush=True))
     elapsed = time.perf_counter() - started
     print(f"{instances} paired instances per cell, seed {args.seed}, {args.jobs} processes, "
-          f"{elapsed:.0f} s\n")
+          f"concurrency {defaults.MAX_CONCURRENT.default}, {elapsed:.0f} s\n")
     print(report(cells))
     return 0
 

@@ -371,10 +371,18 @@ class JobPlan:
         return CandidatePrompt(tuple(stages)) if stages else None
 
     async def screen(self, number: int) -> None:
-        """The round's new candidates (and the baseline) on the first minibatch seeds."""
-        await self.host.enter_phase("evaluate")
-        seeds = self.spec.val_seeds[: self.spec.minibatch_size]
+        """The round's new candidates (and the baseline) on up to `minibatch_size` seeds, those
+        the search's first round scores anyway (`_search.screening_seeds`)."""
         indices = [0] + [c.index for c in self.candidates if c.round == number]
+        state = self._search_state()
+        expected = max(len(self.candidates), 1 + self.spec.num_candidates)
+        seeds = _search.screening_seeds(
+            _search.SearchState(expected, state.val_seeds, state.results, state.budget,
+                                state.max_failure_rate, state.seed, state.max_concurrent),
+            len(indices), self.spec.minibatch_size)
+        if not seeds:
+            return
+        await self.host.enter_phase("evaluate")
         await self._run(Phase.VAL, [(i, s) for s in seeds for i in indices])
         await self.host.batch_done()
 

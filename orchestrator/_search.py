@@ -12,38 +12,46 @@ The algorithm
 search asks for all of them in one batch, seed-major, and the winner is picked from the
 complete table.
 
-*Not enough budget: paired successive halving with racing.* Seeds are put in one order for
-every candidate: those already scored for the most candidates first (earlier proposal rounds
-screen on the first validation seeds), the rest shuffled by `SearchState.seed`. Every
-candidate is always evaluated on a *prefix* of that order, so any two candidates are
-compared on the seeds they share: a seed that is hard for everyone costs every candidate
-alike and cancels out of the comparison.
+*Not enough budget: budget-aware successive halving with paired elimination.* Seeds are put
+in one order for every candidate (`seed_order`): those already scored for the most
+candidates first (the proposal rounds screen on the first seeds of that order), the rest
+shuffled by `SearchState.seed`. Every candidate is evaluated on a *prefix* of that order, so any two
+candidates are compared on the seeds they share: a seed that is hard for everyone costs
+every candidate alike and cancels out of the comparison.
 
-1. *Plan.* From the candidates still in the race (`m`), the prefix they share (`n`) and the
-   rollouts left (`r`), plan successive halving down to `f` finalists, each round spending the
-   same number of rollouts, the finalists going to the full validation set: the final pick
-   is always evaluated on every seed when the budget allows it (that share is reserved
-   first). `f` is the feasible count closest to "the finalists use about half of what is
-   left", so a large budget keeps several finalists and a small one narrows to one.
-2. *Race.* The race extends every candidate in it by a few seeds per batch (at least
-   `max_concurrent` rollouts per batch while more than a few candidates remain). After
-   each batch, a candidate trailing the last one the planned cut would keep by more than
-   `RACING_Z` standard errors of their paired difference on the shared prefix leaves the
-   race at once; when that already brings the race down to the planned number, the cut is
-   made there.
-3. *Cut.* At the planned prefix the candidates are ranked by their mean on that prefix
-   (eligible first, then mean, seeds scored, index) and only the planned number stays; the
-   rest of the race is re-planned from there, so rollouts saved by racing go to the
-   remaining candidates.
+1. *Plan.* From the candidates still in (`m`), the prefix they share (`n`) and the rollouts
+   left (`r`), plan rounds of halving, each round spending the same number of rollouts. Two
+   shapes are weighed:
+   - *to the full set*: halving down to `f` finalists who go to every seed, their full
+     pass reserved first; `f` is the feasible count closest to "the finalists use about
+     half of what is left";
+   - *plain*: successive halving down to one candidate, ceil(log2 m) rounds, each spending
+     an equal share of what is left (Karnin et al.'s schedule), the last one taken as deep
+     as the budget goes.
+   The plan goes to the full set when its first cut is no earlier than the plain one's and
+   it either ends with two finalists or more there or makes its last choice on at least
+   `FULL_PASS_SHARE` of the prefix the plain schedule would choose on. Otherwise the pick's
+   full pass would cost the decision more than it is worth, and the plain schedule runs
+   (the scoreboard then picks among the candidates attempted on the most seeds).
+2. *Race.* Between the planned cuts the candidates are extended together, each step
+   doubling the prefix (at least `MIN_STEP_SEEDS` seeds and `max_concurrent` rollouts).
+   After a step, a candidate trailing the last one the planned cut would keep by more than
+   `RACING_Z` standard errors of their paired difference leaves at once; when that brings
+   the race down to the planned number, the cut is made there.
+3. *Cut.* At the planned prefix the candidates are ranked by their mean on that prefix and
+   only the planned number stays; a tie on the cut line is broken by a draw from
+   `SearchState.seed`, not by index, so the baseline gets no edge it has not earned (it
+   still wins a tie for the final pick: the scoreboard's rule). The rest is re-planned from
+   there, so rollouts saved by racing go to the candidates still in.
 4. *Leftovers.* When the plan is done and budget is left (results from earlier rounds were
    reused, or a candidate left the race early), the best candidate not fully evaluated,
    judged against the leader on their shared seeds, is completed, if the budget covers it.
 
-When the budget cannot take even one candidate to the full set, the race halves down to one
-candidate and takes it as deep as the budget goes. The plan counts every pair of its own
-region, reused ones included; if results outside it (screening of candidates the race
-drops) leave the real budget short, the best candidates the real budget can still complete
-are completed instead.
+The plan counts every pair of its own region, reused ones included; if results outside it
+(screening of candidates the race drops) leave the real budget short, the best candidates
+the real budget can still complete are completed instead. `screening_seeds` keeps the
+screening to the seeds every candidate is scored on before the race's first decision, where
+it costs the search nothing.
 
 The whole schedule is replayed from the results at every call (a cut depends only on the
 results on its prefix and on the budget planned so far, never on completion order), so a
@@ -54,7 +62,7 @@ to more than `budget`.
 The winner
 ----------
 The search decides what to run; which candidate wins is the scoreboard's rule
-(`_scoreboard.py`), and the race ranks on a prefix with the same `rank_key`.
+(`_scoreboard.py`).
 """
 
 from __future__ import annotations
@@ -63,25 +71,36 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
-from ._scoreboard import rank_key
+from ._scoreboard import is_eligible
 
 #: A rollout's reward, or None for a failed rollout (left out of means, never scored 0).
 Result = float | None
 
 #: Before a planned cut, a candidate trailing the last one the cut would keep by more than
 #: this many standard errors of their paired difference leaves the race at once.
-RACING_Z = 1.0
+RACING_Z = 2.0
 #: No racing decision is taken on fewer shared seeds than this.
 RACING_MIN_SEEDS = 5
-#: The finalists' share of the rollouts left when a plan is made.
+#: The finalists' share of the rollouts left when a plan to the full set is made.
 FINALIST_SHARE = 0.5
+#: A plan whose pick goes to the full set must make its last choice on at least this share
+#: of the prefix the plain schedule would choose on; otherwise the plain schedule runs.
+FULL_PASS_SHARE = 0.9
 #: Each round of a plan keeps 1/HALVING of the candidates.
 HALVING = 2.0
-#: Each step of the race extends the candidates by at least this many seeds.
+#: Each step of the race extends the candidates by at least this many seeds, and by at
+#: least 1/STEP_SHARE of the prefix they share (1: the prefix doubles).
 MIN_STEP_SEEDS = 3
+STEP_SHARE = 1
 
 _MISSING = object()
+
+#: A plan: its rounds as (candidates kept, prefix they are chosen at). The last round's
+#: prefix is the whole set when the plan goes there; a last round keeping every candidate
+#: left only takes them deeper.
+Plan = list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -99,8 +118,8 @@ class SearchState:
     max_failure_rate: float = 0.5
     """A candidate failing more than this share of its attempted rollouts cannot win."""
     seed: int = 0
-    """Orders the seeds not scored yet; the same seed gives the same plan."""
-    max_concurrent: int = 32
+    """Orders the seeds not scored yet and breaks ties on a cut line."""
+    max_concurrent: int = 8
     """Rollouts the engine runs at once: racing batches are made at least this large."""
 
 
@@ -123,6 +142,55 @@ def next_batch(state: SearchState) -> list[tuple[int, int]]:
     return _Race(state, seeds).next_batch()
 
 
+def screening_seeds(state: SearchState, screened: int,
+                    minibatch_size: int) -> tuple[int, ...]:
+    """The validation seeds a proposal round may screen `screened` candidates on (the
+    baseline among them) at no cost to the search: the first of `seed_order`, at most
+    `minibatch_size`, and no further than the first round of the search's plan for
+    `state.num_candidates` candidates (nor than its first racing decision), where every
+    candidate is evaluated anyway. None when even that round is too short to tell anything
+    (fewer than `MIN_STEP_SEEDS`)."""
+    order = seed_order(state)
+    k, v = state.num_candidates, len(order)
+    wanted = min(minibatch_size, v)
+    if k <= 0 or screened <= 0 or wanted <= 0:
+        return ()
+    if state.budget is None:
+        return order[:wanted]
+    known = sum(1 for c in range(k) for s in order if (c, s) in state.results)
+    total = known + state.budget
+    if total >= k * v:
+        return order[:wanted]
+    plan = _plan(k, 0, total, v)
+    first = plan[0][1] if plan and plan[0][0] < k else 0
+    if first < MIN_STEP_SEEDS:
+        return ()
+    return order[:min(wanted, first, _first_race(k, first, state.max_concurrent))]
+
+
+def _first_race(m: int, cut: int, max_concurrent: int) -> int:
+    """The prefix of the race's first decision before a cut at `cut` (or `cut`): a candidate
+    may leave there, so a screening beyond it could be wasted."""
+    n = 0
+    while n < cut:
+        n = min(cut, n + max(MIN_STEP_SEEDS, n // STEP_SHARE, -(-max_concurrent // m)))
+        if n >= RACING_MIN_SEEDS:
+            return n
+    return cut
+
+
+def seed_order(state: SearchState) -> tuple[int, ...]:
+    """The one order every candidate is evaluated in: the seeds scored for the most
+    candidates first, the rest shuffled by `state.seed`."""
+    seeds = _unique(state.val_seeds)
+    coverage = {s: sum(1 for c in range(state.num_candidates) if (c, s) in state.results)
+                for s in seeds}
+    shuffled = list(seeds)
+    random.Random(state.seed).shuffle(shuffled)
+    rank = {s: i for i, s in enumerate(shuffled)}
+    return tuple(sorted(seeds, key=lambda s: (-coverage[s], rank[s])))
+
+
 def _unique(seeds: Sequence[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(seeds))
 
@@ -137,44 +205,41 @@ class _Race:
         assert state.budget is not None
         self.budget = state.budget
         results = state.results
-        coverage = {s: sum(1 for c in range(self.k) if (c, s) in results) for s in seeds}
-        shuffled = list(seeds)
-        random.Random(state.seed).shuffle(shuffled)
-        rank = {s: i for i, s in enumerate(shuffled)}
-        self.order = sorted(seeds, key=lambda s: (-coverage[s], rank[s]))
+        self.order = seed_order(state)
+        #: Breaks ties on a cut line: a draw, so no index (the baseline's) is favoured.
+        self.tiebreak = list(range(self.k))
+        random.Random(f"tiebreak:{state.seed}").shuffle(self.tiebreak)
         #: rows[c][i]: candidate c's result on the i-th seed of the order, or _MISSING.
         self.rows = [[results.get((c, s), _MISSING) for s in self.order] for c in range(self.k)]
+        #: Running sums along the order: of rewards, of seeds scored, of failures.
+        self.sums = [[0.0, *accumulate(float(r) if isinstance(r, float | int) else 0.0
+                                       for r in row)] for row in self.rows]
+        self.scored = [[0, *accumulate(1 if isinstance(r, float | int) else 0 for r in row)]
+                       for row in self.rows]
+        self.failed = [[0, *accumulate(1 if r is None else 0 for r in row)]
+                       for row in self.rows]
         known = sum(1 for row in self.rows for r in row if r is not _MISSING)
         #: The rollouts the whole search may use, those already scored included. It is the
         #: same at every call of one search, so every replayed decision is the same too.
         self.total = known + self.budget
-        rewards = [float(r) for row in self.rows for r in row  # type: ignore[arg-type]
-                   if r is not _MISSING and r is not None]
+        rewards = [float(r) for row in self.rows for r in row if isinstance(r, float | int)]
         spread = (max(rewards) - min(rewards)) if rewards else 1.0
         #: Pseudo-variance added to paired differences, on the rewards' own scale.
         self.prior_var = 0.5 * (spread if spread > 0 else 1.0) ** 2
 
     # -- figures on a prefix -----------------------------------------------------------------
 
-    def _mean(self, c: int, n: int) -> tuple[float, int, int]:
-        """(mean over scored seeds, seeds scored, failures) of candidate c on prefix n."""
-        total, scored, failed = 0.0, 0, 0
-        for r in self.rows[c][:n]:
-            if r is None:
-                failed += 1
-            elif r is not _MISSING:
-                total += float(r)  # type: ignore[arg-type]
-                scored += 1
-        return (total / scored if scored else -math.inf), scored, failed
-
     def _ranked(self, alive: list[int], n: int) -> list[int]:
         """`alive` best first on prefix n: eligible before ineligible, then by mean, seeds
-        scored and index."""
+        scored and the tie-break draw."""
         rate = self.state.max_failure_rate
 
-        def key(c: int) -> tuple[bool, int, float, int, int]:
-            mean, scored, failed = self._mean(c, n)
-            return rank_key(c, mean if scored else None, scored, failed, rate)
+        def key(c: int) -> tuple[bool, float, int, int]:
+            scored, failed = self.scored[c][n], self.failed[c][n]
+            mean = self.sums[c][n] / scored if scored else None
+            eligible = is_eligible(mean, scored, failed, rate)
+            return (not eligible, -(mean if mean is not None else -math.inf), -scored,
+                    self.tiebreak[c])
 
         return sorted(alive, key=key)
 
@@ -207,59 +272,46 @@ class _Race:
             if m * (v - n) <= left:  # the finalists: everyone left goes to the full set
                 batch = self._missing(alive, v)
                 if batch:
-                    return self._guard(batch, alive, n)
-                return self._leftovers(alive)
-            if plan is None:  # the budget cannot take one candidate to the full set
-                return self._deepen(alive, n, left)
+                    return self._guard(batch, alive, n, left)
+                return self._leftovers()
+            if not plan:
+                return []
             survivors, cut = plan[0]
             if cut <= n:
                 alive = self._ranked(alive, n)[:survivors]
+                if survivors == m:  # a last round that only went deeper: done
+                    return []
                 plan = _plan(len(alive), n, left, v)
                 continue
-            step = max(MIN_STEP_SEEDS, -(-self.state.max_concurrent // m))
+            step = max(MIN_STEP_SEEDS, n // STEP_SHARE, -(-self.state.max_concurrent // m))
             to = min(cut, n + step)
             batch = self._missing(alive, to, n)
             if batch:
-                return self._guard(batch, alive, n)
+                return self._guard(batch, alive, n, left)
             left -= m * (to - n)
             n = to
-            if n >= RACING_MIN_SEEDS and m > 1:
+            if n >= RACING_MIN_SEEDS and survivors < m and n < cut:
                 # race against the last candidate the planned cut would keep
                 ranked = self._ranked(alive, n)
-                line = ranked[min(survivors, m) - 1]
+                line = ranked[survivors - 1]
                 alive = ranked[:survivors] + [c for c in ranked[survivors:]
                                               if self._z(line, c, n) <= RACING_Z]
-                if len(alive) <= survivors:  # the cut is made: plan the rest from here
+                if len(alive) < m:  # saved rollouts: plan the rest from here
                     plan = _plan(len(alive), n, left, v)
 
-    def _deepen(self, alive: list[int], n: int, left: int) -> list[tuple[int, int]]:
-        """Too little budget for a full evaluation: halve down to one candidate, each round
-        spending the same, and take it as deep as the budget goes."""
-        while alive:
-            m = len(alive)
-            rounds = max(1, math.ceil(math.log2(m)) + 1) if m > 1 else 1
-            per_round = left // rounds
-            to = min(self.v, n + max(1, per_round // m))
-            if m == 1:
-                to = min(self.v, n + left)
-            if to > n and m * (to - n) <= left:
-                batch = self._missing(alive, to, n)
-                if batch:
-                    return batch[: self.budget]
-                left -= m * (to - n)
-                n = to
-            if m == 1:
-                return []
-            alive = self._ranked(alive, n)[: max(1, math.ceil(m / 2))]
-        return []
+    def _guard(self, batch: list[tuple[int, int]], alive: list[int], n: int,
+               left: int) -> list[tuple[int, int]]:
+        """`batch`, if the real budget covers what the plan may still spend (`left`, less
+        the pairs of `alive` already scored beyond `n`); else `batch` if the budget still
+        covers completing the best of `alive` after it; else the best of `alive` that the
+        budget can still complete.
 
-    def _guard(self, batch: list[tuple[int, int]], alive: list[int],
-               n: int) -> list[tuple[int, int]]:
-        """`batch`, if the real budget still covers completing the best of `alive` after it;
-        otherwise the best of `alive` that the budget can still complete.
-
-        The plan counts every pair it asks for, reused ones included, so this only bites
-        when results outside the plan (earlier screening) were counted in the budget."""
+        The plan counts every pair it asks for, reused ones included, so the first test only
+        fails when results outside the plan (earlier screening) were counted in the budget."""
+        free = sum(self.scored[c][self.v] - self.scored[c][n]
+                   + self.failed[c][self.v] - self.failed[c][n] for c in alive)
+        if left - free <= self.budget:
+            return batch
         if len(batch) <= self.budget and self._fits_after(batch, alive, n):
             return batch
         chosen: list[tuple[int, int]] = []
@@ -274,13 +326,14 @@ class _Race:
         return sorted(chosen, key=lambda p: (position[p[1]], p[0]))
 
     def _fits_after(self, batch: list[tuple[int, int]], alive: list[int], n: int) -> bool:
-        """Whether, after `batch`, the budget still covers completing the best of `alive`."""
+        """Whether, after `batch`, the budget still covers completing the best of `alive`,
+        when it covered that before the batch."""
         best = self._ranked(alive, n)[0]
+        need = self._missing([best], self.v)
         planned = set(batch)
-        need = sum(1 for p in self._missing([best], self.v) if p not in planned)
-        return len(batch) + need <= self.budget
+        return len(batch) + sum(1 for p in need if p not in planned) <= self.budget
 
-    def _leftovers(self, finalists: list[int]) -> list[tuple[int, int]]:
+    def _leftovers(self) -> list[tuple[int, int]]:
         """After the plan: complete the most promising candidate left out, if affordable."""
         full = [c for c in range(self.k) if all(r is not _MISSING for r in self.rows[c])]
         if not full:
@@ -293,11 +346,8 @@ class _Race:
             need = self._missing([c], self.v)
             if not need or len(need) > self.budget:
                 continue
-            shared = sum(1 for r in self.rows[c] if r is not _MISSING)
-            if shared == 0:
-                gap = -math.inf
-            else:
-                gap = -self._z(leader, c, self._prefix(c))
+            shared = self._prefix(c)
+            gap = -self._z(leader, c, shared) if shared else -math.inf
             if best is None or (gap, -c) > (best[0], -best[1]):
                 best = (gap, c)
         if best is None:
@@ -313,13 +363,42 @@ class _Race:
         return n
 
 
-def _plan(m: int, n: int, left: int, v: int) -> list[tuple[int, int]] | None:
-    """Successive halving of `m` candidates sharing prefix `n` with `left` rollouts: the
-    rounds as (survivors, prefix at which they are chosen), ending with the finalists on the
-    full set; None when not even one candidate can be taken to the full set."""
+def _plan(m: int, n: int, left: int, v: int) -> Plan:
+    """The rounds for `m` candidates sharing prefix `n` with `left` rollouts (see the
+    module's docstring); [] when nothing can be run."""
     if m * (v - n) <= left:
         return [(m, v)]
-    options: list[tuple[int, list[tuple[int, int]]]] = []
+    plain = _plain_plan(m, n, left, v)
+    full = _full_plan(m, n, left, v)
+    if not plain or len(full) < 2:
+        return full or plain
+    if full[0][1] >= plain[0][1] and (full[-1][0] >= 2
+                                      or full[-2][1] >= FULL_PASS_SHARE * plain[-1][1]):
+        return full
+    return plain
+
+
+def _plain_plan(m: int, n: int, left: int, v: int) -> Plan:
+    """Successive halving down to one candidate, each of ceil(log2 m) rounds spending an
+    equal share of what is left, the last one going as deep as the budget allows."""
+    rounds: Plan = []
+    while m > 1:
+        count = math.ceil(math.log2(m))
+        to = min(v, n + (left // count) // m)
+        if to <= n:
+            break
+        left -= m * (to - n)
+        n = to
+        m = math.ceil(m / HALVING)
+        rounds.append((m, n))
+    if m == 1 and left > 0 and n < v:
+        rounds.append((1, min(v, n + left)))
+    return rounds
+
+
+def _full_plan(m: int, n: int, left: int, v: int) -> Plan:
+    """Halving down to finalists who go to the full set, or [] when not even one can."""
+    options: list[tuple[int, Plan]] = []
     for finalists in range(1, m):
         sizes = [m]
         while sizes[-1] > finalists:
@@ -339,6 +418,6 @@ def _plan(m: int, n: int, left: int, v: int) -> list[tuple[int, int]] | None:
         options.append((finalists, [(sizes[i + 1], cuts[i]) for i in range(rounds)]
                         + [(finalists, v)]))
     if not options:
-        return None
+        return []
     target = FINALIST_SHARE * left / (v - n)
     return min(options, key=lambda o: (abs(o[0] - target), o[0]))[1]

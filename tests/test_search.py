@@ -9,7 +9,7 @@ import pytest
 
 from bench.search_efficiency import instance_rng, make_instance, run_all, run_ours
 from orchestrator._scoreboard import Scoreboard, Standing
-from orchestrator._search import SearchState, next_batch
+from orchestrator._search import SearchState, next_batch, screening_seeds, seed_order
 
 SEEDS = tuple(range(100, 140))  # 40 validation seeds, not starting at 0
 
@@ -87,33 +87,51 @@ def test_never_exceeds_the_budget_nor_repeats_a_pair(k, share):
     assert len(results) >= budget - max(k, len(SEEDS))
 
 
-@pytest.mark.parametrize("k", [4, 8, 16])
-@pytest.mark.parametrize("share", [0.25, 0.5, 0.75])
-def test_the_pick_is_fully_evaluated_when_affordable(k, share):
+@pytest.mark.parametrize("k", [8, 16])
+@pytest.mark.parametrize("share", [0.5, 0.75])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_winner_is_evaluated_on_the_whole_validation_set_when_affordable(k, share, seed):
     budget = int(share * k * len(SEEDS))
-    results, _ = _drive(k, budget, _bernoulli(k, seed=k))
+    results, _ = _drive(k, budget, _bernoulli(k, seed=k + seed), seed=seed)
     state = _state(k, results, budget - len(results))
     winner = choose_winner(state)
     assert winner is not None
     assert leaderboard(state)[winner].fully_evaluated
+    # more than one candidate got there: the last choice was made on the whole set
+    assert sum(s.fully_evaluated for s in leaderboard(state)) >= 2
 
 
-def test_a_budget_below_one_full_evaluation_goes_as_deep_as_it_can():
-    k, budget = 8, 30  # fewer rollouts than validation seeds
+@pytest.mark.parametrize("k, budget", [(8, 30), (8, 80), (16, 160)])
+def test_a_budget_too_small_for_a_full_pass_that_pays_goes_as_deep_as_it_can(k, budget):
+    """Below about two full passes, completing the pick would leave too little to choose
+    it with: the plain halving runs, and the winner is the best of the deepest."""
     results, _ = _drive(k, budget, _bernoulli(k))
-    assert len(results) <= budget
+    assert budget - k < len(results) <= budget
     state = _state(k, results, budget - len(results))
     winner = choose_winner(state)
     board = leaderboard(state)
     assert winner is not None
-    assert board[winner].seeds_scored == max(s.seeds_scored for s in board)
+    deepest = max(s.seeds_scored for s in board)
+    assert board[winner].seeds_scored == deepest
+    # its last choice was between two candidates on the same prefix
+    assert sum(s.seeds_scored == deepest for s in board) >= 2 or deepest == len(SEEDS)
 
 
-def test_racing_batches_keep_the_workers_busy():
+@pytest.mark.parametrize("concurrency", [8, 32])
+def test_racing_batches_keep_the_workers_busy(concurrency):
     k = 16
-    _, batches = _drive(k, k * len(SEEDS) // 2, _bernoulli(k))
-    assert len(batches[0]) >= 32
-    assert len(batches) <= 20
+    results: dict = {}
+    budget = k * len(SEEDS) // 2
+    sizes = []
+    while batch := next_batch(_state(k, results, budget - len(results),
+                                     max_concurrent=concurrency)):
+        sizes.append(len(batch))
+        results.update((p, 1.0 if (p[0] * 7 + p[1]) % 3 else 0.0) for p in batch)
+    assert len(results) <= budget
+    # nearly every rollout runs in a batch that fills the workers (a short one can end a
+    # round: a cut needs its results), and a batch is a round or a step of one
+    assert sum(n for n in sizes if n >= concurrency) >= 0.85 * len(results)
+    assert len(sizes) <= 25
 
 
 def test_same_state_same_batch():
@@ -211,7 +229,7 @@ def test_screening_outside_the_plan_never_costs_the_full_evaluation():
     reward = _bernoulli(k)
     # a heavy screening of candidates 1-7 on half the seeds, then little budget left
     screened = {(c, s): reward(c, s) for c in range(1, k) for s in SEEDS[:20]}
-    for budget in (25, 45, 60, 100):
+    for budget in (60, 100, 140):
         results, batches = _drive(k, budget, reward, results=screened)
         spent = len(results) - len(screened)
         assert spent <= budget
@@ -219,3 +237,34 @@ def test_screening_outside_the_plan_never_costs_the_full_evaluation():
         winner = choose_winner(state)
         assert winner is not None
         assert leaderboard(state)[winner].fully_evaluated, budget
+
+
+def test_screening_runs_only_inside_the_first_round():
+    k = 8
+    order = seed_order(_state(k, {}, None))
+    assert sorted(order) == sorted(SEEDS)
+    assert screening_seeds(_state(k, {}, None), 4, 10) == order[:10]  # unlimited: minibatch
+    assert screening_seeds(_state(k, {}, None), 4, 100) == order
+    assert screening_seeds(_state(k, {}, k * len(SEEDS)), 4, 10) == order[:10]
+    assert screening_seeds(_state(k, {}, 0), 4, 10) == ()
+    assert screening_seeds(_state(k, {}, None), 0, 10) == ()  # nobody to screen
+    # a budget whose first round is too short to tell anything: no screening at all
+    assert screening_seeds(_state(16, {}, 80), 8, 10) == ()
+    reward = _bernoulli(k)
+    for budget in (80, 160, 240):
+        seeds = screening_seeds(_state(k, {}, budget), 4, 10)
+        assert 0 < len(seeds) <= 10
+        # the screening is free: the search with it runs exactly what it runs without it
+        screened = {(c, s): reward(c, s) for c in range(4) for s in seeds}
+        with_screening, _ = _drive(k, budget - len(screened), reward, results=screened)
+        without, _ = _drive(k, budget, reward)
+        assert with_screening == without
+
+
+def test_screening_is_replayed_the_same():
+    """The second proposal round, or a resumed job, asks after the first screening: with its
+    results counted in the budget already spent, the answer does not move."""
+    before = screening_seeds(_state(8, {}, 200), 4, 10)
+    reward = _bernoulli(8)
+    screened = {(c, s): reward(c, s) for c in range(4) for s in before}
+    assert screening_seeds(_state(8, screened, 200 - len(screened)), 4, 10) == before
