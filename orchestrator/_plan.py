@@ -115,6 +115,8 @@ class JobPlan:
         await self.combine()
         await self.search()
         await self.test()
+        if self._search_cut_short():  # the job ends on its budget, its winner tested
+            raise BudgetExhausted("max_rollouts")
 
     # -- the phases --------------------------------------------------------------------------
 
@@ -396,6 +398,15 @@ class JobPlan:
             raise JobFailure("the baseline could not be scored on the validation seeds: "
                              + causes_summary([r for r in self._val_failures
                                                if r.candidate_index == 0]))
+
+    def _search_cut_short(self) -> bool:
+        """Whether `max_rollouts` ended the search: under it, the search leaves pairs unscored
+        only when the budget cannot pay for them."""
+        if self.host.rollouts_left(reserve=0) is None:
+            return False
+        scored = self.board.val_results
+        return any((c, s) not in scored for c in range(len(self.candidates))
+                   for s in self.spec.val_seeds)
 
     async def test(self) -> None:
         winner = self.board.winner(len(self.candidates))

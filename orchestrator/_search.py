@@ -139,7 +139,12 @@ def next_batch(state: SearchState) -> list[tuple[int, int]]:
         return missing
     if state.budget <= 0:
         return []
-    return _Race(state, seeds).next_batch()
+    batch = _Race(state, seeds).next_batch()
+    if not any((0, s) in state.results for s in seeds) and all(c != 0 for c, _ in batch):
+        # The baseline is the job's reference (its score is reported; it wins a final tie):
+        # a budget too small for every candidate still scores it, on the first seed.
+        batch = [(0, seed_order(state)[0]), *batch][:state.budget]
+    return batch
 
 
 def screening_seeds(state: SearchState, screened: int,

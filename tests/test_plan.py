@@ -190,7 +190,10 @@ async def test_a_crashed_plan_resumes_repeating_nothing_and_ends_the_same() -> N
 async def test_max_rollouts_bounds_the_search_and_stops_an_early_phase() -> None:
     spec = _spec()
     host = FakeHost(_table(), max_rollouts=40)
-    board = await _run(spec, host)  # the search plans within what is left
+    board = Scoreboard(spec.val_seeds)
+    with pytest.raises(BudgetExhausted) as ended:  # the search plans within what is left,
+        await _run(spec, host, board)  # then the job ends on its budget, winner tested
+    assert ended.value.reason == "max_rollouts"
     assert 30 <= host.spent <= 40
     winner = board.winner()
     assert winner is not None and board.standing(winner).seeds_scored > 0

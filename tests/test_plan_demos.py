@@ -18,6 +18,7 @@ from orchestrator._activities import (
     Proposals,
     RolloutItem,
 )
+from orchestrator._budget import BudgetExhausted
 from orchestrator._candidate_prompt import DEFAULT_STAGE, fingerprint
 from orchestrator._errors import JobFailure
 from orchestrator._models import StageSpec
@@ -149,8 +150,12 @@ async def test_joint_mode_pairs_every_instruction_with_every_demo_set() -> None:
 
 async def test_a_budget_limits_the_combinations_and_the_pick_is_fully_evaluated() -> None:
     host = TracingHost(_bootstrap_reward({0, 1, 2}), max_rollouts=80)
-    plan = await _plan(host, proposer=_proposer("instruction_and_demos"),
-                       max_demo_set_size=2, max_demo_sets=3, few_shot_score_threshold=1.0)
+    job = _spec(proposer=_proposer("instruction_and_demos"), max_demo_set_size=2,
+                max_demo_sets=3, few_shot_score_threshold=1.0)
+    plan = JobPlan(job, Scoreboard(job.val_seeds), host.candidates, host)
+    with pytest.raises(BudgetExhausted) as ended:  # the job ends on its budget
+        await plan.run()
+    assert ended.value.reason == "max_rollouts"
     joint = [c for c in host.candidates if c.demo_set not in ("d0", "")]
     assert 0 < len(joint) < 5 * 3
     winner = plan.board.winner(len(host.candidates))

@@ -268,3 +268,13 @@ def test_screening_is_replayed_the_same():
     reward = _bernoulli(8)
     screened = {(c, s): reward(c, s) for c in range(4) for s in before}
     assert screening_seeds(_state(8, screened, 200 - len(screened)), 4, 10) == before
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 5, 7])
+def test_a_budget_too_small_for_every_candidate_still_scores_the_baseline(budget: int) -> None:
+    """The job reports the baseline's score and falls back to it: however tight the budget,
+    the search's first batch scores it, and never asks for more than the budget."""
+    state = SearchState(7, (100, 101, 102), {}, budget)
+    batch = next_batch(state)
+    assert 0 < len(batch) <= budget
+    assert any(c == 0 for c, _ in batch)
