@@ -22,11 +22,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
-
-import openai
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._settings import Settings
+
+if TYPE_CHECKING:  # the SDK takes about a second to import; only the proposer calls it
+    import openai
 
 __all__ = [
     "KEYLESS_PLACEHOLDER",
@@ -119,6 +120,8 @@ def make_async_client(
     backoff and jitter, honouring `Retry-After`, so a call makes at most `max_retries + 1`
     attempts. Pass the process's settings through `client_options(settings)`; `http_client`
     replaces the SDK's own connection pool (tests pass a mock transport)."""
+    import openai
+
     return openai.AsyncOpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env
+from mipro._stack import Stack, free_port, stack_env, together
 from orchestrator._store_postgres import upgrade as upgrade_postgres
 
 from ._launch import start_fake_model, start_http_proxy
@@ -80,17 +80,27 @@ async def launch_stack(tmp: Path, *, model_front: str | None = None,
     task_app_record = tmp / "task_app_record.jsonl"
     model_record = tmp / "model_record.jsonl"
     environment_key = "env_test_" + secrets.token_hex(8)
-    try:
-        model_url = await start_fake_model(stack, free_port(), record=model_record)
+    host = settings.host
+    model_port, front_port, task_app_port = free_port(), free_port(), free_port()
+    model_url = f"http://{host}:{model_port}/v1"
+    if model_front is not None:
+        model_url = f"http://{host}:{front_port}/v1"
+    # The services only dial the model and the task app when a job runs, so all start at once.
+    stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
+    stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "fake"
+    task_app_url = f"http://{host}:{task_app_port}"
+
+    async def start_model() -> None:
+        fake = await start_fake_model(stack, model_port, record=model_record)
         if model_front is not None:
-            model_url = await start_http_proxy(stack, model_front, model_url.removesuffix("/v1"),
-                                               free_port(), log=tmp / "model_front.jsonl")
-            model_url += "/v1"
-        stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
-        stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "fake"
-        task_app_url = await stack.start_task_app(free_port(), environment_key,
-                                                  record=task_app_record)
-        await stack.start_core()
+            await start_http_proxy(stack, model_front, fake.removesuffix("/v1"), front_port,
+                                   log=tmp / "model_front.jsonl")
+
+    try:
+        await together(start_model(),
+                       stack.start_task_app(task_app_port, environment_key,
+                                            record=task_app_record),
+                       stack.start_core())
     except BaseException:
         await asyncio.shield(stack.stop())
         raise
