@@ -32,7 +32,7 @@ import pytest_asyncio
 from openai.types.chat import ChatCompletionFunctionToolParam
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env
+from mipro._stack import Stack, free_port, stack_env, together
 from proposer_service import Proposer, ProposeRequest, ProposerModel, ScoredExample
 from proposer_service._rules import ReplyRules
 
@@ -253,8 +253,10 @@ class LocalStack:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def local_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
-    """The whole stack, as `tests/conftest.py` starts it, on the local model instead."""
+async def local_stack(tmp_path_factory: pytest.TempPathFactory,
+                      server: Server) -> AsyncIterator[LocalStack]:
+    """The whole stack, as `tests/conftest.py` starts it, on the module's local model server
+    instead of the fake (one model process for the module: loading it is the slow part)."""
     tmp = tmp_path_factory.mktemp("local_stack")
     api_key = "mk_test_" + secrets.token_hex(8)
     base_env = {k: v for k, v in os.environ.items()
@@ -276,18 +278,20 @@ async def local_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     }
     settings = Settings.from_env(env)
     stack = Stack(settings, stack_env(settings, env), log_dir=tmp / "logs")
-    model_record = tmp / "model_record.jsonl"
     environment_key = "env_test_" + secrets.token_hex(8)
+    stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = f"{server.url}/v1"
+    stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "local"
     try:
-        model_url = await stack.start_local_model(free_port(), record=model_record)
-        stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
-        stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "local"
-        task_app_url = await stack.start_task_app(free_port(), environment_key)
-        await stack.start_core()
-        yield LocalStack(stack.gateway_url, api_key, environment_key, task_app_url,
-                         model_record, stack)
+        task_app_port = free_port()
+        await together(stack.start_task_app(task_app_port, environment_key), stack.start_core())
+        yield LocalStack(stack.gateway_url, api_key, environment_key,
+                         f"http://127.0.0.1:{task_app_port}", server.record, stack)
     finally:
         await asyncio.shield(stack.stop())
+
+
+def _record_lines(record: Path) -> int:
+    return len(record.read_text(encoding="utf-8").splitlines()) if record.exists() else 0
 
 
 def _small_job(task_app_url: str) -> dict[str, Any]:
@@ -307,6 +311,8 @@ def _small_job(task_app_url: str) -> dict[str, Any]:
 
 async def test_a_small_job_runs_end_to_end_on_the_real_model(local_stack: LocalStack) -> None:
     headers = {"Authorization": f"Bearer {local_stack.api_key}"}
+    # The model server is the module's: only what it records from here on is this job's.
+    recorded_before = _record_lines(local_stack.model_record)
     async with httpx.AsyncClient(base_url=local_stack.gateway_url, headers=headers,
                                  timeout=30.0) as client:
         registered = await client.post("/api/v1/env-keys", json={
@@ -342,7 +348,9 @@ async def test_a_small_job_runs_end_to_end_on_the_real_model(local_stack: LocalS
     assert all(c["seeds_scored"] == 6 for c in job["candidates"])
     # The proposer's instructions reached the model as the system message of rollouts.
     records = [json.loads(line) for line in
-               local_stack.model_record.read_text(encoding="utf-8").splitlines()]
+               local_stack.model_record.read_text(encoding="utf-8").splitlines()
+               [recorded_before:]]
+    assert records
     systems = {r["system"] for r in records if r["has_tools"]}
     assert BASELINE in systems
     assert all(c["instruction"] in systems for c in proposed)
