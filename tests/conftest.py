@@ -23,10 +23,20 @@ from mipro._settings import Settings
 from mipro._stack import Stack, free_port, stack_env, together
 from orchestrator._store_postgres import upgrade as upgrade_postgres
 
+from . import _synth_venvs
 from ._launch import start_fake_model, start_http_proxy
 from ._stores import REQUIRE_VARIABLE, PostgresServer, find_bindir, start_postgres
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts building the venvs of Synth's clients that the collected tests use, so pip
+    works while the tests before them run."""
+    files = {Path(item.nodeid.split("::")[0]).name for item in session.items}
+    for version, module in _synth_venvs.MODULES.items():
+        if module in files:
+            _synth_venvs.start(session.config, version)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Synth's own job client (synth-ai 0.7.0, `PolicyOptimizationJob`) drives the stack unchanged.
 
 The client is installed from PyPI (`--no-deps`, plus the few packages it imports) into a venv
-of its own, cached under pytest's cache by version, and run as a subprocess against the real
-gateway: from a TOML file and from a dict, in `poll_until_complete` and in
+of its own (`tests/_synth_venvs.py`, built while other tests run), and run as a subprocess
+against the real gateway: from a TOML file and from a dict, in `poll_until_complete` and in
 `stream_until_complete` (SSE). It names `openai`/`gpt-4.1-nano`, which the test stack serves
 with the fake model through `MIPRO_PROVIDER_OPENAI_BASE_URL`. The task app's key is
 registered with our documented `{"name", "value"}` form and passed to the client explicitly,
@@ -15,48 +15,23 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import _synth_venvs
 from .conftest import RunningStack
 from .test_end_to_end import JOBS, _client, _register_env_key
 
 SYNTH_VERSION = "0.7.0"
-#: What the client imports at run time, installed beside it (it is installed `--no-deps`).
-SYNTH_IMPORTS = ("requests", "httpx", "pydantic", "toml", "click", "pynacl", "python-dotenv",
-                 "aiohttp")
 DRIVER = Path(__file__).parent / "synth_sdk" / "driver.py"
 
 
-def synth_venv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-               version: str, imports: tuple[str, ...]) -> Path:
-    """The Python of a venv holding synth-ai `version` (`--no-deps`) and `imports`, made once
-    per version (pip's cache helps); under pytest's cache when it is on, else in a temporary
-    directory."""
-    cache = getattr(request.config, "cache", None)
-    root = (Path(cache.mkdir(f"synth-ai-{version}")) if cache is not None
-            else tmp_path_factory.mktemp(f"synth-ai-{version}"))
-    python = root / "venv" / "bin" / "python"
-    marker = root / "venv" / ".installed"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(root / "venv")], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        for args in ([f"synth-ai=={version}", "--no-deps"], list(imports)):
-            done = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=300)
-            if done.returncode != 0:
-                pytest.skip(f"cannot install synth-ai {version}: {done.stderr[-500:]}")
-        marker.touch()
-    return python
-
-
 @pytest.fixture(scope="session")
-def synth_python(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Python of a venv holding synth-ai 0.7.0."""
-    return synth_venv(request, tmp_path_factory, SYNTH_VERSION, SYNTH_IMPORTS)
+def synth_python(request: pytest.FixtureRequest) -> Path:
+    """The Python of a venv holding synth-ai 0.7.0 (`tests/_synth_venvs.py`)."""
+    return _synth_venvs.python_of(request.config, SYNTH_VERSION)
 
 
 def synth_config(task_app_url: str, *, documented_only: bool = False) -> dict[str, Any]:

@@ -17,28 +17,30 @@ from typing import Any
 
 import pytest
 
+from . import _synth_venvs
 from .conftest import RunningStack
 from .test_end_to_end import JOBS, _client, _register_env_key
-from .test_synth_sdk import run_synth_client, synth_config, synth_venv
+from .test_synth_sdk import run_synth_client, synth_config
 
 SYNTH_VERSION = "0.9.11"
-#: What its offline-jobs client imports at run time (it is installed `--no-deps`).
-SYNTH_IMPORTS = ("requests", "httpx", "pydantic", "pynacl", "click<8.2")
 DRIVER = Path(__file__).parent / "synth_sdk" / "driver_09.py"
 
 
 @pytest.fixture(scope="session")
-def synth09_python(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth_venv(request, tmp_path_factory, SYNTH_VERSION, SYNTH_IMPORTS)
+def synth09_python(request: pytest.FixtureRequest) -> Path:
+    return _synth_venvs.python_of(request.config, SYNTH_VERSION)
 
 
-def offline_config(task_app_url: str) -> dict[str, Any]:
-    """0.7's documented config in 0.9's words: the task app is the `container_url`."""
+def offline_config(task_app_url: str, *, to_pause: bool = False) -> dict[str, Any]:
+    """0.7's documented config in 0.9's words: the task app is the `container_url`.
+    `to_pause`: a job long enough (240 rollouts, one at a time) that the client's pause, sent
+    right after the create, lands while it runs rather than after it finished."""
     config = synth_config(task_app_url, documented_only=True)
     section = config["prompt_learning"]
     section["container_url"] = section.pop("task_app_url")
-    section["mipro"]["online_pool"] = list(range(100, 112))
+    section["mipro"]["online_pool"] = list(range(100, 180 if to_pause else 112))
+    if to_pause:
+        section["mipro"]["max_concurrent"] = 1
     return config
 
 
@@ -49,7 +51,7 @@ async def sdk_run(synth09_python: Path, running_stack: RunningStack,
     tmp = tmp_path_factory.mktemp("synth09")
     seen = await asyncio.to_thread(
         run_synth_client, synth09_python, running_stack, tmp, driver=DRIVER,
-        config=offline_config(running_stack.task_app_url), pause=True, page=2)
+        config=offline_config(running_stack.task_app_url, to_pause=True), pause=True, page=2)
     async with _client(running_stack) as client:
         seen["ours"] = (await client.get(f"{JOBS}/{seen['job_id']}")).json()
     return seen
@@ -112,7 +114,8 @@ async def test_the_policy_job_client_runs_pauses_and_cancels(
     seen = await asyncio.to_thread(
         run_synth_client, synth09_python, running_stack, tmp_path, driver=DRIVER,
         env={"SYNTH_RUST_BACKEND_URL_OVERRIDE": running_stack.gateway_url},
-        client="policy_job", config=offline_config(running_stack.task_app_url))
+        client="policy_job", config=offline_config(running_stack.task_app_url),
+        pause_config=offline_config(running_stack.task_app_url, to_pause=True))
     async with _client(running_stack) as client:
         ours = (await client.get(f"{JOBS}/{seen['job_id']}")).json()
         other = (await client.get(f"{JOBS}/{seen['other_id']}/events",

@@ -70,7 +70,7 @@ def run_policy_job(args: dict[str, Any]) -> dict[str, Any]:
     seen["results"] = job.get_results()
     # Its streamer ends at a `job.paused` event, so pause and resume are run on a second job.
     other = PolicyOptimizationJob.from_dict(
-        config_dict=args["config"], backend_url=args["backend_url"], api_key=args["api_key"],
+        config_dict=args["pause_config"], backend_url=args["backend_url"], api_key=args["api_key"],
         container_api_key=args["environment_key"], skip_health_check=True)
     seen["other_id"] = other.submit()
     seen["paused"] = other.pause(reason="sdk test")
