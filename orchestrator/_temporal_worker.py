@@ -12,6 +12,11 @@ have run some of the job's batches in between. So:
 - a plan error (`JobFailure`, `BudgetExhausted`) travels as a non-retryable
   `ApplicationError` of that type, and the workflow raises it back into the plan.
 
+Tenant limits hold across replicas through the store: `admit` makes a queued job running
+only by the store's conditional update (`JobStore.admit_job`, counting the tenant's running
+jobs), and a worker that frees a slot (a job ended or paused) signals `admit` to the
+tenant's oldest queued workflows, which ask again at once.
+
 Long activities (`run_rollouts`, `propose`) heartbeat at a third of their heartbeat timeout;
 cancelling the workflow (or pausing it) cancels the batch in flight through the heartbeat.
 """
@@ -30,6 +35,7 @@ import structlog
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -40,11 +46,13 @@ from ._jobs import JobManager
 from ._models import JobStatus
 from ._rollout_book import RolloutBook
 from ._runner import JobRunner
+from ._scoreboard import Phase
 from ._store import JobStore, candidates_to_list, spec_to_dict
 from ._temporal_workflow import (
     BUDGET_EXHAUSTED,
     JOB_ENDED,
     JOB_FAILURE,
+    AdmitInput,
     CandidatesInput,
     EmitInput,
     FinishInput,
@@ -102,17 +110,21 @@ class WorkerActivities:
     """The job activities of one worker replica, over its job manager's runners."""
 
     def __init__(self, manager: JobManager, store: JobStore, book: RolloutBook, *,
-                 max_cached_jobs: int = 64) -> None:
+                 max_cached_jobs: int = 64, client: Client | None = None) -> None:
         self._manager = manager
         self._store = store
         self._book = book
+        #: Signals `admit` to queued workflows when a slot frees (None: they poll).
+        self._client = client
+        #: A tenant's jobs running at once, at most (`MIPRO_TENANT_MAX_RUNNING_JOBS`).
+        self._per_tenant = manager.tenant_limits.max_running_jobs
         self._max_cached = max_cached_jobs
         self._runs: OrderedDict[str, tuple[JobRunner, aiohttp.ClientSession]] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
     def all(self) -> list[Callable[..., Any]]:
         """The activities to register with a worker."""
-        return [self.job_start, self.preflight, self.run_rollouts, self.propose,
+        return [self.admit, self.job_start, self.preflight, self.run_rollouts, self.propose,
                 self.enter_phase, self.emit, self.candidates_added, self.batch_done,
                 self.pause_changed, self.job_finish]
 
@@ -154,6 +166,19 @@ class WorkerActivities:
             await http.close()
         return runner
 
+    async def _learn_prompts(self, runner: JobRunner) -> None:
+        """Gives the runner the candidates' prompts (per-stage instructions, demos), rebuilt
+        from the stored bootstrap rollouts as the workflow's plan saw them (in the bootstrap
+        seeds' order): the rollout's grant carries its prompt into the store, where any
+        interceptor replica reads it. A candidate exists only once bootstrap has ended, so
+        every bootstrap rollout is stored by then."""
+        spec = runner.job.spec
+        order = {seed: n for n, seed in enumerate(spec.bootstrap_train_seeds)}
+        bootstrap = [r for r in await self._store.list_rollouts(runner.job.job_id)
+                     if r.phase == Phase.BOOTSTRAP and r.candidate_index == 0]
+        bootstrap.sort(key=lambda r: order.get(r.seed, len(order)))
+        runner.learn_prompts(bootstrap)
+
     async def _forget(self, job_id: str) -> None:
         opened = self._runs.pop(job_id, None)
         self._locks.pop(job_id, None)
@@ -161,6 +186,40 @@ class WorkerActivities:
             await opened[1].close()
 
     # -- the activities ----------------------------------------------------------------------
+
+    @activity.defn(name="admit")
+    @_plan_errors
+    async def admit(self, call: AdmitInput) -> bool:
+        async with self._runner(call.job_id) as runner:
+            job = runner.job
+            stored = await self._store.get_job(job.job_id)
+            if stored is not None and stored.status is JobStatus.PAUSED:  # resumed: it queues
+                job.status = JobStatus.QUEUED
+                await self._store.save_job(runner.snapshot())
+            if not await self._store.admit_job(job.job_id, job.owner, self._per_tenant):
+                job.status = JobStatus.QUEUED
+                return False
+            job.status = JobStatus.RUNNING
+            if call.resuming:
+                await runner.pause_changed(False)
+            return True
+
+    async def _free_slot(self, owner: str) -> None:
+        """A job of `owner` stopped holding a slot: its oldest queued jobs, as many as there
+        are free slots, are told to ask for one now (best effort: they poll anyway)."""
+        if self._client is None:
+            return
+        queued, running = await self._store.tenant_job_counts(owner)
+        free = min(queued, self._per_tenant - running)
+        if free <= 0:
+            return
+        jobs, _ = await self._store.list_jobs(owner, status=JobStatus.QUEUED, limit=100,
+                                              page_token="")
+        for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id))[:free]:
+            try:
+                await self._client.get_workflow_handle(job.job_id).signal("admit")
+            except RPCError as error:  # closed meanwhile, or Temporal busy: it polls
+                log.info("admit signal not delivered", job_id=job.job_id, error=str(error))
 
     @activity.defn(name="job_start")
     @_plan_errors
@@ -183,6 +242,8 @@ class WorkerActivities:
     @_plan_errors
     async def run_rollouts(self, batch: RolloutsInput) -> RolloutsOutput:
         async with _heartbeating(), self._runner(batch.job_id) as runner:
+            if any(item.candidate for item in batch.items) and not runner.knows_prompts:
+                await self._learn_prompts(runner)
             outcome = await runner.run_rollouts(batch.items)
             return RolloutsOutput(list(outcome.results), outcome.exhausted)
 
@@ -223,12 +284,17 @@ class WorkerActivities:
     async def pause_changed(self, call: PauseInput) -> None:
         async with self._runner(call.job_id) as runner:
             await runner.pause_changed(call.paused, call.reason)
+            owner = runner.job.owner
+        if call.paused:
+            await self._free_slot(owner)
 
     @activity.defn(name="job_finish")
     @_plan_errors
     async def job_finish(self, call: FinishInput) -> None:
+        owner = ""
         try:
             async with self._runner(call.job_id) as runner:
+                owner = runner.job.owner
                 await runner.finish(JobStatus(call.status), call.reason, call.error)
         except ApplicationError as error:
             if error.type != JOB_ENDED:  # ended already (a retried finish): nothing to do
@@ -236,6 +302,8 @@ class WorkerActivities:
         finally:
             await self._book.end_job(call.job_id)
             await self._forget(call.job_id)
+        if owner:
+            await self._free_slot(owner)
 
 
 def make_worker(client: Client, task_queue: str, activities: WorkerActivities, *,

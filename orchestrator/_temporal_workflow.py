@@ -3,7 +3,10 @@
 The workflow only decides: it runs the same deterministic plan as the embedded host, and each
 of the plan host's calls is an activity on a worker replica (`_temporal_worker.py`):
 
-    job_start        the job's spec, candidates and stored rollouts; marks it running
+    admit            makes the queued job running when its tenant has a free slot (the store
+                     counts; `MIPRO_TENANT_MAX_RUNNING_JOBS`), else the workflow waits for
+                     the `admit` signal or a timer and asks again
+    job_start        the job's spec, candidates and stored rollouts; marks it started
     preflight        the task app's /health and /task_info
     run_rollouts     one batch of rollouts (heartbeating; retried elsewhere if its worker dies)
     propose          one round of proposals
@@ -17,7 +20,10 @@ of the plan host's calls is an activity on a worker replica (`_temporal_worker.p
 - Cancelling the workflow cancels the job; the signals `pause` and `resume` pause it (the
   batch in flight is cancelled, what it stored is kept) and resume it.
 - After `batches_per_run` batches it continues as new: the new run starts from what is
-  stored, answering stored rollouts without an activity, so the plan replays exactly.
+  stored, answering stored rollouts without an activity, so the plan replays exactly. A job
+  waiting for a slot continues as new after `ADMIT_WAITS_PER_RUN` waits, to bound its history.
+- A job runs only once admitted: at start, and again on resume after a pause (a paused job
+  holds no slot, as on the embedded host).
 
 The sandbox re-imports this module per run; the orchestrator modules it uses are passed
 through (they are deterministic and free of side effects at import).
@@ -62,12 +68,21 @@ class JobArgs:
     continued: bool = False
     heartbeat_seconds: float = 15.0
     batches_per_run: int = 20
+    #: A continued run that must be admitted again first (it was resumed after a pause).
+    resuming: bool = False
 
 
 @dataclass(frozen=True)
 class JobRef:
     job_id: str
     continued: bool = False
+
+
+@dataclass(frozen=True)
+class AdmitInput:
+    job_id: str
+    #: Resumed after a pause: stored `queued` while it waits, `job.resumed` once admitted.
+    resuming: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,7 @@ _STORE_WRITE = ActivityPolicy(timedelta(seconds=30), RetryPolicy(
     non_retryable_error_types=_FINAL))
 
 POLICIES: dict[str, ActivityPolicy] = {
+    "admit": _STORE_WRITE,
     "job_start": _STORE_WRITE,
     "enter_phase": _STORE_WRITE,
     "emit": _STORE_WRITE,
@@ -175,6 +191,13 @@ POLICIES: dict[str, ActivityPolicy] = {
         initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
         maximum_attempts=3, non_retryable_error_types=_FINAL), heartbeats=True),
 }
+
+
+#: How long a job waiting for a slot waits, at most, before it asks the store again (a
+#: worker that frees a slot signals `admit` to the tenant's oldest queued jobs at once).
+ADMIT_RECHECK = timedelta(seconds=10)
+#: Waits for a slot in one workflow run before it continues as new.
+ADMIT_WAITS_PER_RUN = 100
 
 
 class _JobEnded(Exception):
@@ -201,6 +224,10 @@ class JobWorkflow:
     def __init__(self) -> None:
         self._paused = False
         self._pause_reason = ""
+        self._nudged = False
+        self._waits = 0
+        #: `job_start` answered in this run (so a run continued from here is continued).
+        self._started = False
 
     @workflow.signal(name="pause")
     def pause(self, reason: str = "") -> None:
@@ -211,6 +238,11 @@ class JobWorkflow:
     def resume(self) -> None:
         self._paused = False
 
+    @workflow.signal(name="admit")
+    def admit(self) -> None:
+        """A slot of the job's tenant may have freed: ask the store again now."""
+        self._nudged = True
+
     @workflow.query(name="paused")
     def is_paused(self) -> bool:
         return self._paused
@@ -220,8 +252,11 @@ class JobWorkflow:
         self._args = args
         status, reason, error_text = "succeeded", "completed", ""
         try:
+            if not args.continued or args.resuming:
+                await self.admitted(args.job_id, resuming=args.resuming)
             start = await self.call("job_start", JobRef(args.job_id, args.continued),
                                     result_type=JobStart)
+            self._started = True
             spec = spec_from_dict(start.spec)
             candidates = candidates_from_list(start.candidates)
             host = _WorkflowHost(self, args, spec, start.stored, candidates)
@@ -257,6 +292,29 @@ class JobWorkflow:
         except ActivityError as error:
             raise _plan_error(error) from None
 
+    async def admitted(self, job_id: str, *, resuming: bool) -> None:
+        """Returns once the store made the job `running`; paused meanwhile, it waits for
+        the resume first. Cancelling the workflow while it waits cancels the job."""
+        while True:
+            if self._paused:
+                await self.call("pause_changed", PauseInput(job_id, True, self._pause_reason))
+                await workflow.wait_condition(lambda: not self._paused)
+                resuming = True
+            self._nudged = False
+            if await self.call("admit", AdmitInput(job_id, resuming), result_type=bool):
+                return
+            self._waits += 1
+            if self._waits >= ADMIT_WAITS_PER_RUN:
+                workflow.continue_as_new(JobArgs(
+                    job_id, continued=self._args.continued or self._started,
+                    heartbeat_seconds=self._args.heartbeat_seconds,
+                    batches_per_run=self._args.batches_per_run, resuming=resuming))
+            try:
+                await workflow.wait_condition(lambda: self._nudged or self._paused,
+                                              timeout=ADMIT_RECHECK)
+            except TimeoutError:
+                pass
+
     def _done_or_paused(self, task: asyncio.Future[Any]) -> Callable[[], bool]:
         return lambda: task.done() or self._paused
 
@@ -267,7 +325,7 @@ class JobWorkflow:
             if self._paused:
                 await self.call("pause_changed", PauseInput(job_id, True, self._pause_reason))
                 await workflow.wait_condition(lambda: not self._paused)
-                await self.call("pause_changed", PauseInput(job_id, False))
+                await self.admitted(job_id, resuming=True)
             policy = POLICIES["run_rollouts"]
             # A cancelled batch is waited for until it has stopped (or its worker is known
             # dead), so the batch run again after a resume never overlaps it.
