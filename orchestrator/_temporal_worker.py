@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +44,7 @@ from ._activities import Proposals
 from ._budget import BudgetExhausted
 from ._errors import JobFailure
 from ._jobs import JobManager
-from ._models import JobStatus
+from ._models import JobStatus, RolloutResult
 from ._rollout_book import RolloutBook
 from ._runner import JobRunner
 from ._scoreboard import Phase
@@ -64,9 +65,29 @@ from ._temporal_workflow import (
     ProposeInput,
     RolloutsInput,
     RolloutsOutput,
+    StoredPage,
+    StoredRollouts,
 )
 
 log = structlog.get_logger(__name__)
+
+#: Stored rollouts one activity answer carries at most (a few hundred bytes each, against
+#: Temporal's 2 MB payload limit).
+STORED_PAGE = 2000
+
+
+def as_payload(result: RolloutResult) -> RolloutResult:
+    """`result` as workflow payloads carry it: no trace but a bootstrap one, and in that one
+    each call's demo turns (up to `MAX_DEMO_CHARS` each) reduced to whether it has them; the
+    plan needs only that, and the prompts built from the turns are the worker's
+    (`_learn_prompts`), read from the store."""
+    if result.phase != Phase.BOOTSTRAP or not result.trace:
+        return dataclasses.replace(result, trace=None) if result.trace else result
+    calls = result.trace.get("calls")
+    if not isinstance(calls, list):
+        return result
+    slim = [{**c, "turns": bool(c.get("turns"))} if isinstance(c, dict) else c for c in calls]
+    return dataclasses.replace(result, trace={**result.trace, "calls": slim})
 
 _A = TypeVar("_A")
 _R = TypeVar("_R")
@@ -124,9 +145,9 @@ class WorkerActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         """The activities to register with a worker."""
-        return [self.admit, self.job_start, self.preflight, self.run_rollouts, self.propose,
-                self.enter_phase, self.emit, self.candidates_added, self.batch_done,
-                self.pause_changed, self.job_finish]
+        return [self.admit, self.job_start, self.stored_rollouts, self.preflight,
+                self.run_rollouts, self.propose, self.enter_phase, self.emit,
+                self.candidates_added, self.batch_done, self.pause_changed, self.job_finish]
 
     async def close(self) -> None:
         for _, http in self._runs.values():
@@ -228,9 +249,22 @@ class WorkerActivities:
             if not ref.continued:
                 await runner.mark_started()
             job = runner.job
+            page = await self._stored_page(job.job_id, 0)
             return JobStart(spec=spec_to_dict(job.spec),
                             candidates=candidates_to_list(job.candidates),
-                            stored=runner.stored_results())
+                            stored=page.results, more=page.more)
+
+    @activity.defn(name="stored_rollouts")
+    @_plan_errors
+    async def stored_rollouts(self, page: StoredPage) -> StoredRollouts:
+        return await self._stored_page(page.job_id, page.start)
+
+    async def _stored_page(self, job_id: str, start: int) -> StoredRollouts:
+        """The job's stored rollouts from the `start`-th on, in store order, at most
+        `STORED_PAGE`, read from the store (so every replica pages the same list)."""
+        rows = await self._store.list_rollouts_from(job_id, start)
+        return StoredRollouts([as_payload(r) for r in rows[:STORED_PAGE]],
+                              more=len(rows) > STORED_PAGE)
 
     @activity.defn(name="preflight")
     @_plan_errors
@@ -245,7 +279,7 @@ class WorkerActivities:
             if any(item.candidate for item in batch.items) and not runner.knows_prompts:
                 await self._learn_prompts(runner)
             outcome = await runner.run_rollouts(batch.items)
-            return RolloutsOutput(list(outcome.results), outcome.exhausted)
+            return RolloutsOutput([as_payload(r) for r in outcome.results], outcome.exhausted)
 
     @activity.defn(name="propose")
     @_plan_errors

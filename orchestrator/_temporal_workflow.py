@@ -6,7 +6,8 @@ of the plan host's calls is an activity on a worker replica (`_temporal_worker.p
     admit            makes the queued job running when its tenant has a free slot (the store
                      counts; `MIPRO_TENANT_MAX_RUNNING_JOBS`), else the workflow waits for
                      the `admit` signal or a timer and asks again
-    job_start        the job's spec, candidates and stored rollouts; marks it started
+    job_start        the job's spec, candidates and first page of stored rollouts; marks it
+                     started (`stored_rollouts` answers the other pages)
     preflight        the task app's /health and /task_info
     run_rollouts     one batch of rollouts (heartbeating; retried elsewhere if its worker dies)
     propose          one round of proposals
@@ -20,7 +21,9 @@ of the plan host's calls is an activity on a worker replica (`_temporal_worker.p
 - Cancelling the workflow cancels the job; the signals `pause` and `resume` pause it (the
   batch in flight is cancelled, what it stored is kept) and resume it.
 - After `batches_per_run` batches it continues as new: the new run starts from what is
-  stored, answering stored rollouts without an activity, so the plan replays exactly. A job
+  stored, answering stored rollouts without an activity, so the plan replays exactly; up to
+  the `batch_done` the run before ended in, the replay makes no store write, event or
+  preflight again (they were made), so a continued job's events are not repeated. A job
   waiting for a slot continues as new after `ADMIT_WAITS_PER_RUN` waits, to bound its history.
 - A job runs only once admitted: at start, and again on resume after a pause (a paused job
   holds no slot, as on the embedded host).
@@ -70,6 +73,9 @@ class JobArgs:
     batches_per_run: int = 20
     #: A continued run that must be admitted again first (it was resumed after a pause).
     resuming: bool = False
+    #: The plan's `batch_done` calls the runs before this one made: the replay up to the
+    #: last of them has no side effects (no `enter_phase`, `emit`, `preflight`, `batch_done`).
+    batches_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,24 @@ class JobStart:
 
     spec: dict[str, Any]
     candidates: list[dict[str, Any]]
-    #: Every stored rollout (traces only on bootstrap ones), answered without an activity.
+    #: The first page of the stored rollouts (traces only on bootstrap ones, their demo
+    #: turns reduced to a flag), answered without an activity.
     stored: list[RolloutResult] = field(default_factory=list)
+    #: Whether more pages follow (`stored_rollouts`).
+    more: bool = False
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    job_id: str
+    #: How many stored rollouts the run has read so far.
+    start: int
+
+
+@dataclass(frozen=True)
+class StoredRollouts:
+    results: list[RolloutResult]
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +192,7 @@ _STORE_WRITE = ActivityPolicy(timedelta(seconds=30), RetryPolicy(
 POLICIES: dict[str, ActivityPolicy] = {
     "admit": _STORE_WRITE,
     "job_start": _STORE_WRITE,
+    "stored_rollouts": _STORE_WRITE,
     "enter_phase": _STORE_WRITE,
     "emit": _STORE_WRITE,
     "candidates_added": _STORE_WRITE,
@@ -228,6 +251,7 @@ class JobWorkflow:
         self._waits = 0
         #: `job_start` answered in this run (so a run continued from here is continued).
         self._started = False
+        self._host: _WorkflowHost | None = None
 
     @workflow.signal(name="pause")
     def pause(self, reason: str = "") -> None:
@@ -257,9 +281,15 @@ class JobWorkflow:
             start = await self.call("job_start", JobRef(args.job_id, args.continued),
                                     result_type=JobStart)
             self._started = True
+            stored, more = list(start.stored), start.more
+            while more:  # a long job's stored rollouts, a page per answer
+                page = await self.call("stored_rollouts", StoredPage(args.job_id, len(stored)),
+                                       result_type=StoredRollouts)
+                stored.extend(page.results)
+                more = page.more
             spec = spec_from_dict(start.spec)
             candidates = candidates_from_list(start.candidates)
-            host = _WorkflowHost(self, args, spec, start.stored, candidates)
+            host = self._host = _WorkflowHost(self, args, spec, stored, candidates)
             await JobPlan(spec, Scoreboard(spec.val_seeds), candidates, host).run()
         except BudgetExhausted as exhausted:
             reason = exhausted.reason
@@ -308,7 +338,9 @@ class JobWorkflow:
                 workflow.continue_as_new(JobArgs(
                     job_id, continued=self._args.continued or self._started,
                     heartbeat_seconds=self._args.heartbeat_seconds,
-                    batches_per_run=self._args.batches_per_run, resuming=resuming))
+                    batches_per_run=self._args.batches_per_run, resuming=resuming,
+                    batches_done=(self._host.batches_done if self._host is not None
+                                  else self._args.batches_done)))
             try:
                 await workflow.wait_condition(lambda: self._nudged or self._paused,
                                               timeout=ADMIT_RECHECK)
@@ -374,8 +406,17 @@ class _WorkflowHost:
         self._answered = 0
         self._batches = 0
         self._exhausted: str | None = None
+        #: `batch_done` calls so far, of this run and (replayed) of the runs before it.
+        self.batches_done = 0
+
+    @property
+    def _replaying(self) -> bool:
+        """Whether the plan is still where an earlier run has been (its side effects made)."""
+        return self.batches_done < self._args.batches_done
 
     async def preflight(self) -> bool:
+        if self._replaying:  # it passed; its answer only fills the event not sent again
+            return True
         return bool(await self._wf.call("preflight", JobRef(self._job_id), result_type=bool))
 
     async def run_rollouts(self, items: Sequence[RolloutItem]) -> BatchOutcome:
@@ -404,22 +445,28 @@ class _WorkflowHost:
                                                    result_type=Proposals))
 
     async def enter_phase(self, phase: str) -> None:
-        await self._wf.call("enter_phase", PhaseInput(self._job_id, phase))
+        if not self._replaying:
+            await self._wf.call("enter_phase", PhaseInput(self._job_id, phase))
 
     async def emit(self, type_: str, message: str, data: dict[str, object], *,
                    level: str = "info") -> None:
-        await self._wf.call("emit", EmitInput(self._job_id, type_, message, dict(data), level))
+        if not self._replaying:
+            await self._wf.call("emit", EmitInput(self._job_id, type_, message, dict(data),
+                                                  level))
 
     async def candidates_added(self, candidates: Sequence[CandidateRecord]) -> None:
         await self._wf.call("candidates_added", CandidatesInput(self._job_id, list(candidates)))
         self._candidates.extend(candidates)
 
     async def batch_done(self) -> None:
+        self.batches_done += 1
+        if self.batches_done <= self._args.batches_done:
+            return  # the run before made it (and continued as new there)
         await self._wf.call("batch_done", JobRef(self._job_id))
         if self._batches >= self._args.batches_per_run:
             workflow.continue_as_new(JobArgs(
                 self._job_id, continued=True, heartbeat_seconds=self._args.heartbeat_seconds,
-                batches_per_run=self._args.batches_per_run))
+                batches_per_run=self._args.batches_per_run, batches_done=self.batches_done))
 
     def check_budget(self) -> None:
         if self._exhausted is not None:

@@ -79,6 +79,12 @@ async def test_jobs_over_three_workers_each_rollout_completed_once(fleet: Fleet)
     runs = [w async for w in client.list_workflows(f"WorkflowId = '{job_ids[0]}'")]
     assert len(runs) >= 2, [r.run_id for r in runs]
     assert {r.status.name for r in runs} == {"CONTINUED_AS_NEW", "COMPLETED"}
+    # The continued run replayed what the first one did without doing it again: no event
+    # of it is repeated.
+    events = await fleet.events("api-1", job_ids[0])
+    assert [e.type for e in events].count("preflight.passed") == 1
+    phases = [e.message for e in events if e.type == "phase.started"]
+    assert len(phases) == len(set(phases)), phases
 
 
 async def test_a_killed_worker_s_jobs_finish_elsewhere_and_a_new_one_takes_work(
@@ -272,14 +278,12 @@ async def test_demo_and_staged_jobs_run_on_replicas_as_on_the_embedded_host(
 
 
 async def test_tenant_limits_hold_across_replicas(fleet: Fleet) -> None:
-    # Replicas of their own task queue with one running and one queued job per tenant: the
-    # store counts, whichever API replica creates and whichever worker replica admits.
+    # Two replicas (api and worker each) of their own task queue with one running and one
+    # queued job per tenant: the store counts, whichever replica creates and which admits.
     limited = {"MIPRO_TEMPORAL_TASK_QUEUE": "mipro-limited",
                "MIPRO_TENANT_MAX_RUNNING_JOBS": "1", "MIPRO_TENANT_MAX_QUEUED_JOBS": "1"}
-    await asyncio.gather(fleet.add_replica("api-lim-1", "api", env=limited),
-                         fleet.add_replica("api-lim-2", "api", env=limited),
-                         fleet.add_replica("worker-lim-1", "worker", env=limited),
-                         fleet.add_replica("worker-lim-2", "worker", env=limited))
+    await asyncio.gather(fleet.add_replica("api-lim-1", "api,worker", env=limited),
+                         fleet.add_replica("api-lim-2", "api,worker", env=limited))
     first = await fleet.create("api-lim-1", val_seeds=2, candidates=1)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
@@ -299,4 +303,4 @@ async def test_tenant_limits_hold_across_replicas(fleet: Fleet) -> None:
     first_ended = max(e["t"] for e in journal if str(e["run_id"]).startswith(first))
     second_began = min(e["t_received"] for e in journal if str(e["run_id"]).startswith(second))
     assert second_began > first_ended  # never both running
-    assert fleet.worked_on("worker-lim-1") | fleet.worked_on("worker-lim-2") >= {first, second}
+    assert fleet.worked_on("api-lim-1") | fleet.worked_on("api-lim-2") >= {first, second}
