@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 import tempfile
 import time
@@ -65,6 +66,22 @@ class Stores:
         self.server = server
         self.name = "postgres" if server is not None else "sqlite"
 
+    def cpu(self) -> dict[str, float]:
+        """The Postgres server's CPU seconds so far: the postmaster, its live backends and
+        the backends it has reaped."""
+        if self.server is None:
+            return {}
+        root = self.server.process.pid
+        total = _children_cpu(root)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if _parent(int(entry)) == root:
+                        total += cpu_seconds(int(entry))
+                except ProcessGone:
+                    continue
+        return {"postgres": total}
+
     async def env(self) -> dict[str, str]:
         if self.server is None:
             return {}
@@ -73,8 +90,26 @@ class Stores:
         return {"MIPRO_DATABASE_URL": url}
 
 
-def _cpu(fleet: Fleet) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessGone(f"process {pid} has exited") from None
+
+
+def _parent(pid: int) -> int:
+    return int(_stat_fields(pid)[1])
+
+
+def _children_cpu(pid: int) -> float:
+    """utime + stime of the children `pid` has waited for (cutime, cstime), and its own."""
+    fields = _stat_fields(pid)
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(fleet: Fleet, stores: Stores | None = None) -> dict[str, float]:
+    out: dict[str, float] = dict(stores.cpu()) if stores is not None else {}
     for process in fleet.stack.processes:
         pid = process.pid
         if pid is None or process.exited():
@@ -88,7 +123,8 @@ def _cpu(fleet: Fleet) -> dict[str, float]:
 
 async def _measure(label: str, tmp: Path, *, jobs: int, val_seeds: int, temporal: bool,
                    all_in_one: bool, workers: int = 1,
-                   store_env: dict[str, str] | None = None) -> Run:
+                   stores: Stores | None = None) -> Run:
+    store_env = await stores.env() if stores is not None else None
     fleet = await launch_fleet(tmp, apis=0 if all_in_one else 1, workers=workers,
                                temporal=temporal, all_in_one=all_in_one,
                                heartbeat_seconds=15.0, extra_env=store_env)
@@ -97,13 +133,13 @@ async def _measure(label: str, tmp: Path, *, jobs: int, val_seeds: int, temporal
         "temporal", 0.0)
     api = "all" if all_in_one else "api-1"
     try:
-        before = _cpu(fleet)
+        before = _cpu(fleet, stores)
         t0 = time.monotonic()
         job_ids = [await fleet.create(api, val_seeds=val_seeds, candidates=4, concurrent=4)
                    for _ in range(jobs)]
         done = await fleet.wait_done(api, job_ids, timeout=900)
         wall = time.monotonic() - t0
-        after = _cpu(fleet)
+        after = _cpu(fleet, stores)
         failed = {j: d.error for j, d in done.items() if d.status != "succeeded"}
         if failed:
             raise SystemExit(f"{label}: jobs did not succeed: {failed}")
@@ -144,7 +180,7 @@ async def _get_job_latency(tmp: Path, *, jobs: int, workers: int,
 def _group(name: str) -> str:
     if name.startswith("temporal-"):
         return "temporal server"
-    if name in ("all",) or name.startswith(("api-", "worker-", "interceptor-")):
+    if name in ("all", "postgres") or name.startswith(("api-", "worker-", "interceptor-")):
         return name
     return "others"
 
@@ -152,15 +188,16 @@ def _group(name: str) -> str:
 def _print_overhead(embedded: Run, hosted: Run) -> None:
     print("\n## Per-rollout overhead: embedded host vs Temporal host (one all-in-one process)")
     print("| host | start-up s | rollouts | wall ms/rollout | orchestrator CPU ms/rollout |"
-          " Temporal server CPU ms/rollout |")
-    print("|---|---|---|---|---|---|")
+          " Temporal server CPU ms/rollout | Postgres CPU ms/rollout |")
+    print("|---|---|---|---|---|---|---|")
     for run in (embedded, hosted):
         orch = run.cpu.get("all", 0.0)
         server = sum(v for k, v in run.cpu.items() if k.startswith("temporal-"))
         print(f"| {run.label} | {run.startup_seconds:.1f} | {run.rollouts} | "
               f"{1000 * run.wall_seconds / run.rollouts:.1f} | "
               f"{1000 * orch / run.rollouts:.2f} | "
-              f"{1000 * server / run.rollouts:.2f} |")
+              f"{1000 * server / run.rollouts:.2f} | "
+              f"{1000 * run.cpu.get('postgres', 0.0) / run.rollouts:.2f} |")
 
 
 def _print_scale(runs: list[Run]) -> None:
@@ -210,10 +247,10 @@ async def _run(args: argparse.Namespace, stores: Stores) -> None:
         embedded = await _measure("embedded (sqlite)", base / "embedded", temporal=False,
                                   all_in_one=True, **shape)
         hosted = await _measure(f"temporal ({stores.name})", base / "temporal", temporal=True,
-                                all_in_one=True, store_env=await stores.env(), **shape)
+                                all_in_one=True, stores=stores, **shape)
         _print_overhead(embedded, hosted)
         runs = [await _measure(str(n), base / f"scale-{n}", temporal=True, all_in_one=False,
-                               workers=n, store_env=await stores.env(), **shape)
+                               workers=n, stores=stores, **shape)
                 for n in (int(x) for x in args.replicas.split(","))]
         print(f"\n(the Temporal host's job store: {stores.name})")
         _print_scale(runs)

@@ -67,6 +67,8 @@ from ._temporal_workflow import (
     RolloutsOutput,
     StoredPage,
     StoredRollouts,
+    Write,
+    WritesInput,
 )
 
 log = structlog.get_logger(__name__)
@@ -147,7 +149,8 @@ class WorkerActivities:
         """The activities to register with a worker."""
         return [self.admit, self.job_start, self.stored_rollouts, self.preflight,
                 self.run_rollouts, self.propose, self.enter_phase, self.emit,
-                self.candidates_added, self.batch_done, self.pause_changed, self.job_finish]
+                self.candidates_added, self.batch_done, self.pause_changed, self.job_finish,
+                self.writes]
 
     async def close(self) -> None:
         for _, http in self._runs.values():
@@ -304,8 +307,13 @@ class WorkerActivities:
     @_plan_errors
     async def candidates_added(self, call: CandidatesInput) -> None:
         async with self._runner(call.job_id) as runner:
-            known = len(runner.job.candidates)  # a retry after a stored write adds nothing
-            await runner.candidates_added([c for c in call.candidates if c.index >= known])
+            await _apply(runner, [Write("candidates_added", candidates=call.candidates)])
+
+    @activity.defn(name="writes")
+    @_plan_errors
+    async def writes(self, call: WritesInput) -> None:
+        async with self._runner(call.job_id) as runner:
+            await _apply(runner, call.writes)
 
     @activity.defn(name="batch_done")
     @_plan_errors
@@ -329,6 +337,7 @@ class WorkerActivities:
         try:
             async with self._runner(call.job_id) as runner:
                 owner = runner.job.owner
+                await _apply(runner, call.writes)
                 await runner.finish(JobStatus(call.status), call.reason, call.error)
         except ApplicationError as error:
             if error.type != JOB_ENDED:  # ended already (a retried finish): nothing to do
@@ -338,6 +347,23 @@ class WorkerActivities:
             await self._forget(call.job_id)
         if owner:
             await self._free_slot(owner)
+
+
+async def _apply(runner: JobRunner, writes: list[Write]) -> None:
+    """The plan's store writes, in order, on the job's runner."""
+    for write in writes:
+        if write.kind == "enter_phase":
+            await runner.enter_phase(write.phase)
+        elif write.kind == "emit" and write.emit is not None:
+            emit = write.emit
+            await runner.emit(emit.type, emit.message, emit.data, level=emit.level)
+        elif write.kind == "candidates_added":
+            known = len(runner.job.candidates)  # a retry after a stored write adds nothing
+            await runner.candidates_added([c for c in write.candidates if c.index >= known])
+        elif write.kind == "batch_done":
+            await runner.batch_done()
+        else:
+            raise ValueError(f"unknown store write {write.kind!r}")
 
 
 def make_worker(client: Client, task_queue: str, activities: WorkerActivities, *,

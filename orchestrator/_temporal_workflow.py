@@ -11,9 +11,11 @@ of the plan host's calls is an activity on a worker replica (`_temporal_worker.p
     preflight        the task app's /health and /task_info
     run_rollouts     one batch of rollouts (heartbeating; retried elsewhere if its worker dies)
     propose          one round of proposals
-    enter_phase, emit, candidates_added, batch_done      the store writes
+    writes           the plan's store writes (`enter_phase`, `emit`, `candidates_added`,
+                     `batch_done`), queued and sent together before its next activity
     pause_changed    the job's `paused` state and its event
-    job_finish       the one ending (`_runner.end_job`), whatever ended the job
+    job_finish       the writes still queued, then the one ending (`_runner.end_job`),
+                     whatever ended the job
 
 - The workflow id is the job id, so a job never runs twice at once.
 - Payloads carry ids and small summaries: rollout results without their traces (bootstrap
@@ -164,11 +166,30 @@ class PauseInput:
 
 
 @dataclass(frozen=True)
+class Write:
+    """One store write the plan asked for: `kind` is `enter_phase` (`phase`), `emit`
+    (`emit`), `candidates_added` (`candidates`) or `batch_done`."""
+
+    kind: str
+    phase: str = ""
+    emit: EmitInput | None = None
+    candidates: list[CandidateRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WritesInput:
+    job_id: str
+    writes: list[Write]
+
+
+@dataclass(frozen=True)
 class FinishInput:
     job_id: str
     status: str
     reason: str
     error: str = ""
+    #: The plan's writes not yet sent, made before the ending.
+    writes: list[Write] = field(default_factory=list)
 
 
 # -- timeouts and retries, as data -------------------------------------------------------------
@@ -198,6 +219,7 @@ POLICIES: dict[str, ActivityPolicy] = {
     "candidates_added": _STORE_WRITE,
     "batch_done": _STORE_WRITE,
     "pause_changed": _STORE_WRITE,
+    "writes": _STORE_WRITE,
     "job_finish": _STORE_WRITE,
     # The task app's own retries run inside; a failure here is an unreachable task app.
     "preflight": ActivityPolicy(timedelta(minutes=5), RetryPolicy(
@@ -298,7 +320,8 @@ class JobWorkflow:
         except _JobEnded:
             return "ended"
         except asyncio.CancelledError:
-            await self.call("job_finish", FinishInput(args.job_id, "cancelled", "cancelled"))
+            await self.call("job_finish", FinishInput(args.job_id, "cancelled", "cancelled",
+                                                      writes=self._queued()))
             raise
         except workflow.ContinueAsNewError:
             raise
@@ -306,8 +329,12 @@ class JobWorkflow:
             cause = failure.cause if isinstance(failure, ActivityError) else None
             status, reason, error_text = "failed", "failed", (
                 f"internal error: {type(failure).__name__}: {cause or failure}")
-        await self.call("job_finish", FinishInput(args.job_id, status, reason, error_text))
+        await self.call("job_finish", FinishInput(args.job_id, status, reason, error_text,
+                                                  writes=self._queued()))
         return status
+
+    def _queued(self) -> list[Write]:
+        return self._host.take_writes() if self._host is not None else []
 
     async def call(self, name: str, arg: Any, *, result_type: type[Any] | None = None) -> Any:
         """Runs activity `name` with its policy; the plan's errors come back as themselves."""
@@ -408,6 +435,18 @@ class _WorkflowHost:
         self._exhausted: str | None = None
         #: `batch_done` calls so far, of this run and (replayed) of the runs before it.
         self.batches_done = 0
+        #: Store writes not yet sent: they go in one activity before the next other one.
+        self._writes: list[Write] = []
+
+    def take_writes(self) -> list[Write]:
+        writes, self._writes = self._writes, []
+        return writes
+
+    async def _flush(self) -> None:
+        """Sends the queued writes, in order, so what the plan wrote is stored before its
+        next activity runs (new candidates before their rollouts, a phase before its work)."""
+        if self._writes:
+            await self._wf.call("writes", WritesInput(self._job_id, self.take_writes()))
 
     @property
     def _replaying(self) -> bool:
@@ -417,6 +456,7 @@ class _WorkflowHost:
     async def preflight(self) -> bool:
         if self._replaying:  # it passed; its answer only fills the event not sent again
             return True
+        await self._flush()
         return bool(await self._wf.call("preflight", JobRef(self._job_id), result_type=bool))
 
     async def run_rollouts(self, items: Sequence[RolloutItem]) -> BatchOutcome:
@@ -431,6 +471,7 @@ class _WorkflowHost:
         exhausted = None
         if fresh:
             self._batches += 1
+            await self._flush()
             out = await self._wf.run_batch(self._job_id, fresh)
             exhausted = self._exhausted = out.exhausted
             for result in out.results:
@@ -441,29 +482,32 @@ class _WorkflowHost:
         return BatchOutcome(results, exhausted)
 
     async def propose(self, request: ProposalRequest) -> Proposals:
+        await self._flush()
         return cast(Proposals, await self._wf.call("propose", ProposeInput(self._job_id, request),
                                                    result_type=Proposals))
 
     async def enter_phase(self, phase: str) -> None:
         if not self._replaying:
-            await self._wf.call("enter_phase", PhaseInput(self._job_id, phase))
+            self._writes.append(Write("enter_phase", phase=phase))
 
     async def emit(self, type_: str, message: str, data: dict[str, object], *,
                    level: str = "info") -> None:
         if not self._replaying:
-            await self._wf.call("emit", EmitInput(self._job_id, type_, message, dict(data),
-                                                  level))
+            self._writes.append(Write("emit", emit=EmitInput(
+                self._job_id, type_, message, dict(data), level)))
 
     async def candidates_added(self, candidates: Sequence[CandidateRecord]) -> None:
-        await self._wf.call("candidates_added", CandidatesInput(self._job_id, list(candidates)))
+        if candidates:
+            self._writes.append(Write("candidates_added", candidates=list(candidates)))
         self._candidates.extend(candidates)
 
     async def batch_done(self) -> None:
         self.batches_done += 1
         if self.batches_done <= self._args.batches_done:
             return  # the run before made it (and continued as new there)
-        await self._wf.call("batch_done", JobRef(self._job_id))
+        self._writes.append(Write("batch_done"))
         if self._batches >= self._args.batches_per_run:
+            await self._flush()
             workflow.continue_as_new(JobArgs(
                 self._job_id, continued=True, heartbeat_seconds=self._args.heartbeat_seconds,
                 batches_per_run=self._args.batches_per_run, batches_done=self.batches_done))
