@@ -78,6 +78,14 @@ log = structlog.get_logger(__name__)
 STORED_PAGE = 2000
 
 
+async def stored_page(store: JobStore, job_id: str, start: int,
+                      size: int = STORED_PAGE) -> StoredRollouts:
+    """The job's stored rollouts from the `start`-th on, in store order, at most `size`, as
+    payloads carry them; read from the store, so every replica pages the same list."""
+    rows = await store.list_rollouts_from(job_id, start)
+    return StoredRollouts([as_payload(r) for r in rows[:size]], more=len(rows) > size)
+
+
 def as_payload(result: RolloutResult) -> RolloutResult:
     """`result` as workflow payloads carry it: no trace but a bootstrap one, and in that one
     each call's demo turns (up to `MAX_DEMO_CHARS` each) reduced to whether it has them; the
@@ -263,11 +271,7 @@ class WorkerActivities:
         return await self._stored_page(page.job_id, page.start)
 
     async def _stored_page(self, job_id: str, start: int) -> StoredRollouts:
-        """The job's stored rollouts from the `start`-th on, in store order, at most
-        `STORED_PAGE`, read from the store (so every replica pages the same list)."""
-        rows = await self._store.list_rollouts_from(job_id, start)
-        return StoredRollouts([as_payload(r) for r in rows[:STORED_PAGE]],
-                              more=len(rows) > STORED_PAGE)
+        return await stored_page(self._store, job_id, start)
 
     @activity.defn(name="preflight")
     @_plan_errors
