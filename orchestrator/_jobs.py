@@ -160,7 +160,7 @@ class JobManager:
                 f"no {spec.env_key_name} is registered for this tenant: register it with "
                 f"POST /api/v1/env-keys before creating a job")
         self._check_tenant_limits(owner, spec)
-        self._check_host_supports(spec)
+        await self._check_stored_queue(owner)
         target = await self._pin(spec.task_app_url)
         job = JobRecord(job_id=new_job_id(), owner=owner, spec=spec, status=JobStatus.QUEUED,
                         created_at=datetime.now(UTC), request_id=request_id, phase="queued")
@@ -177,23 +177,6 @@ class JobManager:
             return job
         self._schedule(job)
         return job
-
-    def _check_host_supports(self, spec: JobSpec) -> None:
-        """Demo sets and per-stage prompts live in the plan of the process that runs the job
-        and in its in-memory book: a job that needs them runs only on the all-in-one
-        embedded host (README "Running at scale"), never half-applied elsewhere."""
-        if self._remote is None and not getattr(self._ledger, "shared", False):
-            return
-        if spec.proposer.mode != "instruction_only":
-            raise FailedPrecondition(
-                f"policy_optimization.mipro.proposer.mode {spec.proposer.mode!r} needs the "
-                "all-in-one embedded host (the default MIPRO_ROLES, no MIPRO_TEMPORAL_ADDRESS); "
-                "this server runs jobs on replicas, where only instruction_only is available")
-        if spec.stages:
-            raise FailedPrecondition(
-                "policy_optimization.mipro.modules (declared stages) needs the all-in-one "
-                "embedded host (the default MIPRO_ROLES, no MIPRO_TEMPORAL_ADDRESS); this "
-                "server runs jobs on replicas, where one instruction per rollout is available")
 
     def _check_tenant_limits(self, owner: str, spec: JobSpec) -> None:
         limits = self._limits
@@ -378,6 +361,7 @@ class JobManager:
         if job.status is not JobStatus.PAUSED:
             raise FailedPrecondition(f"job {job_id} is not paused ({job.status.value})")
         if self._remote is not None:  # its workflow waits, paused, for this signal
+            await self._check_stored_queue(owner)  # it may have to queue again
             await self._remote.resume(job_id)
             return await self.get(owner, job_id)
         self._check_tenant_limits(owner, job.spec)  # it may have to queue again
@@ -432,6 +416,25 @@ class JobManager:
             await asyncio.sleep(0.2)
             job = await self.get(owner, job_id)
         return job
+
+    @property
+    def tenant_limits(self) -> TenantLimits:
+        return self._limits
+
+    async def _check_stored_queue(self, owner: str) -> None:
+        """On a remote host, the queued-jobs cap counted in the store, which every replica
+        shares (the running cap is the workflow's admission, `JobStore.admit_job`); the same
+        refusal as `_check_tenant_limits` gives on the embedded host."""
+        if self._remote is None:
+            return
+        limits = self._limits
+        queued, running = await self._store.tenant_job_counts(owner)
+        if queued >= limits.max_queued_jobs and not (
+                queued == 0 and running < limits.max_running_jobs):
+            raise ResourceExhausted(
+                f"this tenant already has {queued} queued and {running} running jobs, the most "
+                f"allowed (MIPRO_TENANT_MAX_QUEUED_JOBS={limits.max_queued_jobs}); wait for "
+                "one to finish or cancel one")
 
     # -- events ------------------------------------------------------------------------------
 

@@ -134,18 +134,12 @@ class JobPlan:
             raise JobFailure("the baseline could not be scored on any bootstrap seed: "
                              + causes_summary(self._bootstrap))
         instructions = Counter(r.trace["instruction"] for r in ok if r.trace)
-        baseline = instructions.most_common(1)[0][0] if instructions else ""
-        self._stages = _stages.discover(self.spec, self._bootstrap, baseline)
-        self._by_seed = {r.seed: r for r in self._bootstrap}
-        pool: list[RolloutResult] = []
-        if self._mode in defaults.DEMO_MODES:
-            pool = qualified(self.spec, self._bootstrap)
-            if len(pool) < self.spec.min_bootstrap_demos:
-                raise JobFailure(
-                    f"{len(pool)} bootstrap rollouts reached few_shot_score_threshold "
-                    f"{self.spec.few_shot_score_threshold:g}; min_bootstrap_demos is "
-                    f"{self.spec.min_bootstrap_demos}")
-            self._demo_sets = {d.id: d for d in demo_sets(self.spec, pool)}
+        baseline, pool = self.learn(self._bootstrap)
+        if self._mode in defaults.DEMO_MODES and len(pool) < self.spec.min_bootstrap_demos:
+            raise JobFailure(
+                f"{len(pool)} bootstrap rollouts reached few_shot_score_threshold "
+                f"{self.spec.few_shot_score_threshold:g}; min_bootstrap_demos is "
+                f"{self.spec.min_bootstrap_demos}")
         if self.candidates:
             return  # captured before a restart
         first = self._stages[0].baseline_instruction if self._multi else baseline
@@ -179,6 +173,24 @@ class JobPlan:
                  "few_shot_score_threshold": self.spec.few_shot_score_threshold,
                  "demo_sets": [{"demo_set_id": d.id, "seeds": list(d.seeds)} for d in sets]},
                 level="info" if len(sets) > 1 else "warning")
+
+    def learn(self, bootstrap: Sequence[RolloutResult]) -> tuple[str, list[RolloutResult]]:
+        """What the baseline's bootstrap rollouts (in the bootstrap seeds' order) tell: the
+        stages and, in a demo mode, the demo sets. Returns the single-stage baseline
+        instruction and the demo pool. Pure, so a host that runs only the rollouts (a
+        Temporal worker replica) rebuilds from the stored ones the prompts `prompt_of` gives
+        the plan's own host."""
+        self._bootstrap = list(bootstrap)
+        instructions = Counter(r.trace["instruction"] for r in self._bootstrap
+                               if r.ok and r.trace)
+        baseline = instructions.most_common(1)[0][0] if instructions else ""
+        self._stages = _stages.discover(self.spec, self._bootstrap, baseline)
+        self._by_seed = {r.seed: r for r in self._bootstrap}
+        pool: list[RolloutResult] = []
+        if self._mode in defaults.DEMO_MODES:
+            pool = qualified(self.spec, self._bootstrap)
+            self._demo_sets = {d.id: d for d in demo_sets(self.spec, pool)}
+        return baseline, pool
 
     async def propose(self, number: int, size: int) -> None:
         if any(c.round == number for c in self.candidates):

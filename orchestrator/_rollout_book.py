@@ -10,8 +10,10 @@ exchange and meters its usage against the job's budgets.
 - `StoreBook` keeps them in the job store (`JobStore.open_rollout` and friends), so any
   interceptor replica can serve any rollout: it verifies the token by its HMAC, admits the
   call against the stored opening, reads what it needs of the job (its policy, the
-  candidate's instruction, the environment key) once per job, and meters usage in the store,
-  where every worker's meter reads it back. Budgets therefore hold across replicas.
+  candidate's instruction, the environment key) once per job and the candidate's prompt
+  (per-stage instructions and demos, which the worker stores before it opens the
+  candidate's first rollout) once per candidate, and meters usage in the store, where every
+  worker's meter reads it back. Budgets therefore hold across replicas.
 
 The calls of one job in flight at once are bounded per interceptor process (its semaphore is
 per replica); the rollouts in flight are bounded by the worker that runs them.
@@ -22,11 +24,12 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mipro._pricing import PriceTable
 
 from ._budget import Budget, Meter
+from ._candidate_prompt import CandidatePrompt
 from ._exchanges import CallRefused, Exchange, ExchangeLedger, RolloutGrant, provider_failure
 from ._models import JobRecord
 from ._store import Admission, JobStore, JobUsage, RolloutOpening
@@ -149,6 +152,8 @@ class _JobView:
     job: JobRecord
     environment_key: str
     in_flight: asyncio.Semaphore
+    #: Candidate -> its stored prompt (None: it changes nothing beyond its instruction).
+    prompts: dict[int, CandidatePrompt | None] = field(default_factory=dict)
 
     def instruction(self, candidate: int) -> str | None | bool:
         """The candidate's instruction (None for the baseline), or False when the view does
@@ -180,10 +185,18 @@ class StoreBook(RolloutBook):
         self._prices = prices
         self._max_calls = max_calls_per_rollout
         self._views: OrderedDict[str, _JobView] = OrderedDict()
+        #: (job id, candidate) whose prompt this process has stored.
+        self._prompts_put: set[tuple[str, int]] = set()
 
     # -- the worker's side -------------------------------------------------------------------
 
     async def open(self, grant: RolloutGrant) -> None:
+        key = (grant.job_id, grant.candidate_index)
+        if grant.candidate_index and key not in self._prompts_put:  # before its first call
+            await self._store.put_candidate_prompt(
+                grant.job_id, grant.candidate_index,
+                grant.prompt.to_dict() if grant.prompt is not None else None)
+            self._prompts_put.add(key)
         await self._store.open_rollout(RolloutOpening(
             grant.job_id, grant.rollout_id, grant.nonce, grant.candidate_index))
 
@@ -202,6 +215,7 @@ class StoreBook(RolloutBook):
     async def end_job(self, job_id: str) -> None:
         await self._store.drop_open_rollouts(job_id)
         self._views.pop(job_id, None)
+        self._prompts_put = {k for k in self._prompts_put if k[0] != job_id}
 
     # -- the interceptor's side --------------------------------------------------------------
 
@@ -224,7 +238,21 @@ class StoreBook(RolloutBook):
             candidate_index=claims.candidate,
             instruction=instruction if isinstance(instruction, str) else None,
             policy=spec.policy, environment_key=view.environment_key,
-            max_concurrent=spec.max_concurrent)
+            max_concurrent=spec.max_concurrent,
+            prompt=await self._prompt(view, claims.job_id, claims.candidate))
+
+    async def _prompt(self, view: _JobView, job_id: str,
+                      candidate: int) -> CandidatePrompt | None:
+        """The candidate's stored prompt, read once per candidate (the baseline has none)."""
+        if candidate == 0:
+            return None
+        if candidate in view.prompts:
+            return view.prompts[candidate]
+        stored, data = await self._store.get_candidate_prompt(job_id, candidate)
+        prompt = CandidatePrompt.from_dict(data) if data is not None else None
+        if stored:
+            view.prompts[candidate] = prompt
+        return prompt
 
     async def _view(self, job_id: str, candidate: int) -> _JobView:
         view = self._views.get(job_id)

@@ -179,11 +179,24 @@ class JobRunner:
         job = self.job
         stored = await self._store.get_job(job.job_id)
         if stored is not None:
-            job.candidates = stored.candidates
+            job.candidates[:] = stored.candidates  # in place: `learn_prompts`'s plan reads it
             job.baseline_instruction = stored.baseline_instruction
             job.phase, job.history = stored.phase, stored.history
         self._remember(await self._store.list_rollouts_from(job.job_id, self._seen))
         await self._book.refresh_meter(job.job_id, self.meter)
+
+    def learn_prompts(self, bootstrap: Sequence[RolloutResult]) -> None:
+        """For a host whose plan runs elsewhere (a Temporal worker replica): the candidates'
+        prompts (`JobPlan.prompt_of`), rebuilt from the job's stored bootstrap rollouts."""
+        plan = JobPlan(self.job.spec, self.board, self.job.candidates, self)
+        plan.learn(bootstrap)
+        self._plan = plan
+
+    @property
+    def knows_prompts(self) -> bool:
+        """Whether this runner can tell the candidates' prompts (it runs the plan, or
+        `learn_prompts` ran)."""
+        return self._plan is not None
 
     def stored_results(self) -> list[RolloutResult]:
         """The stored rollouts not yet asked for (traces kept for bootstrap ones only)."""

@@ -182,7 +182,8 @@ class OrchestratorServer:
                 batches_per_run=settings.temporal_batches_per_run))
         if "worker" in self._roles:
             assert isinstance(self._book, RolloutBook)
-            self._worker_activities = WorkerActivities(self._jobs, self._store, self._book)
+            self._worker_activities = WorkerActivities(self._jobs, self._store, self._book,
+                                                       client=client)
             self._worker = make_worker(client, settings.temporal_task_queue,
                                        self._worker_activities,
                                        max_concurrent_activities=settings.max_running_jobs)

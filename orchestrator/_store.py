@@ -243,6 +243,32 @@ class JobStore(abc.ABC):
     async def get_usage(self, job_id: str) -> JobUsage:
         """The job's usage totals (all zero when nothing was metered)."""
 
+    # -- tenant limits across replicas (issue 12) ----------------------------------------------
+
+    @abc.abstractmethod
+    async def tenant_job_counts(self, owner: str) -> tuple[int, int]:
+        """How many of `owner`'s jobs are `queued`, and how many `running`."""
+
+    @abc.abstractmethod
+    async def admit_job(self, job_id: str, owner: str, max_running: int) -> bool:
+        """Makes the `queued` job `running` when fewer than `max_running` of the owner's jobs
+        are running or queued before it (by creation); atomic across writers, one tenant's
+        admissions one at a time. True when the job is running (also when it was already)."""
+
+    # -- candidate prompts, for interceptor replicas (issue 12) --------------------------------
+
+    @abc.abstractmethod
+    async def put_candidate_prompt(self, job_id: str, candidate: int,
+                                   prompt: dict[str, Any] | None) -> None:
+        """Stores what candidate `candidate` does to the task app's calls (the JSON form of
+        a `CandidatePrompt`; None: nothing). A candidate's prompt never changes: a second
+        put keeps the first."""
+
+    @abc.abstractmethod
+    async def get_candidate_prompt(self, job_id: str,
+                                   candidate: int) -> tuple[bool, dict[str, Any] | None]:
+        """`(stored, prompt)`: whether the candidate's prompt was stored, and its JSON form."""
+
 
 def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
     """A JSON-ready form of `spec`, for storage."""

@@ -49,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 #: The advisory lock `upgrade()` holds (any constant; "mipro" in ASCII).
 _MIGRATION_LOCK = 0x6D6970726F
+#: The first key of the advisory locks that serialize one tenant's admissions ("mipt").
+_TENANT_LOCK = 0x6D697074
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"""
@@ -493,6 +495,49 @@ class PostgresJobStore(JobStore):
             "SELECT rollouts, policy_prompt_tokens, policy_completion_tokens, proposer_tokens,"
             " proposer_cost_usd FROM job_usage WHERE job_id = %s", (job_id,))
         return _usage_from_row(row) if row is not None else JobUsage()
+
+    # -- tenant limits across replicas -------------------------------------------------------
+
+    async def tenant_job_counts(self, owner: str) -> tuple[int, int]:
+        rows = await self._all(
+            "SELECT status, count(*) AS n FROM jobs WHERE owner = %s"
+            " AND status IN ('queued', 'running') GROUP BY status", (owner,))
+        counts = {r["status"]: int(r["n"]) for r in rows}
+        return counts.get("queued", 0), counts.get("running", 0)
+
+    async def admit_job(self, job_id: str, owner: str, max_running: int) -> bool:
+        # Read committed alone would let two replicas count the same free slot: the
+        # tenant's advisory lock makes its admissions take turns until each commits.
+        async with self._connections.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                               (_TENANT_LOCK, owner))
+            cursor = await conn.execute(
+                "UPDATE jobs AS j SET status = 'running' WHERE j.job_id = %s AND j.owner = %s"
+                " AND j.status = 'queued' AND (SELECT count(*) FROM jobs AS o"
+                " WHERE o.owner = j.owner AND (o.status = 'running' OR (o.status = 'queued'"
+                " AND (o.created_at, o.job_id) < (j.created_at, j.job_id)))) < %s"
+                " RETURNING j.job_id", (job_id, owner, max_running))
+            if await cursor.fetchone() is not None:
+                return True
+            cursor = await conn.execute("SELECT status FROM jobs WHERE job_id = %s", (job_id,))
+            row = await cursor.fetchone()
+        return row is not None and row["status"] == "running"
+
+    # -- candidate prompts -------------------------------------------------------------------
+
+    async def put_candidate_prompt(self, job_id: str, candidate: int,
+                                   prompt: dict[str, Any] | None) -> None:
+        await self._run(
+            "INSERT INTO candidate_prompts (job_id, candidate, prompt_json) VALUES (%s, %s, %s)"
+            " ON CONFLICT (job_id, candidate) DO NOTHING",
+            (job_id, candidate, Json(prompt) if prompt is not None else None))
+
+    async def get_candidate_prompt(self, job_id: str,
+                                   candidate: int) -> tuple[bool, dict[str, Any] | None]:
+        row = await self._one(
+            "SELECT prompt_json FROM candidate_prompts WHERE job_id = %s AND candidate = %s",
+            (job_id, candidate))
+        return (row is not None, row["prompt_json"] if row is not None else None)
 
 
 def _usage_from_row(row: DictRow) -> JobUsage:

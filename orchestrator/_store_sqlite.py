@@ -478,6 +478,47 @@ class SqliteJobStore(JobStore):
             return JobUsage()
         return JobUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
 
+    # -- tenant limits across replicas -------------------------------------------------------
+
+    async def tenant_job_counts(self, owner: str) -> tuple[int, int]:
+        rows = await self._fetch(
+            "SELECT status, count(*) FROM jobs WHERE owner = ?"
+            " AND status IN ('queued', 'running') GROUP BY status", (owner,))
+        counts = {r[0]: int(r[1]) for r in rows}
+        return counts.get("queued", 0), counts.get("running", 0)
+
+    async def admit_job(self, job_id: str, owner: str, max_running: int) -> bool:
+        # One write statement: SQLite takes the write lock before it counts, so two
+        # processes never count the same free slot.
+        if await self._fetch(
+                "UPDATE jobs SET status = 'running' WHERE job_id = ? AND owner = ?"
+                " AND status = 'queued' AND (SELECT count(*) FROM jobs AS o"
+                " WHERE o.owner = jobs.owner AND (o.status = 'running' OR (o.status = 'queued'"
+                " AND (o.created_at < jobs.created_at OR (o.created_at = jobs.created_at"
+                " AND o.job_id < jobs.job_id))))) < ? RETURNING job_id",
+                (job_id, owner, max_running)):
+            return True
+        row = await self._fetch_one("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
+        return row is not None and row[0] == "running"
+
+    # -- candidate prompts -------------------------------------------------------------------
+
+    async def put_candidate_prompt(self, job_id: str, candidate: int,
+                                   prompt: dict[str, Any] | None) -> None:
+        await self._conn.execute(
+            "INSERT OR IGNORE INTO candidate_prompts (job_id, candidate, prompt_json)"
+            " VALUES (?, ?, ?)",
+            (job_id, candidate, json.dumps(prompt) if prompt is not None else None))
+
+    async def get_candidate_prompt(self, job_id: str,
+                                   candidate: int) -> tuple[bool, dict[str, Any] | None]:
+        row = await self._fetch_one(
+            "SELECT prompt_json FROM candidate_prompts WHERE job_id = ? AND candidate = ?",
+            (job_id, candidate))
+        if row is None:
+            return False, None
+        return True, json.loads(row[0]) if row[0] is not None else None
+
 
 def _tenant_from_row(row: aiosqlite.Row) -> Tenant:
     return Tenant(tenant_id=row["tenant_id"], name=row["name"],

@@ -76,6 +76,8 @@ class Fleet:
     replicas: dict[str, tuple[ManagedProcess, str]] = field(default_factory=dict)
     #: name -> seconds from spawn until it served (replicas, and "temporal")
     startup: dict[str, float] = field(default_factory=dict)
+    #: Every call the fake model answered (`tests/fakes/fake_model.py --record`), if kept.
+    model_record: Path | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -104,9 +106,29 @@ class Fleet:
         return process
 
     async def create(self, api: str, **shape: int) -> str:
-        request = ParseDict(small_job(self.task_app_url, **shape), jobs_pb2.CreateJobRequest())
+        return await self.create_from(api, small_job(self.task_app_url, **shape))
+
+    async def create_from(self, api: str, body: dict[str, Any]) -> str:
+        request = ParseDict(body, jobs_pb2.CreateJobRequest())
         created = await self.api(api).CreateJob(request, metadata=self.metadata, timeout=30)
         return str(created.job_id)
+
+    async def start_triage_app(self) -> str:
+        """Starts the two-stage example task app (`mipro.examples.support_triage`); its URL."""
+        port = free_port()
+        argv = [sys.executable, "-P", "-m", "mipro.examples.support_triage.task_app",
+                "--host", "127.0.0.1", "--port", str(port)]
+        process = await self.stack.spawn(f"triage-{port}", argv,
+                                         {"ENVIRONMENT_API_KEY": self.environment_key})
+        await wait_http_ok(f"http://127.0.0.1:{port}/", process=process, timeout=30)
+        return f"http://127.0.0.1:{port}"
+
+    def model_calls(self) -> list[dict[str, Any]]:
+        """Every call the fake model answered, in order (needs `record_model`)."""
+        if self.model_record is None or not self.model_record.exists():
+            return []
+        return [json.loads(line) for line in self.model_record.read_text().splitlines()
+                if line]
 
     async def get(self, api: str, job_id: str) -> jobs_pb2.Job:
         job = await self.api(api).GetJob(jobs_pb2.GetJobRequest(job_id=job_id),
@@ -167,11 +189,13 @@ class Fleet:
 async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
                        delay_seconds: float = 0.0, heartbeat_seconds: float = 2.0,
                        extra_env: dict[str, str] | None = None, temporal: bool = True,
-                       all_in_one: bool = False) -> Fleet:
+                       all_in_one: bool = False, record_model: bool = False) -> Fleet:
     """Starts the fleet (the caller stops `.stack`); replicas are named api-N, worker-N and
     interceptor-1, or, with `all_in_one`, one process `all` with every role (over Temporal
     or, without `temporal`, the embedded host: `mipro up`'s orchestrator). Without
-    `temporal` (and not `all_in_one`) pass `workers=0`: the API replicas run the jobs."""
+    `temporal` (and not `all_in_one`) pass `workers=0`: the API replicas run the jobs.
+    The one tenant may run and queue 100 jobs at once unless `extra_env` says otherwise;
+    `record_model` keeps every model call (`Fleet.model_calls`)."""
     api_key = "mk_test_" + secrets.token_hex(8)
     interceptor_port = free_port()
     base_env = {k: v for k, v in os.environ.items()
@@ -188,6 +212,8 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
         "MIPRO_PUBLIC_BASE_URL": f"http://127.0.0.1:{interceptor_port}",
         "MIPRO_TEMPORAL_HEARTBEAT_SECONDS": str(heartbeat_seconds),
         "MIPRO_EVENT_STREAM_POLL_SECONDS": "0.5",
+        "MIPRO_TENANT_MAX_RUNNING_JOBS": "100",
+        "MIPRO_TENANT_MAX_QUEUED_JOBS": "100",
         **(extra_env or {}),
     }
     settings = Settings.from_env(env)
@@ -201,7 +227,8 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
             address, _ = await start_temporal_dev(stack, tmp / "temporal.db")
             stack.env["MIPRO_TEMPORAL_ADDRESS"] = address
         temporal_startup = time.monotonic() - began
-        model_url = await start_fake_model(stack, free_port())
+        model_record = tmp / "model_calls.jsonl" if record_model else None
+        model_url = await start_fake_model(stack, free_port(), record=model_record)
         stack.env["MIPRO_PROVIDER_OPENAI_BASE_URL"] = model_url
         stack.env["MIPRO_PROVIDER_OPENAI_API_KEY"] = "fake"
         upstream = await stack.start_task_app(free_port(), environment_key)
@@ -214,7 +241,7 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
         fleet = Fleet(stack=stack, tmp=tmp, temporal_address=address,
                       env={**stack.env, **_module_env(stack)}, api_key=api_key,
                       environment_key=environment_key, task_app_url=task_app_url,
-                      journal=journal)
+                      journal=journal, model_record=model_record)
         if temporal:
             fleet.startup["temporal"] = temporal_startup
         stack.env.update(_module_env(stack))

