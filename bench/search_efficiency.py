@@ -334,6 +334,15 @@ def paired(a: Tally, b: Tally) -> tuple[float, float]:
     return statistics.fmean(diffs), _se(diffs)
 
 
+def ratio_of_hits(a: Tally, b: Tally) -> tuple[float, float]:
+    """a's P(best) over b's on the same instances, and its standard error (the delta method
+    on the paired hits: the SE of mean(x - R y) over mean(y))."""
+    x = [1.0 if r == 0 else 0.0 for r in a.regrets]  # regret 0 exactly when the pick is best
+    y = [1.0 if r == 0 else 0.0 for r in b.regrets]
+    ratio = a.p_best / b.p_best
+    return ratio, _se([xi - ratio * yi for xi, yi in zip(x, y, strict=True)]) / b.p_best
+
+
 @dataclass
 class Cell:
     k: int
@@ -426,14 +435,15 @@ def report(cells: list[Cell]) -> str:
               f"{len(worse)} of {total} cells{': ' + '; '.join(worse) if worse else ''}; "
               f"better by more than 2 SE in {better}.", "",
               "P(best) at half of K·V rollouts versus every candidate on every seed:", "",
-              "| K | V | ours at ½·K·V | all at K·V | ratio |", "|---|---|---|---|---|"]
+              "| K | V | ours at ½·K·V | all at K·V | ratio (± 1 SE) |", "|---|---|---|---|---|"]
     full = {(c.k, c.v): c.tallies["all@B"] for c in cells
             if c.budget == c.k * c.v and "all@B" in c.tallies}
     for c in cells:
         if abs(c.budget / (c.k * c.v) - 0.5) < 1e-9 and (c.k, c.v) in full:
             p_all, p_ours = full[(c.k, c.v)].p_best, c.tallies["ours"].p_best
+            ratio, ratio_se = ratio_of_hits(c.tallies["ours"], full[(c.k, c.v)])
             lines.append(f"| {c.k} | {c.v} | {p_ours:.3f} | {p_all:.3f} "
-                         f"| {p_ours / p_all:.3f} |")
+                         f"| {ratio:.3f} ± {ratio_se:.3f} |")
     return "\n".join(lines)
 
 

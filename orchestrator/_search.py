@@ -25,14 +25,18 @@ every candidate alike and cancels out of the comparison.
    - *to the full set*: halving down to `f` finalists who go to every seed, their full
      pass reserved first; `f` is the feasible count closest to "the finalists use about
      half of what is left";
-   - *plain*: successive halving down to one candidate, ceil(log2 m) rounds, each spending
-     an equal share of what is left (Karnin et al.'s schedule), the last one taken as deep
-     as the budget goes.
-   The plan goes to the full set when its first cut is no earlier than the plain one's and
-   it either ends with two finalists or more there or makes its last choice on at least
-   `FULL_PASS_SHARE` of the prefix the plain schedule would choose on. Otherwise the pick's
-   full pass would cost the decision more than it is worth, and the plain schedule runs
-   (the scoreboard then picks among the candidates attempted on the most seeds).
+   - *plain*: successive elimination down to one candidate, each round spending
+     1/ceil(log2 m) of what is left (Karnin et al.'s share) but keeping 1/`PLAIN_HALVING`
+     (1.6) of the candidates, at least one fewer, rather than half: 8 go 5, 4, 3, 2, 1, so
+     the best is rarely cut on the first few seeds. The last choice is taken as deep as the
+     budget goes; when that is at least `FULL_PASS_SHARE` of the set anyway, it is made a
+     little earlier so that the pick's full pass fits too.
+   The plain schedule runs when its pick gets that full pass. Otherwise the plan goes to the
+   full set when its first cut is no earlier than the plain one's and it either ends with
+   two finalists or more there or makes its last choice on at least `FULL_PASS_SHARE` of the
+   prefix the plain schedule would choose on. Otherwise the pick's full pass would cost the
+   decision more than it is worth, and the plain schedule runs (the scoreboard then picks
+   among the candidates attempted on the most seeds).
 2. *Race.* Between the planned cuts the candidates are extended together, each step
    doubling the prefix (at least `MIN_STEP_SEEDS` seeds and `max_concurrent` rollouts).
    After a step, a candidate trailing the last one the planned cut would keep by more than
@@ -86,10 +90,14 @@ RACING_MIN_SEEDS = 5
 #: The finalists' share of the rollouts left when a plan to the full set is made.
 FINALIST_SHARE = 0.5
 #: A plan whose pick goes to the full set must make its last choice on at least this share
-#: of the prefix the plain schedule would choose on; otherwise the plain schedule runs.
+#: of the prefix the plain schedule would choose on; otherwise the plain schedule runs. The
+#: plain schedule completes its pick when its last choice reaches this share of the set.
 FULL_PASS_SHARE = 0.9
-#: Each round of a plan keeps 1/HALVING of the candidates.
+#: Each round of a plan to the full set keeps 1/HALVING of the candidates.
 HALVING = 2.0
+#: Each round of the plain schedule keeps 1/PLAIN_HALVING of the candidates (and at least one
+#: fewer): gentler than halving, so the best is rarely cut on the first few seeds.
+PLAIN_HALVING = 1.6
 #: Each step of the race extends the candidates by at least this many seeds, and by at
 #: least 1/STEP_SHARE of the prefix they share (1: the prefix doubles).
 MIN_STEP_SEEDS = 3
@@ -377,6 +385,8 @@ def _plan(m: int, n: int, left: int, v: int) -> Plan:
     full = _full_plan(m, n, left, v)
     if not plain or len(full) < 2:
         return full or plain
+    if plain[-1] == (1, v):  # the plain schedule's pick gets its full pass too
+        return plain
     if full[0][1] >= plain[0][1] and (full[-1][0] >= 2
                                       or full[-2][1] >= FULL_PASS_SHARE * plain[-1][1]):
         return full
@@ -384,17 +394,25 @@ def _plan(m: int, n: int, left: int, v: int) -> Plan:
 
 
 def _plain_plan(m: int, n: int, left: int, v: int) -> Plan:
-    """Successive halving down to one candidate, each of ceil(log2 m) rounds spending an
-    equal share of what is left, the last one going as deep as the budget allows."""
+    """Successive elimination down to one candidate, each round spending 1/ceil(log2 m) of
+    what is left and keeping 1/PLAIN_HALVING of the candidates (at least one fewer), the last one
+    going as deep as the budget allows. When that last choice would be made on at least
+    `FULL_PASS_SHARE` of the set anyway, it is made a little earlier so that the pick's full
+    pass fits too."""
     rounds: Plan = []
     while m > 1:
         count = math.ceil(math.log2(m))
         to = min(v, n + (left // count) // m)
+        keep = max(1, min(m - 1, math.ceil(m / PLAIN_HALVING)))
+        if keep == 1 and FULL_PASS_SHARE * v <= to < v:
+            # the latest choice after which the pick's full pass still fits:
+            # m (to - n) + (v - to) <= left
+            to = max(n + 1, n + (left - (v - n)) // (m - 1))
         if to <= n:
             break
         left -= m * (to - n)
         n = to
-        m = math.ceil(m / HALVING)
+        m = keep
         rounds.append((m, n))
     if m == 1 and left > 0 and n < v:
         rounds.append((1, min(v, n + left)))
