@@ -16,10 +16,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import structlog
+
 from ._errors import Unauthenticated
 from ._models import TenantStatus
 from ._store import JobStore
 from ._tenants import bootstrap_tenant_id, hash_secret
+
+log = structlog.get_logger(__name__)
 
 #: The longest key accepted; longer is malformed.
 MAX_KEY_LENGTH = 512
@@ -102,6 +106,22 @@ class Authenticator:
                 view = await self._read()
                 self._view = view
         return view
+
+    async def keep_fresh(self) -> None:
+        """Re-reads the view every half cache time, until cancelled, so that no call waits
+        for the store (which, seen from the API's loop, answers on the busy jobs' loop:
+        `_api_loop.py`). A failed read is logged and tried again; calls then wait for a read
+        of their own once the view is too old, as without this task."""
+        if self._cache_seconds <= 0:
+            return  # nothing is cached: every call reads
+        while True:
+            try:
+                async with self._lock:
+                    self._view = await self._read()
+            except Exception as error:  # the store may be briefly away; calls report it
+                log.warning("could not re-read API keys", error=f"{type(error).__name__}: "
+                            f"{error}")
+            await asyncio.sleep(self._cache_seconds / 2)
 
     async def _read(self) -> _KeyView:
         now = self._clock()
