@@ -307,15 +307,18 @@ class Interceptor:
                        stage: str = "") -> tuple[JSONResponse, tuple[int, int]]:
         """The answer to the task app, and the (prompt, completion) tokens it was metered."""
         started = time.perf_counter()
-        redactor = Redactor([grant.environment_key])
+        # The redactor is made only for an error (it cost ~4 % of the CPU per rollout when
+        # made for every call): the job's environment key, and the provider's key once known.
+        secrets = [grant.environment_key]
         try:
             endpoint = self._endpoint(grant.policy.provider)
-            redactor = redactor.with_secrets(endpoint.api_key)
+            secrets.append(endpoint.api_key)
             payload = await self._forwarder.chat(endpoint, body)
         except ProviderError as exc:
-            message = redactor.redact(f"policy provider: {exc}")
+            message = Redactor(secrets).redact(f"policy provider: {exc}")
             return await self._failed(grant, body, started, 502, message), (0, 0)
         except ProviderStatusError as exc:
+            redactor = Redactor(secrets)
             try:
                 provider_body = redactor.redact_json(loads_finite(exc.body))
             except ValueError:
@@ -324,7 +327,7 @@ class Interceptor:
                                        f"policy provider answered {exc.status}")
             return _Json(provider_body, exc.status), (0, 0)
         except (ProviderUnreachable, ValueError) as exc:
-            message = redactor.redact(
+            message = Redactor(secrets).redact(
                 f"policy provider {grant.policy.provider!r} unreachable: {exc}")
             return await self._failed(grant, body, started, 502, message), (0, 0)
         if not isinstance(payload, dict):
