@@ -25,6 +25,8 @@ from ._tenants import bootstrap_tenant_id, hash_secret
 
 log = structlog.get_logger(__name__)
 
+#: How old the view of keys must be before an unknown key makes it be read again.
+MISS_REREAD_SECONDS = 0.1
 #: The longest key accepted; longer is malformed.
 MAX_KEY_LENGTH = 512
 _HOW_TO_SEND = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
@@ -95,6 +97,7 @@ class Authenticator:
         self._clock = clock
         self._view: _KeyView | None = None
         self._lock = asyncio.Lock()
+        self._miss_read_at = -MISS_REREAD_SECONDS
 
     async def _current(self) -> _KeyView:
         view = self._view
@@ -106,6 +109,18 @@ class Authenticator:
                 view = await self._read()
                 self._view = view
         return view
+
+    async def _reread_after_miss(self) -> _KeyView | None:
+        """The view read again for a key it does not know, which may have been made since
+        (`mipro keys create` in another process) and is then accepted at once; None when a
+        miss made a read less than `MISS_REREAD_SECONDS` ago, so that unknown keys cannot
+        make every call read the store."""
+        async with self._lock:
+            if self._clock() - self._miss_read_at < MISS_REREAD_SECONDS:
+                return None
+            self._miss_read_at = self._clock()
+            self._view = await self._read()
+            return self._view
 
     async def keep_fresh(self) -> None:
         """Re-reads the view every half cache time, until cancelled, so that no call waits
@@ -142,6 +157,11 @@ class Authenticator:
         key = presented_key(metadata)
         view = await self._current()
         tenant = self._match(key, view)
+        if tenant is None and self._store is not None:
+            fresh = await self._reread_after_miss()
+            if fresh is not None and (fresh.active, fresh.revoked) != (view.active,
+                                                                       view.revoked):
+                view, tenant = fresh, self._match(key, fresh)
         if tenant is None:
             raise Unauthenticated("unknown API key")
         if tenant in view.disabled:

@@ -126,13 +126,9 @@ class OrchestratorServer:
         if made is not None:
             log.warning("made an API-key pepper in the data directory; set "
                         "MIPRO_API_KEY_PEPPER outside development", path=str(made))
-        # The API's key reads have a store connection of their own, on the API's loop: through
-        # the main one they waited for its turns (seconds when the machine was loaded), and
-        # the view of keys they keep must be at most a second old. A store handed in (tests)
-        # is shared, reached on the main loop.
-        self._api_store: JobStore | None = None if store is not None else make_store(
-            settings, vault=vault)
-        store_api: Any = self._api_store or OnLoop(self._store, main_loop)
+        # The API's key checks read the store on the main loop; `keep_fresh` re-reads them in
+        # the background, so a call waits for that only when the view is too old.
+        store_api: Any = OnLoop(self._store, main_loop)
         auth = Authenticator(settings.api_keys, store=store_api,
                              pepper=pepper, cache_seconds=settings.api_key_cache_ms / 1000)
         self._auth = auth
@@ -170,8 +166,6 @@ class OrchestratorServer:
         self.grpc_port = self._api.run_sync(lambda: self._grpc.add_insecure_port(address))
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {address}")
-        if self._api_store is not None:  # after the main store, which applied migrations
-            await self._api.call(self._api_store.open)
         await self._api.call(self._grpc.start)
         if "api" in self._roles:  # keys re-read in the background: no call waits for them
             self._auth_refresh = self._api.run_sync(
@@ -241,8 +235,6 @@ class OrchestratorServer:
         await self._api.call(self._grpc.stop, grace)
         if self._auth_refresh is not None:
             self._api.loop.call_soon_threadsafe(self._auth_refresh.cancel)
-        if self._api_store is not None:
-            await self._api.call(self._api_store.close)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
