@@ -45,6 +45,7 @@ from ._secrets import EnvKeyVault
 from ._ssrf import AddressPolicy
 from ._store import JobStore
 from ._store_factory import make_store
+from ._store_sqlite import SqliteJobStore
 from ._tenants import TenantWatch, ensure_bootstrap_tenants, load_pepper
 from ._tokens import RolloutTokens
 
@@ -126,9 +127,12 @@ class OrchestratorServer:
         if made is not None:
             log.warning("made an API-key pepper in the data directory; set "
                         "MIPRO_API_KEY_PEPPER outside development", path=str(made))
-        # The API's key checks read the store on the main loop; `keep_fresh` re-reads them in
-        # the background, so a call waits for that only when the view is too old.
-        store_api: Any = OnLoop(self._store, main_loop)
+        # The API's key checks read the store from the API's loop where the store allows it:
+        # SQLite's connection (aiosqlite) answers the loop that asks. Postgres' pool belongs
+        # to the main loop, so there they are read on it, waiting for its turns (450 ms with
+        # 20 jobs running). `keep_fresh` re-reads them in the background either way.
+        store_api: Any = self._store if isinstance(self._store, SqliteJobStore) else OnLoop(
+            self._store, main_loop)
         auth = Authenticator(settings.api_keys, store=store_api,
                              pepper=pepper, cache_seconds=settings.api_key_cache_ms / 1000)
         self._auth = auth
