@@ -25,8 +25,9 @@ from ._tenants import bootstrap_tenant_id, hash_secret
 
 log = structlog.get_logger(__name__)
 
-#: How old the view of keys must be before an unknown key makes it be read again.
+#: The least time between two re-reads of the keys that unknown keys ask for.
 MISS_REREAD_SECONDS = 0.1
+
 #: The longest key accepted; longer is malformed.
 MAX_KEY_LENGTH = 512
 _HOW_TO_SEND = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
@@ -124,9 +125,9 @@ class Authenticator:
 
     async def keep_fresh(self) -> None:
         """Re-reads the view every half cache time, until cancelled, so that no call waits
-        for the store (which, seen from the API's loop, answers on the busy jobs' loop:
-        `_api_loop.py`). A failed read is logged and tried again; calls then wait for a read
-        of their own once the view is too old, as without this task."""
+        for the store (which may answer on the busy jobs' loop: `_api_loop.py`). A failed
+        read is logged and tried again; calls then wait for a read of their own once the
+        view is too old, as without this task."""
         if self._cache_seconds <= 0:
             return  # nothing is cached: every call reads
         while True:
