@@ -16,10 +16,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import structlog
+
 from ._errors import Unauthenticated
 from ._models import TenantStatus
 from ._store import JobStore
 from ._tenants import bootstrap_tenant_id, hash_secret
+
+log = structlog.get_logger(__name__)
+
+#: The least time between two re-reads of the keys that unknown keys ask for.
+MISS_REREAD_SECONDS = 0.1
 
 #: The longest key accepted; longer is malformed.
 MAX_KEY_LENGTH = 512
@@ -91,6 +98,7 @@ class Authenticator:
         self._clock = clock
         self._view: _KeyView | None = None
         self._lock = asyncio.Lock()
+        self._miss_read_at = -MISS_REREAD_SECONDS
 
     async def _current(self) -> _KeyView:
         view = self._view
@@ -102,6 +110,34 @@ class Authenticator:
                 view = await self._read()
                 self._view = view
         return view
+
+    async def _reread_after_miss(self) -> _KeyView | None:
+        """The view read again for a key it does not know, which may have been made since
+        (`mipro keys create` in another process) and is then accepted at once; None when a
+        miss made a read less than `MISS_REREAD_SECONDS` ago, so that unknown keys cannot
+        make every call read the store."""
+        async with self._lock:
+            if self._clock() - self._miss_read_at < MISS_REREAD_SECONDS:
+                return None
+            self._miss_read_at = self._clock()
+            self._view = await self._read()
+            return self._view
+
+    async def keep_fresh(self) -> None:
+        """Re-reads the view every half cache time, until cancelled, so that no call waits
+        for the store (which may answer on the busy jobs' loop: `_api_loop.py`). A failed
+        read is logged and tried again; calls then wait for a read of their own once the
+        view is too old, as without this task."""
+        if self._cache_seconds <= 0:
+            return  # nothing is cached: every call reads
+        while True:
+            try:
+                async with self._lock:
+                    self._view = await self._read()
+            except Exception as error:  # the store may be briefly away; calls report it
+                log.warning("could not re-read API keys", error=f"{type(error).__name__}: "
+                            f"{error}")
+            await asyncio.sleep(self._cache_seconds / 2)
 
     async def _read(self) -> _KeyView:
         now = self._clock()
@@ -122,6 +158,11 @@ class Authenticator:
         key = presented_key(metadata)
         view = await self._current()
         tenant = self._match(key, view)
+        if tenant is None and self._store is not None:
+            fresh = await self._reread_after_miss()
+            if fresh is not None and (fresh.active, fresh.revoked) != (view.active,
+                                                                       view.revoked):
+                view, tenant = fresh, self._match(key, fresh)
         if tenant is None:
             raise Unauthenticated("unknown API key")
         if tenant in view.disabled:

@@ -19,7 +19,7 @@ import stamina
 from mipro._providers import ProviderEndpoint
 from mipro._retry import parse_retry_after
 
-from ._task_app import loads_finite
+from ._json import dumps, loads_finite
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 #: The longest `Retry-After` honoured, in seconds; a longer one waits this long.
@@ -84,13 +84,15 @@ class ProviderForwarder:
         """The provider's JSON answer to `body`; raises `ProviderStatusError` or
         `ProviderUnreachable` when, after the retries, it did not answer 2xx."""
         url = f"{endpoint.base_url}/chat/completions"
-        headers = {"Authorization": f"Bearer {endpoint.api_key}"}
+        headers = {"Authorization": f"Bearer {endpoint.api_key}",
+                   "Content-Type": "application/json"}
+        data = dumps(body)
         try:
             async for attempt in stamina.retry_context(
                     on=_retry_wait, attempts=self._attempts, timeout=None, wait_initial=0.5,
                     wait_max=MAX_RETRY_AFTER, wait_jitter=0.5):
                 with attempt:
-                    async with self._http().post(url, json=body, headers=headers,
+                    async with self._http().post(url, data=data, headers=headers,
                                                  allow_redirects=False) as response:
                         content = await response.read()
                         if response.status >= 300:

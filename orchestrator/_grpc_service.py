@@ -105,8 +105,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if request.view not in jobs_pb2.JobView.values():
             raise InvalidArgument("view", f"must be JOB_VIEW_BASIC or JOB_VIEW_FULL, got "
                                           f"{request.view}")
-        return job_view(job_to_proto(await self._jobs.get(owner, request.job_id)),
-                        request.view)
+        # A running job from its published snapshot, without a turn of the jobs' loop.
+        job = self._jobs.peek(owner, request.job_id) or await self._jobs.get(owner,
+                                                                              request.job_id)
+        return job_view(job_to_proto(job), request.view)
 
     @_unary
     async def ListJobs(self, owner: str, request: jobs_pb2.ListJobsRequest,

@@ -274,6 +274,15 @@ class JobManager:
             raise NotFound(f"job {job_id!r} not found")
         return job
 
+    def peek(self, owner: str, job_id: str) -> JobRecord | None:
+        """A job running here, as its runner last published it (at most
+        `_runner.PUBLISH_SECONDS` behind), or None: not running here, or another tenant's.
+        It only reads, so the gRPC API calls it from its own thread (`_api_loop.py`)."""
+        live = self._live.get(job_id)
+        if live is None or live.job.owner != owner:
+            return None
+        return live.published
+
     async def list_jobs(self, owner: str, *, status: str, limit: int,
                    page_token: str) -> tuple[list[JobRecord], str]:
         status_filter: JobStatus | None = None

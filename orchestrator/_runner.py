@@ -15,6 +15,7 @@ writes its summary and ends it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -51,6 +52,16 @@ log = structlog.get_logger(__name__)
 
 #: emit(type, message, data, terminal)
 EventSink = Callable[[str, str, dict[str, Any], bool], Awaitable[None]]
+#: The longest a running job's published snapshot lags its rollouts (`JobRunner.published`).
+PUBLISH_SECONDS = 0.05
+
+
+def published_copy(job: JobRecord) -> JobRecord:
+    """A copy of `job` that the runner's later updates never touch: what readers on other
+    threads see (the gRPC API's loop, `_api_loop.py`). The spec and the strings are shared,
+    being immutable; what the snapshot rewrites is copied. O(candidates)."""
+    return replace(job, failures_by_cause=dict(job.failures_by_cause),
+                   candidates=[copy.copy(c) for c in job.candidates], history=list(job.history))
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,10 @@ class JobRunner:
             on_result=self._on_result, tokens=tokens or RolloutTokens(), trace=self.trace,
             prompt_of=self._prompt_of)
         self._plan: JobPlan | None = None
+        #: The job as of its last snapshot, never modified after: replaced whole, so a reader
+        #: on another thread sees one consistent state, at most `PUBLISH_SECONDS` behind.
+        self.published = published_copy(job)
+        self._published_at = 0.0
         #: Set when the process shuts down: the job is left unfinished instead of cancelled.
         self.interrupted = False
 
@@ -270,7 +285,7 @@ class JobRunner:
         job.proposer_cost_usd = meter.proposer_cost_usd
         job.cost_usd = meter.cost_usd
         if not job.candidates:
-            return job
+            return self._publish(job)
         for candidate in job.candidates:
             standing = board.standing(candidate.index)
             usage = board.candidate_usage(candidate.index)
@@ -290,6 +305,11 @@ class JobRunner:
             if job.spec.test_seeds and board.tally(Phase.TEST, 0).attempted:
                 job.baseline_test_score = board.tally(Phase.TEST, 0).mean
                 job.best_test_score = board.tally(Phase.TEST, winner).mean
+        return self._publish(job)
+
+    def _publish(self, job: JobRecord) -> JobRecord:
+        self.published = published_copy(job)
+        self._published_at = time.monotonic()
         return job
 
     async def _save(self) -> None:
@@ -346,6 +366,7 @@ class JobRunner:
     async def emit(self, type_: str, message: str, data: dict[str, Any], *,
                    level: str = "info") -> None:
         getattr(log, level)(message, event_type=type_)
+        self.snapshot()  # a reader who saw the event finds the job at least this far
         await self._emit_event(type_, message, data, False)
 
     async def candidates_added(self, candidates: Sequence[CandidateRecord]) -> None:
@@ -413,5 +434,8 @@ class JobRunner:
         if result.phase != Phase.BOOTSTRAP and (done % step == 0 or done == planned):
             await self.emit(f"{result.phase}.progress", f"{result.phase} rollouts {done}/{planned}",
                             {"done": done, "planned": planned})
-        if time.monotonic() - self._last_flush >= self._flush_interval:
+        now = time.monotonic()
+        if now - self._last_flush >= self._flush_interval:
             await self._save()
+        elif now - self._published_at >= PUBLISH_SECONDS:
+            self.snapshot()

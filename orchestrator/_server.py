@@ -27,6 +27,7 @@ from mipro._pricing import PriceTable
 from mipro._settings import Settings
 from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 
+from ._api_loop import ApiLoop, OnLoop
 from ._auth import Authenticator
 from ._exchanges import ExchangeLedger
 from ._grpc_service import (
@@ -44,6 +45,7 @@ from ._secrets import EnvKeyVault
 from ._ssrf import AddressPolicy
 from ._store import JobStore
 from ._store_factory import make_store
+from ._store_sqlite import SqliteJobStore
 from ._tenants import TenantWatch, ensure_bootstrap_tenants, load_pepper
 from ._tokens import RolloutTokens
 
@@ -113,27 +115,41 @@ class OrchestratorServer:
                                 address_policy=AddressPolicy(settings.task_app_allow),
                                 task_app_max_response_bytes=settings.task_app_max_response_bytes,
                                 tokens=tokens)
-        self._grpc = grpc.aio.server()
+        # The public gRPC API runs on its own loop and thread (`_api_loop.py`); the job
+        # manager and the store stay on this one, and the servicers reach them through
+        # `OnLoop`. A gRPC server binds to the loop it is made on, so it is made there.
+        self._api = ApiLoop()
+        main_loop = asyncio.get_running_loop()
+        jobs_api: Any = OnLoop(self._jobs, main_loop)
+        self._grpc = self._api.run_sync(grpc.aio.server)
         self._health = add_health_and_reflection(self._grpc, SERVICE_NAMES)
         pepper, made = load_pepper(settings)
         if made is not None:
             log.warning("made an API-key pepper in the data directory; set "
                         "MIPRO_API_KEY_PEPPER outside development", path=str(made))
-        auth = Authenticator(settings.api_keys, store=self._store, pepper=pepper,
-                             cache_seconds=settings.api_key_cache_ms / 1000)
+        # The API's key checks read the store from the API's loop where the store allows it:
+        # SQLite's connection (aiosqlite) answers the loop that asks. Postgres' pool belongs
+        # to the main loop, so there they are read on it, waiting for its turns (450 ms with
+        # 20 jobs running). `keep_fresh` re-reads them in the background either way.
+        store_api: Any = self._store if isinstance(self._store, SqliteJobStore) else OnLoop(
+            self._store, main_loop)
+        auth = Authenticator(settings.api_keys, store=store_api,
+                             pepper=pepper, cache_seconds=settings.api_key_cache_ms / 1000)
+        self._auth = auth
+        self._auth_refresh: asyncio.Task[None] | None = None
         self._tenant_watch = TenantWatch(self._store, self._jobs.cancel,
                                          interval=settings.tenant_check_seconds)
         if "api" in self._roles:
-            jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self._jobs, auth),
+            jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs_api, auth),
                                                            self._grpc)
             jobs_pb2_grpc.add_EnvironmentKeyServiceServicer_to_server(
-                EnvironmentKeyServicer(self._jobs, auth), self._grpc)
+                EnvironmentKeyServicer(jobs_api, auth), self._grpc)
             jobs_pb2_grpc.add_SynthCompatServiceServicer_to_server(
-                SynthCompatServicer(self._jobs, auth), self._grpc)
+                SynthCompatServicer(jobs_api, auth), self._grpc)
             jobs_pb2_grpc.add_SynthEventStreamServiceServicer_to_server(
-                SynthEventStreamServicer(self._jobs, auth), self._grpc)
+                SynthEventStreamServicer(jobs_api, auth), self._grpc)
             jobs_pb2_grpc.add_OfflineJobServiceServicer_to_server(
-                OfflineJobServicer(self._jobs, auth), self._grpc)
+                OfflineJobServicer(jobs_api, auth), self._grpc)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.grpc_port = 0
@@ -151,17 +167,21 @@ class OrchestratorServer:
             await self._jobs.start()
             self._tenant_watch.start()
         address = f"{settings.orchestrator_host}:{settings.orchestrator_port}"
-        self.grpc_port = self._grpc.add_insecure_port(address)
+        self.grpc_port = self._api.run_sync(lambda: self._grpc.add_insecure_port(address))
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {address}")
-        await self._grpc.start()
+        await self._api.call(self._grpc.start)
+        if "api" in self._roles:  # keys re-read in the background: no call waits for them
+            self._auth_refresh = self._api.run_sync(
+                lambda: self._api.loop.create_task(self._auth.keep_fresh()))
         if "interceptor" in self._roles:
             await self._start_interceptor()
         self._metrics = _metrics.serve_metrics(settings.metrics_bind_host, settings.metrics_port,
                                                component="orchestrator")
         self.metrics_port = self._metrics.port if self._metrics else 0
         # The job services are SERVING only where they are registered (the api role).
-        await mark_serving(self._health, SERVICE_NAMES if "api" in self._roles else ())
+        await self._api.call(mark_serving, self._health,
+                             SERVICE_NAMES if "api" in self._roles else ())
         log.info("orchestrator started", grpc_port=self.grpc_port,
                  interceptor_port=self.interceptor_port, data_dir=str(settings.data_dir),
                  proposer=settings.proposer_address, public_base_url=settings.public_base_url,
@@ -199,6 +219,7 @@ class OrchestratorServer:
         # the path of every model call.
         config = uvicorn.Config(self._interceptor.app, log_config=None, access_log=False,
                                 lifespan="off", http="httptools", proxy_headers=False,
+                                interface="asgi3",
                                 timeout_keep_alive=settings.interceptor_keep_alive_seconds)
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
@@ -208,7 +229,7 @@ class OrchestratorServer:
             await asyncio.sleep(0.01)
 
     async def stop(self, grace: float = 5.0) -> None:
-        await mark_not_serving(self._health, SERVICE_NAMES)
+        await self._api.call(mark_not_serving, self._health, SERVICE_NAMES)
         await self._tenant_watch.stop()
         if self._worker is not None:
             await self._worker.shutdown()
@@ -216,7 +237,9 @@ class OrchestratorServer:
                                  return_exceptions=True)
             await self._worker_activities.close()
         await self._jobs.stop()
-        await self._grpc.stop(grace)
+        await self._api.call(self._grpc.stop, grace)
+        if self._auth_refresh is not None:
+            self._api.loop.call_soon_threadsafe(self._auth_refresh.cancel)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
@@ -226,7 +249,8 @@ class OrchestratorServer:
         if self._metrics is not None:
             self._metrics.stop()
             self._metrics = None
+        self._api.stop()
         log.info("orchestrator stopped")
 
     async def wait_for_termination(self) -> None:
-        await self._grpc.wait_for_termination()
+        await self._api.call(self._grpc.wait_for_termination)

@@ -9,6 +9,7 @@ losing a row.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -58,6 +59,11 @@ def _exchange_from_json(text: str) -> Exchange:
 
 
 
+#: Rollout rows in one INSERT at most: 11 values each, under SQLite's 32,766 variables.
+_ROWS_PER_STATEMENT = 256
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -85,6 +91,10 @@ class SqliteJobStore(JobStore):
         self._db: aiosqlite.Connection | None = None
         #: Seals environment keys at rest; without one the store refuses to hold them.
         self._vault = vault
+        #: Rollout rows waiting for the statement in flight, and whether one is.
+        self._rows: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._writing_rows = False
+        self._row_writer: asyncio.Task[None] | None = None
 
     @property
     def _conn(self) -> aiosqlite.Connection:
@@ -192,15 +202,42 @@ class SqliteJobStore(JobStore):
         await self._insert_rollout(job_id, result)
 
     async def _insert_rollout(self, job_id: str, result: RolloutResult) -> None:
-        await self._conn.execute(
-            "INSERT OR IGNORE INTO rollout_results (job_id, rollout_id, phase, candidate, seed,"
-            " reward, failure_cause, failure_detail, prompt_tokens, completion_tokens,"
-            " trace_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, result.rollout_id, result.phase, result.candidate_index, result.seed,
-             result.reward, result.failure_cause, result.failure_detail, result.prompt_tokens,
-             result.completion_tokens,
-             json.dumps(result.trace) if result.trace is not None else None),
-        )
+        """Returns once the row is committed. Rows that arrive while a write is in flight
+        go together in the next statement (a group commit: one statement and one commit for
+        all of them, instead of one each, which cost most of the store's CPU per rollout)."""
+        row = (job_id, result.rollout_id, result.phase, result.candidate_index, result.seed,
+               result.reward, result.failure_cause, result.failure_detail,
+               result.prompt_tokens, result.completion_tokens,
+               json.dumps(result.trace) if result.trace is not None else None)
+        done = asyncio.get_running_loop().create_future()
+        self._rows.append((row, done))
+        if not self._writing_rows:
+            self._writing_rows = True
+            self._row_writer = asyncio.create_task(self._write_rows())
+        await done
+
+    async def _write_rows(self) -> None:
+        try:
+            while self._rows:
+                batch, self._rows = self._rows[:_ROWS_PER_STATEMENT], \
+                    self._rows[_ROWS_PER_STATEMENT:]
+                try:
+                    await self._conn.execute(
+                        "INSERT OR IGNORE INTO rollout_results (job_id, rollout_id, phase,"
+                        " candidate, seed, reward, failure_cause, failure_detail,"
+                        " prompt_tokens, completion_tokens, trace_json) VALUES "
+                        + ", ".join([_ROW_MARKS] * len(batch)),
+                        [value for row, _ in batch for value in row])
+                except Exception as error:  # every waiter of this statement sees it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(error)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._writing_rows = False
 
     async def list_rollouts(self, job_id: str) -> list[RolloutResult]:
         return await self.list_rollouts_from(job_id, 0)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
-import json
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ from multidict import CIMultiDictProxy
 from mipro._retry import RetryPolicy, parse_retry_after
 
 from ._errors import TaskAppRejected, TaskAppUnavailable
+from ._json import dumps, loads_finite
 from ._redact import Redactor
 
 log = structlog.get_logger(__name__)
@@ -141,13 +141,6 @@ def _quote(text: str, redactor: Redactor) -> str:
     return text if len(text) <= _MAX_QUOTED_BODY else text[:_MAX_QUOTED_BODY] + "…"
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def loads_finite(data: bytes | str) -> Any:
-    """`json.loads`, refusing NaN and ±Infinity (which Python's parser accepts)."""
-    return json.loads(data, parse_constant=_refuse_constant)
 
 
 class ResponseTooLarge(Exception):
@@ -260,9 +253,13 @@ class TaskAppClient:
                     payload: dict[str, Any] | None = None,
                     headers: dict[str, str] | None = None) -> Answer:
         """One request, its whole answer read within `timeout` and `max_response_bytes`."""
+        headers = headers or self._headers
+        body: bytes | None = None
+        if payload is not None:
+            body, headers = dumps(payload), {**headers, "Content-Type": "application/json"}
         async with asyncio.timeout(timeout):
-            async with self._http.request(method, f"{self._base_url}{path}", json=payload,
-                                          headers=headers or self._headers,
+            async with self._http.request(method, f"{self._base_url}{path}", data=body,
+                                          headers=headers,
                                           allow_redirects=False) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self._max_bytes:

@@ -48,7 +48,7 @@ async def _start_long_job(stack: RunningStack, key: str) -> str:
             "name": "ENVIRONMENT_API_KEY", "value": stack.environment_key})
         assert response.status_code == 200, response.text
         job = documented_job(stack.task_app_url)
-        job["policy_optimization"]["mipro"].update(val_seeds=list(range(100, 160)),
+        job["policy_optimization"]["mipro"].update(val_seeds=list(range(100, 400)),
                                                    max_concurrent=1)
         response = await client.post(JOBS, json=job)
         assert response.status_code == 200, response.text
