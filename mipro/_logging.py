@@ -50,7 +50,11 @@ def configure_logging(component: str, *, level: str = "info", fmt: str = "auto")
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # In JSON, an exception's traceback becomes the line's `exception` text (the
+            # console renderer prints it itself): without it a crash logs only its message.
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        *(() if use_console else (structlog.processors.format_exc_info,)),
+                        renderer],
         )
     )
     root = logging.getLogger()

@@ -14,6 +14,8 @@ import json
 import os
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -430,6 +432,21 @@ def test_log_lines_carry_the_current_trace_id(spans: InMemorySpanExporter) -> No
             line = add_trace_ids(None, "info", merged)
     assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     assert (line["job_id"], line["rollout_id"]) == ("pl_1", "pl_1_v0s1")
+
+
+def test_a_logged_exception_keeps_its_traceback_in_json_logs() -> None:
+    """What an operator reads when a job crashes: the JSON line names the job and carries
+    the traceback (a process of its own: logging is configured process-wide)."""
+    code = ("import structlog\nfrom mipro._logging import configure_logging\n"
+            "configure_logging('orchestrator', fmt='json')\n"
+            "try:\n    {}['missing']\nexcept KeyError:\n"
+            "    structlog.get_logger().exception('job crashed', job_id='pl_1')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    line = json.loads(done.stderr.strip().splitlines()[-1])
+    assert (line["event"], line["job_id"], line["level"]) == ("job crashed", "pl_1", "error")
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].rstrip().endswith("KeyError: 'missing'")
 
 
 def test_tracing_is_off_unless_configured() -> None:
