@@ -209,8 +209,13 @@ class JobActivities:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(worker())
-        except* JobFailure as failures:
-            raise failures.exceptions[0] from None
+        except BaseExceptionGroup as failed:
+            # Raised as itself, with its own traceback: a JobFailure ends the job with its
+            # cause, and anything else (a bug) is logged and named by the job's crash path
+            # rather than as "unhandled errors in a TaskGroup".
+            first = next((e for e in failed.exceptions if isinstance(e, JobFailure)),
+                         failed.exceptions[0])
+            raise first from None
         order = {(i.phase.value, i.candidate, i.seed): n for n, i in enumerate(items)}
         results.sort(key=lambda r: order[(r.phase, r.candidate_index, r.seed)])
         return BatchOutcome(tuple(results), exhausted)
