@@ -119,6 +119,12 @@ async def test_the_harness_counts_what_the_task_app_scored(tmp_path: Path) -> No
     mean = sum(r["reward"] for r in baseline_test) / 5
     assert _cell(ours, 3).startswith(f"{mean:.3f} ")
     assert "| ours | joint |" in section or "ours, joint: unavailable" in section
+    # Every mode optimizes on the same budget: bootstrap + 5 validation passes by default.
+    results = json.loads((work / "results.json").read_text())
+    assert results["metric_calls"] == 3 + 5 * 4
+    assert [o["mode"] for o in results["ours"]] == ["instruction-only", "joint"]
+    assert all(0 < o["metric_calls"] <= 23 for o in results["ours"])
+    assert "a budget of 23 metric calls" in section
 
     spec = json.loads((work / "dspy_spec.json.seen").read_text())
     assert spec["instruction"] == BASELINE_INSTRUCTION
