@@ -343,6 +343,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         Splits.consecutive(*args.splits)
     except (TypeError, ValueError):
         parser.error("--splits: three positive integers, bootstrap,val,test")
+    # Absolute, not resolved: the DSPy side runs in the work dir (`make bench-quality` passes
+    # a relative path), and resolving the venv's python symlink would leave the venv.
+    args.dspy_python = str(Path(args.dspy_python).absolute())
     if args.metric_calls is None:
         bootstrap, val, _ = args.splits
         args.metric_calls = bootstrap + (1 + defaults.MAX_DEMO_SETS.default) * val

@@ -22,6 +22,7 @@ from mipro.examples.support_intents.task_app import BASELINE_INSTRUCTION, DEFAUL
 
 from bench._quality_report import END, START, write_section
 from bench._quality_stats import gain_difference, mcnemar_p, paired_gain, wilson
+from bench.quality import parse_args
 from mipro._settings import Settings
 from mipro._stack import Stack, free_port, stack_env
 
@@ -63,6 +64,11 @@ def test_paired_gain_uses_only_seeds_both_scored() -> None:
     assert mcnemar_p(winner, baseline) == pytest.approx(0.5)  # 2 better, 0 worse: 2 * 1/4
     same = gain_difference(winner, baseline, winner, baseline)
     assert same.value == 0.0 and same.low == same.high == 0.0
+
+
+def test_a_relative_dspy_python_still_names_the_venv_from_the_work_dir() -> None:
+    args = parse_args(["--dspy-python", ".venv-dspy/bin/python"])
+    assert args.dspy_python == str(Path.cwd() / ".venv-dspy" / "bin" / "python")
 
 
 def test_the_section_is_replaced_not_appended(tmp_path: Path) -> None:
