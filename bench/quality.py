@@ -246,6 +246,12 @@ def summarize(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
     rows_ = [_our_row(o) for o in outcomes]
     notes = [f"- ours, {o.mode}: the winner's instruction in full: {json.dumps(o.instruction)}"
              for o in outcomes if o.winner]
+    for o in outcomes:
+        winner = next((c for c in o.job.get("candidates", []) if c.get("index") == o.winner
+                       and c.get("demo_seeds")), None)
+        if o.winner and winner is not None:
+            notes.append(f"- ours, {o.mode}: the winner's demo set: {winner['demo_set_id']}, "
+                         f"the demos of bootstrap seeds {winner['demo_seeds']}")
     unavailable: dict[str, str] = results.get("unavailable", {})
     notes += [f"- ours, {mode}: {reason}" for mode, reason in unavailable.items()]
     notes += [f"- {note}" for note in results.get("notes", [])]
