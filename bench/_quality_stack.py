@@ -133,9 +133,13 @@ async def start_quality_stack(directory: Path, *, model_url: str | None = None) 
 
 
 def job_request(task_app_url: str, mode: str, splits: Splits, *,
-                num_candidates: int, seed: int) -> dict[str, Any]:
+                num_candidates: int, seed: int,
+                metric_calls: int | None = None) -> dict[str, Any]:
     """The demo's local-model job (`job_local_model.json`: policy, proposer, concurrency) on
-    the benchmark's splits, in `mode` (a key of `MODES`)."""
+    the benchmark's splits, in `mode` (a key of `MODES`). With `metric_calls`, the job's
+    `max_rollouts` is that many bootstrap and validation rollouts plus the held-out test
+    rollouts it reserves (the baseline's and the winner's), so every mode optimizes on the
+    same number of rewards."""
     job: dict[str, Any] = copy.deepcopy(json.loads(LOCAL_JOB.read_text()))
     settings = job["policy_optimization"]
     settings["task_app_url"] = task_app_url
@@ -144,14 +148,17 @@ def job_request(task_app_url: str, mode: str, splits: Splits, *,
                   "val_seeds": list(splits.val), "test_seeds": list(splits.test),
                   "num_candidates": num_candidates, "seed": seed})
     mipro["proposer"]["mode"] = MODES[mode]
+    if metric_calls is not None:
+        mipro.setdefault("termination_config", {})["max_rollouts"] = (
+            metric_calls + 2 * len(splits.test))
     return job
 
 
 async def run_job(stack: QualityStack, mode: str, splits: Splits, *, num_candidates: int,
-                  seed: int, timeout: float) -> JobOutcome:
+                  seed: int, timeout: float, metric_calls: int | None = None) -> JobOutcome:
     """Submits the job of `mode` and waits for its end (cancelled after `timeout` s)."""
     body = job_request(stack.task_app_url, mode, splits, num_candidates=num_candidates,
-                       seed=seed)
+                       seed=seed, metric_calls=metric_calls)
     started = time.monotonic()
     answer = await stack.api("POST", JOBS_PATH, body)
     if answer.status_code == 400 and "proposer.mode" in answer.text:

@@ -4,7 +4,7 @@ real local model (SmolLM2-135M-Instruct through `mipro.local_model`), no key nee
     make bench-quality                                    # everything, BENCHMARKS.md updated
     .venv/bin/python -m bench.quality [--modes instruction-only,demos-only,joint]
         [--no-dspy] [--dspy-python .venv-dspy/bin/python] [--splits 40,60,200]
-        [--model-url URL] [--no-write] [--timeout SECONDS]
+        [--metric-calls N] [--model-url URL] [--no-write] [--timeout SECONDS]
 
 What it does, in one run:
 
@@ -12,7 +12,12 @@ What it does, in one run:
    (`examples/support_intents`) and the local model, on free 127.0.0.1 ports.
 2. For each mode (`mipro.proposer.mode` of the job), submits the demo's local-model job
    (`job_local_model.json`) on the fixed splits of `_quality_splits.py` through the REST API
-   and waits for it. A mode the server refuses (400 naming the mode) is reported as
+   and waits for it. Every mode gets the same budget of metric calls (`--metric-calls`,
+   by default the bootstrap seeds plus 5 passes over the validation seeds: what a demos-only
+   job spends scoring the baseline and its 4 demo sets on every seed), as the job's
+   `termination_config.max_rollouts` (that budget plus the reserved test rollouts), so a
+   joint job races its (instruction, demo set) pairs within it instead of scoring them all.
+   A mode the server refuses (400 naming the mode) is reported as
    unavailable, with no row. The task app's record gives each held-out seed's reward for the
    baseline and the winner, and the count of rewards the optimization used ("metric calls":
    bootstrap and validation rollouts).
@@ -40,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from mipro.examples.support_intents import task_app
+
+from orchestrator import _defaults as defaults
 
 from ._quality_report import METHOD, Row, agreement, comparisons, table, write_section
 from ._quality_splits import Splits, label_counts, rows
@@ -162,7 +169,8 @@ async def _ours(stack: QualityStack, args: argparse.Namespace, splits: Splits,
         _log(f"ours, {mode}: job submitted")
         try:
             outcome = await run_job(stack, mode, splits, num_candidates=args.num_candidates,
-                                    seed=args.seed, timeout=deadline - time.monotonic())
+                                    seed=args.seed, timeout=deadline - time.monotonic(),
+                                    metric_calls=args.metric_calls)
         except ModeUnavailable as error:
             _log(f"ours, {mode}: mode unavailable on this server ({error}); no row")
             unavailable[mode] = f"unavailable: {error}"
@@ -196,7 +204,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     _log(f"splits (bootstrap / val / test seeds): {splits.sizes()}; work dir {directory}")
     stack = await start_quality_stack(directory, model_url=args.model_url)
     results: dict[str, Any] = {"argv": args.argv, "splits": list(args.splits), "dspy": None,
-                               "dspy_note": None, "measured_at": _now()}
+                               "dspy_note": None, "measured_at": _now(),
+                               "metric_calls": args.metric_calls}
     try:
         _log(f"stack up: gateway {stack.stack.gateway_url}, model {stack.model_url}")
         outcomes, results["unavailable"] = await _ours(stack, args, splits, deadline)
@@ -237,6 +246,12 @@ def summarize(results: dict[str, Any]) -> tuple[list[Row], list[str]]:
     rows_ = [_our_row(o) for o in outcomes]
     notes = [f"- ours, {o.mode}: the winner's instruction in full: {json.dumps(o.instruction)}"
              for o in outcomes if o.winner]
+    for o in outcomes:
+        winner = next((c for c in o.job.get("candidates", []) if c.get("index") == o.winner
+                       and c.get("demo_seeds")), None)
+        if o.winner and winner is not None:
+            notes.append(f"- ours, {o.mode}: the winner's demo set: {winner['demo_set_id']}, "
+                         f"the demos of bootstrap seeds {winner['demo_seeds']}")
     unavailable: dict[str, str] = results.get("unavailable", {})
     notes += [f"- ours, {mode}: {reason}" for mode, reason in unavailable.items()]
     notes += [f"- {note}" for note in results.get("notes", [])]
@@ -284,6 +299,11 @@ def report(rows_: list[Row], notes: list[str], args: argparse.Namespace) -> str:
         f"{splits.test[0]}-{splits.test[-1]} ({len(splits.test)} rows: "
         f"{label_counts(splits.test)}).",
         "",
+        f"Each of our jobs had a budget of {args.metric_calls} metric calls (bootstrap and "
+        f"validation rollouts; `termination_config.max_rollouts` {args.metric_calls} plus "
+        f"the {2 * len(splits.test)} test rollouts it reserves); DSPy's runs get the metric "
+        f"calls ours used.",
+        "",
         table(rows_) if rows_ else "(no optimizer produced a row)",
         "",
         *comparisons(pairs),
@@ -303,6 +323,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--splits", default="40,60,200",
                         help="bootstrap,val,test seed counts (consecutive from seed 0)")
     parser.add_argument("--num-candidates", type=int, default=6)
+    parser.add_argument("--metric-calls", type=int, default=None,
+                        help="bootstrap and validation rollouts each of our jobs may use "
+                             "(default: bootstrap + (1 + max_demo_sets) x validation seeds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-url", default=None,
                         help="an OpenAI-compatible server to use instead of starting the "
@@ -326,6 +349,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         Splits.consecutive(*args.splits)
     except (TypeError, ValueError):
         parser.error("--splits: three positive integers, bootstrap,val,test")
+    # Absolute, not resolved: the DSPy side runs in the work dir (`make bench-quality` passes
+    # a relative path), and resolving the venv's python symlink would leave the venv.
+    args.dspy_python = str(Path(args.dspy_python).absolute())
+    if args.metric_calls is None:
+        bootstrap, val, _ = args.splits
+        args.metric_calls = bootstrap + (1 + defaults.MAX_DEMO_SETS.default) * val
+    if args.metric_calls < 1:
+        parser.error("--metric-calls: a positive integer")
     if args.work_dir is None:
         args.work_dir = _REPO / ".mipro" / "bench-quality" / time.strftime("%Y%m%d-%H%M%S")
     return args
@@ -338,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = results.get("argv", args.argv)
         args.splits = tuple(results.get("splits", args.splits))
         args.measured_at = results.get("measured_at", "at an unrecorded time")
+        args.metric_calls = results.get("metric_calls", args.metric_calls)
     else:
         args.measured_at = _now()
         results = asyncio.run(benchmark(args))

@@ -22,6 +22,7 @@ from mipro.examples.support_intents.task_app import BASELINE_INSTRUCTION, DEFAUL
 
 from bench._quality_report import END, START, write_section
 from bench._quality_stats import gain_difference, mcnemar_p, paired_gain, wilson
+from bench.quality import parse_args
 from mipro._settings import Settings
 from mipro._stack import Stack, free_port, stack_env
 
@@ -63,6 +64,11 @@ def test_paired_gain_uses_only_seeds_both_scored() -> None:
     assert mcnemar_p(winner, baseline) == pytest.approx(0.5)  # 2 better, 0 worse: 2 * 1/4
     same = gain_difference(winner, baseline, winner, baseline)
     assert same.value == 0.0 and same.low == same.high == 0.0
+
+
+def test_a_relative_dspy_python_still_names_the_venv_from_the_work_dir() -> None:
+    args = parse_args(["--dspy-python", ".venv-dspy/bin/python"])
+    assert args.dspy_python == str(Path.cwd() / ".venv-dspy" / "bin" / "python")
 
 
 def test_the_section_is_replaced_not_appended(tmp_path: Path) -> None:
@@ -119,6 +125,12 @@ async def test_the_harness_counts_what_the_task_app_scored(tmp_path: Path) -> No
     mean = sum(r["reward"] for r in baseline_test) / 5
     assert _cell(ours, 3).startswith(f"{mean:.3f} ")
     assert "| ours | joint |" in section or "ours, joint: unavailable" in section
+    # Every mode optimizes on the same budget: bootstrap + 5 validation passes by default.
+    results = json.loads((work / "results.json").read_text())
+    assert results["metric_calls"] == 3 + 5 * 4
+    assert [o["mode"] for o in results["ours"]] == ["instruction-only", "joint"]
+    assert all(0 < o["metric_calls"] <= 23 for o in results["ours"])
+    assert "a budget of 23 metric calls" in section
 
     spec = json.loads((work / "dspy_spec.json.seen").read_text())
     assert spec["instruction"] == BASELINE_INSTRUCTION

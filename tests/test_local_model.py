@@ -211,6 +211,68 @@ async def test_response_format_schema_is_honoured_and_bad_requests_are_400(
     assert too_long.json()["error"]["code"] == "context_length_exceeded"
 
 
+def test_a_history_tool_call_is_written_as_the_model_writes_a_call() -> None:
+    """A demo's answer (an assistant tool call) reads like the call the model is asked for:
+    its arguments object under a one-function grammar, else `{"name", "arguments"}`; what
+    the server writes back in is what it reads out of the model's own call."""
+    from mipro.local_model._constraints import (
+        constraint_for,
+        read_tool_call,
+        with_history_calls,
+        written_call,
+    )
+    from mipro.local_model._requests import parse_request
+
+    other = {"type": "function", "function": {"name": "escalate", "parameters": {}}}
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "classify_intent", "arguments": '{"intent":"card_arrival"}'}}
+    history = [{"role": "system", "content": BASELINE},
+               {"role": "user", "content": "Where is my card?"},
+               {"role": "assistant", "content": None, "tool_calls": [call]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "noted"},
+               {"role": "user", "content": "I lost my card"}]
+    written = {}
+    for name, tools in (("one", [_tool()]), ("two", [_tool(), other])):
+        request = parse_request({"model": "m", "messages": history, "tools": tools,
+                                 "tool_choice": "required"})
+        constraint = constraint_for(request)
+        messages = with_history_calls(request, constraint)
+        written[name] = messages[2]["content"]
+        assert messages[3] == {"role": "tool", "content": "noted"}
+        assert read_tool_call(constraint, written[name]) == (
+            "classify_intent", '{"intent": "card_arrival"}')
+        assert written_call(constraint, "classify_intent", "not json") != ""
+    assert written["one"] == '{"intent": "card_arrival"}'
+    assert json.loads(written["two"]) == {"name": "classify_intent",
+                                          "arguments": {"intent": "card_arrival"}}
+
+
+async def test_the_model_reads_a_history_tool_call_as_its_own_call_text(
+        server: Server) -> None:
+    """On the real server: a conversation whose assistant turn is a tool call gets the same
+    prompt (token count) and the same answer as one whose assistant turn is that call's text
+    as the model writes it, so a few-shot demo shows the model an answer it would give."""
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "classify_intent", "arguments": '{"intent": "close_account"}'}}
+
+    def body(assistant: dict[str, Any]) -> dict[str, Any]:
+        return {"model": "m", "temperature": 0.0, "max_tokens": 64, "tools": [_tool()],
+                "tool_choice": "required", "messages": [
+                    {"role": "system", "content": BASELINE},
+                    {"role": "user", "content": "Where is my card?"}, assistant,
+                    {"role": "tool", "tool_call_id": "call_1", "content": ""},
+                    {"role": "user", "content": "How do I get a new card?"}]}
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=60.0) as http:
+        as_call = (await http.post("/v1/chat/completions", json=body(
+            {"role": "assistant", "content": None, "tool_calls": [call]}))).json()
+        as_text = (await http.post("/v1/chat/completions", json=body(
+            {"role": "assistant", "content": '{"intent": "close_account"}'}))).json()
+    assert as_call["usage"]["prompt_tokens"] == as_text["usage"]["prompt_tokens"]
+    assert as_call["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == \
+        as_text["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+
+
 async def test_the_proposer_on_the_real_model_returns_instructions_or_says_why_not(
         server: Server) -> None:
     """The proposer core on SmolLM2, as the demo asks it (plain text): what it keeps reads as

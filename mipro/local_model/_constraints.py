@@ -13,6 +13,14 @@ message, what it is writing, as OpenAI-compatible servers put tool definitions i
 - `response_format` `json_schema`: the output matches its `schema`; `json_object`: any JSON
   object. Tools win when a tool call is made.
 - Otherwise the output is free text.
+
+Earlier tool calls in the conversation (an assistant message's `tool_calls`, e.g. a few-shot
+demo's answer) are written into that message as the text the model itself writes for a call
+under this request's grammar (`written_call`, the inverse of `read_tool_call`): the bare
+arguments object when the request allows one function and the call is to it, else
+`{"name": ..., "arguments": {...}}`. So a demo's answer and the answer the model is asked for
+read alike, as a server whose template renders tool calls in its own call syntax does. `tool`
+messages keep their role and content, as the chat template renders them.
 """
 
 from __future__ import annotations
@@ -137,3 +145,37 @@ def read_tool_call(constraint: Constraint, text: str) -> tuple[str, str]:
     if not isinstance(value, dict) or value.get("name") not in constraint.functions:
         return constraint.functions[0], text
     return str(value["name"]), json.dumps(value.get("arguments", {}), ensure_ascii=False)
+
+
+def written_call(constraint: Constraint, name: str, arguments: str) -> str:
+    """The text the model writes, under `constraint`, for a call of `name` with `arguments`
+    (a JSON string, as OpenAI sends it; kept as it is when it is not JSON)."""
+    try:
+        value: Any = json.loads(arguments)
+    except ValueError:
+        value = None
+    if constraint.kind == TOOL_CALL and constraint.functions == (name,):
+        return json.dumps(value, ensure_ascii=False) if value is not None else arguments
+    return json.dumps({"name": name, "arguments": arguments if value is None else value},
+                      ensure_ascii=False)
+
+
+def with_history_calls(request: LocalRequest, constraint: Constraint) -> tuple[dict[str, str], ...]:
+    """`request.messages` with each assistant message's tool calls written after its text,
+    one call a line, by `written_call`."""
+    out = []
+    for message, raw in zip(request.messages, request.chat.raw_messages, strict=True):
+        calls = raw.get("tool_calls") if isinstance(raw, dict) else None
+        if not calls:
+            out.append(message)
+            continue
+        lines = [message["content"]] if message["content"].strip() else []
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                arguments = function.get("arguments")
+                lines.append(written_call(constraint, str(function.get("name", "")),
+                                          arguments if isinstance(arguments, str)
+                                          else json.dumps(arguments, ensure_ascii=False)))
+        out.append({**message, "content": "\n".join(lines)})
+    return tuple(out)

@@ -39,7 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._constraints import TOOL_CALL, constraint_for, grammar_text, read_tool_call, with_note
+from ._constraints import (
+    TOOL_CALL,
+    constraint_for,
+    grammar_text,
+    read_tool_call,
+    with_history_calls,
+    with_note,
+)
 from ._prefix_cache import PrefixCache
 from ._requests import InvalidRequestError, LocalRequest
 
@@ -200,7 +207,7 @@ class LocalModel:
         (a schema without a grammar, a prompt longer than the context)."""
         chat = request.chat
         constraint = constraint_for(request)
-        messages = with_note(request.messages, constraint.note)
+        messages = with_note(with_history_calls(request, constraint), constraint.note)
         seed = chat.seed if chat.seed is not None else secrets.randbits(31)
         # Seeded sampling starts from an empty context: its answer depends on nothing else.
         fresh = chat.temperature > 0 and chat.seed is not None

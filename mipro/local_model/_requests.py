@@ -13,7 +13,6 @@ the raw tool calls of earlier assistant messages, so the model sees the whole co
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -253,7 +252,8 @@ class LocalRequest:
     """A validated request: the common part plus what the local model also honours."""
 
     chat: ChatRequest
-    #: The chat messages as the model's chat template takes them: role and text content.
+    #: The chat messages as the model's chat template takes them: role and text content
+    #: (earlier tool calls not yet written in; see `_constraints.with_history_calls`).
     messages: tuple[dict[str, str], ...]
     response_format: ResponseFormat
     stop: tuple[str, ...] = ()
@@ -304,19 +304,11 @@ def _top_p(value: Any) -> float | None:
 
 
 def _template_messages(chat: ChatRequest) -> tuple[dict[str, str], ...]:
-    """The conversation for the chat template: `developer` is a system message, and an
-    assistant's tool calls are written out as JSON so the model sees what it called."""
-    messages = []
-    for parsed, raw in zip(chat.messages, chat.raw_messages, strict=True):
-        role = "system" if parsed.role == "developer" else parsed.role
-        text = parsed.text
-        calls = raw.get("tool_calls") if isinstance(raw, dict) else None
-        if calls:
-            written = json.dumps([call.get("function", call) for call in calls
-                                  if isinstance(call, dict)], ensure_ascii=False)
-            text = f"{text}\n{written}".strip()
-        messages.append({"role": role, "content": text})
-    return tuple(messages)
+    """The conversation for the chat template, text only: `developer` is a system message.
+    An assistant's earlier tool calls are written in by `_constraints.with_history_calls`,
+    in the form the model itself writes a call under this request's grammar."""
+    return tuple({"role": "system" if m.role == "developer" else m.role, "content": m.text}
+                 for m in chat.messages)
 
 
 def _descriptions(tools: Any) -> dict[str, str]:
