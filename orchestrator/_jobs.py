@@ -30,7 +30,7 @@ from ._models import CandidateRecord, JobEvent, JobRecord, JobSpec, JobStatus, R
 from ._paging import decode_token, encode_token, page
 from ._proposer_client import ProposerClient
 from ._rollout_book import RolloutBook
-from ._runner import JobRunner, end_job
+from ._runner import JobRunner, end_job, published_copy
 from ._scheduler import FairScheduler
 from ._secrets import SEALED_BOX_ALG, EnvKeyVault, SecretsError, env_key_id
 from ._ssrf import AddressPolicy, AddressRefused, PinnedTarget, job_http_session
@@ -75,6 +75,9 @@ class RemoteHost(Protocol):
     async def resume(self, job_id: str) -> None: ...
 
 
+#: Jobs not running now that `JobManager.peek` answers from memory: the queued and paused
+#: ones and the latest ended ones (each holds its spec, seed lists included).
+RESTING_JOBS = 256
 #: How long a cancel through a remote host waits for the job to end.
 REMOTE_CANCEL_WAIT_SECONDS = 30.0
 
@@ -123,6 +126,10 @@ class JobManager:
         self._retry = task_app_retry or RetryPolicy()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, JobRunner] = {}
+        #: Jobs of this process that are not running now (queued, paused, or ended here), as
+        #: last stored: what `peek` answers for them without the store, at most
+        #: `RESTING_JOBS` of them, oldest dropped first. Written on this loop only.
+        self._resting: dict[str, JobRecord] = {}
         self._event_signals: dict[str, asyncio.Event] = {}
         #: Jobs whose pause is under way (a second pause meanwhile is refused).
         self._pausing: set[str] = set()
@@ -204,6 +211,7 @@ class JobManager:
         run_now = self._scheduler.submit(job.job_id, job.owner)
         if run_now:
             job.status = JobStatus.RUNNING
+        self._rest(job)  # until its runner publishes
         self._tasks[job.job_id] = asyncio.create_task(
             self._run(job, holding_slot=run_now), name=job.job_id)
 
@@ -219,11 +227,18 @@ class JobManager:
                 self._live[job.job_id] = run
                 await run.run()
             finally:
+                if run.job.status.is_terminal:  # before it leaves `_live`: never unanswered
+                    self._rest(run.job)
                 await http.close()
         except asyncio.CancelledError:
             pass
         finally:
             self._scheduler.done(job.job_id)  # frees its slot or its place in the queue
+            resting = self._resting.get(job.job_id)
+            if resting is not None and not resting.status.is_terminal:
+                # Left unfinished (paused, cancelled, stopped): the store says what it is
+                # until the path that stopped it stores and keeps its state.
+                self._resting.pop(job.job_id, None)
             self._live.pop(job.job_id, None)
             self._tasks.pop(job.job_id, None)
 
@@ -262,7 +277,7 @@ class JobManager:
     async def _fail_unstarted(self, job: JobRecord, error: str) -> None:
         ending = end_job(job, JobStatus.FAILED, "failed",
                          f"policy_optimization.task_app_url {error}")
-        await self._store.save_job(job)
+        await self._save_resting(job)
         await self._emit(job.job_id, ending.type, ending.message, ending.data, True)
 
     async def get(self, owner: str, job_id: str) -> JobRecord:
@@ -275,13 +290,30 @@ class JobManager:
         return job
 
     def peek(self, owner: str, job_id: str) -> JobRecord | None:
-        """A job running here, as its runner last published it (at most
-        `_runner.PUBLISH_SECONDS` behind), or None: not running here, or another tenant's.
-        It only reads, so the gRPC API calls it from its own thread (`_api_loop.py`)."""
+        """A job of this process from memory: a running one as its runner last published it
+        (at most `_runner.PUBLISH_SECONDS` behind), a queued, paused or ended one as this
+        process last stored it; None when it is not here (or another tenant's): ask the
+        store. It only reads, so the gRPC API calls it from its own thread (`_api_loop.py`)
+        and a job that waits for a slot is answered without waiting for the busy jobs' loop."""
         live = self._live.get(job_id)
-        if live is None or live.job.owner != owner:
+        job = live.published if live is not None else self._resting.get(job_id)
+        if job is None or job.owner != owner:
             return None
-        return live.published
+        return job
+
+    def _rest(self, job: JobRecord) -> None:
+        """Keeps a copy of `job` as it is now stored, for `peek`, on the embedded host only
+        (elsewhere other replicas change the stored job)."""
+        if self._remote is not None:
+            return
+        self._resting.pop(job.job_id, None)
+        self._resting[job.job_id] = published_copy(job)
+        while len(self._resting) > RESTING_JOBS:
+            self._resting.pop(next(iter(self._resting)))
+
+    async def _save_resting(self, job: JobRecord) -> None:
+        await self._store.save_job(job)
+        self._rest(job)
 
     async def list_jobs(self, owner: str, *, status: str, limit: int,
                    page_token: str) -> tuple[list[JobRecord], str]:
@@ -317,7 +349,7 @@ class JobManager:
         job = await self.get(owner, job_id)
         if not job.status.is_terminal:  # it was still queued: no run ever started
             ending = end_job(job, JobStatus.CANCELLED, "cancelled")
-            await self._store.save_job(job)
+            await self._save_resting(job)
             await self._emit(job_id, ending.type, ending.message, ending.data, True)
         return job
 
@@ -357,7 +389,7 @@ class JobManager:
         if job.status.is_terminal:  # it ended before the pause took hold
             return job
         job.status = JobStatus.PAUSED
-        await self._store.save_job(job)
+        await self._save_resting(job)
         await self._emit(job_id, "job.paused", "job paused",
                          {"reason": reason[:500], "phase": job.phase,
                           "rollouts_completed": job.rollouts_completed,
@@ -375,7 +407,7 @@ class JobManager:
             return await self.get(owner, job_id)
         self._check_tenant_limits(owner, job.spec)  # it may have to queue again
         job.status = JobStatus.QUEUED
-        await self._store.save_job(job)
+        await self._save_resting(job)
         await self._emit(job_id, "job.resume_requested", "resume requested", {}, False)
         self._schedule(job)
         return job
