@@ -213,10 +213,6 @@ class JobRunner:
         `learn_prompts` ran)."""
         return self._plan is not None
 
-    def stored_results(self) -> list[RolloutResult]:
-        """The stored rollouts not yet asked for (traces kept for bootstrap ones only)."""
-        return list(self._stored.values())
-
     async def _start(self) -> None:
         await self.load()
         await self.mark_started()

@@ -38,7 +38,6 @@ class Message:
 
     role: str
     text: str
-    has_tool_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,7 @@ def _messages(value: Any) -> tuple[Message, ...]:
                                       f"{where}.content")
         text = _content_text(raw.get("content"), f"{where}.content",
                              may_be_null=role == "assistant")
-        messages.append(Message(role, text, bool(tool_calls)))
+        messages.append(Message(role, text))
     return tuple(messages)
 
 
