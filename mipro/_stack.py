@@ -47,11 +47,44 @@ def dial_host(bind_host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_host, bind_host)
 
 
+#: Ports this process has handed out, never handed out twice.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives to outgoing connections (Linux's default is 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago on `host`."""
+    """A port that was free a moment ago on `host`, for a server about to start there.
+
+    It is drawn at random from below the kernel's ephemeral range: a port the kernel chose
+    (`bind(0)`) can be taken by any outgoing connection of this machine before the server
+    binds it, which made busy test runs fail with "address already in use"; ports below the
+    range are only ever taken by a listener. Never the same port twice in one process."""
+    low = _ephemeral_low()
+    if low > 12_000:
+        rng = secrets.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(10_000, low)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 class StackError(RuntimeError):

@@ -28,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mipro._stack import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "examples" / "support_intents"
 TASK_APP = APP_DIR / "task_app.py"
@@ -56,9 +58,7 @@ def _dataset() -> list[dict[str, str]]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 # --------------------------------------------------------------------------- stub model
