@@ -87,7 +87,7 @@ class Sizes:
 
 
 FULL = Sizes(cpu_val_seeds=(100, 1000, 5000), cpu_deadlines=(300.0, 900.0, 600.0),
-             getjob_val_seeds=1000, getjob_samples=3000, jobs20_val_seeds=50,
+             getjob_val_seeds=1000, getjob_samples=3000, jobs20_val_seeds=500,
              wall_val_seeds=1000, deadline=900.0)
 QUICK = Sizes(cpu_val_seeds=(10, 30, 60), cpu_deadlines=(120.0, 120.0, 120.0),
               getjob_val_seeds=50, getjob_samples=300, jobs20_val_seeds=5,

@@ -23,8 +23,14 @@ from ._server import OrchestratorServer
 SWITCH_INTERVAL_SECONDS = 0.001
 #: Full collections run at most every this many younger ones (Python's default is 10). The
 #: startup objects are frozen out of them, so Python's own brake on full collections (a
-#: quarter of the long-lived objects must be new) no longer holds them back.
-FULL_COLLECTION_THRESHOLD = 100
+#: quarter of the long-lived objects must be new) no longer holds them back. Under load the
+#: objects of rollouts in flight outlive the young collections, so the brake let a full one
+#: run every ~10 s with 20 jobs running, 0.3-0.5 s each with the interpreter lock held, and
+#: finding nothing to free once the provider calls stopped making reference cycles
+#: (`_forwarding.py`): at 1000, 3-4 ran in the same two minutes, and GetJob's p99 fell from
+#: 99 to 64 ms (BENCHMARKS.md). Cyclic garbage that reaches the oldest generation waits
+#: longer; the memory figures of `bench.perf` did not grow.
+FULL_COLLECTION_THRESHOLD = 1000
 
 
 class _Tuned(OrchestratorServer):

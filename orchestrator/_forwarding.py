@@ -82,24 +82,44 @@ class ProviderForwarder:
 
     async def chat(self, endpoint: ProviderEndpoint, body: dict[str, Any]) -> Any:
         """The provider's JSON answer to `body`; raises `ProviderStatusError` or
-        `ProviderUnreachable` when, after the retries, it did not answer 2xx."""
+        `ProviderUnreachable` when, after the retries, it did not answer 2xx.
+
+        The first attempt is a plain call. Only when it fails does stamina take over, and its
+        first attempt re-raises that failure, so stamina alone decides whether and when to
+        retry, and counts the attempts as if it had made all of them. A retry context is a
+        few dozen objects in reference cycles (tenacity's state): made for every call, they
+        were most of the orchestrator's cyclic garbage under load, and full collections of it
+        held the interpreter lock for 0.6-1 s every ~10 s (BENCHMARKS.md, 20 jobs)."""
         url = f"{endpoint.base_url}/chat/completions"
         headers = {"Authorization": f"Bearer {endpoint.api_key}",
                    "Content-Type": "application/json"}
         data = dumps(body)
+        first_failure: Exception | None = None
         try:
+            try:
+                return await self._post(url, data, headers)
+            except Exception as error:
+                first_failure = error
             async for attempt in stamina.retry_context(
                     on=_retry_wait, attempts=self._attempts, timeout=None, wait_initial=0.5,
                     wait_max=MAX_RETRY_AFTER, wait_jitter=0.5):
                 with attempt:
-                    async with self._http().post(url, data=data, headers=headers,
-                                                 allow_redirects=False) as response:
-                        content = await response.read()
-                        if response.status >= 300:
-                            raise ProviderStatusError(
-                                response.status, content,
-                                {k.lower(): v for k, v in response.headers.items()})
-                        return loads_finite(content)
+                    if first_failure is not None:
+                        failure, first_failure = first_failure, None
+                        raise failure
+                    return await self._post(url, data, headers)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProviderUnreachable(f"{type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def _post(self, url: str, data: bytes, headers: dict[str, str]) -> Any:
+        """One attempt: the provider's JSON answer, or `ProviderStatusError` for a status
+        of 300 or more."""
+        async with self._http().post(url, data=data, headers=headers,
+                                     allow_redirects=False) as response:
+            content = await response.read()
+            if response.status >= 300:
+                raise ProviderStatusError(
+                    response.status, content,
+                    {k.lower(): v for k, v in response.headers.items()})
+            return loads_finite(content)

@@ -1,0 +1,100 @@
+"""The interceptor's provider calls: how many attempts each answer costs. The first attempt
+is a plain call and stamina makes the retries, so the count must be exactly what
+`max_retries` says, whatever the provider answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from mipro._providers import ProviderEndpoint
+from mipro._stack import free_port
+from orchestrator._forwarding import ProviderForwarder, ProviderStatusError
+
+OK = {"choices": [{"message": {"role": "assistant", "content": "hi"}}]}
+
+
+@dataclass
+class Provider:
+    """Answers the statuses of `script` in turn, then 200."""
+
+    url: str
+    script: list[int] = field(default_factory=list)
+    calls: int = 0
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    port = free_port()
+    state = Provider(f"http://127.0.0.1:{port}/v1")
+
+    async def chat(request: web.Request) -> web.Response:
+        state.calls += 1
+        if state.script:
+            return web.json_response({"error": "scripted"}, status=state.script.pop(0),
+                                     headers={"Retry-After": "0"})
+        return web.json_response(OK)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield state
+    await runner.cleanup()
+
+
+def _forwarder(max_retries: int) -> ProviderForwarder:
+    return ProviderForwarder(timeout_seconds=5, connect_timeout_seconds=2,
+                             max_retries=max_retries)
+
+
+def _endpoint(provider: Provider) -> ProviderEndpoint:
+    return ProviderEndpoint(name="test", base_url=provider.url, api_key="sk-test")
+
+
+async def test_a_good_answer_takes_one_call(provider: Provider) -> None:
+    forwarder = _forwarder(max_retries=3)
+    try:
+        assert await forwarder.chat(_endpoint(provider), {"model": "m"}) == OK
+    finally:
+        await forwarder.close()
+    assert provider.calls == 1
+
+
+async def test_a_rate_limit_then_success_takes_two_calls(provider: Provider) -> None:
+    provider.script = [429]
+    forwarder = _forwarder(max_retries=3)
+    try:
+        assert await forwarder.chat(_endpoint(provider), {"model": "m"}) == OK
+    finally:
+        await forwarder.close()
+    assert provider.calls == 2
+
+
+async def test_a_provider_that_stays_down_gets_max_retries_plus_one_calls(
+        provider: Provider) -> None:
+    provider.script = [503] * 10
+    forwarder = _forwarder(max_retries=2)
+    try:
+        with pytest.raises(ProviderStatusError) as raised:
+            await forwarder.chat(_endpoint(provider), {"model": "m"})
+    finally:
+        await forwarder.close()
+    assert raised.value.status == 503
+    assert provider.calls == 3
+
+
+async def test_a_refusal_is_not_retried(provider: Provider) -> None:
+    provider.script = [400]
+    forwarder = _forwarder(max_retries=3)
+    try:
+        with pytest.raises(ProviderStatusError) as raised:
+            await forwarder.chat(_endpoint(provider), {"model": "m"})
+    finally:
+        await forwarder.close()
+    assert raised.value.status == 400
+    assert provider.calls == 1
