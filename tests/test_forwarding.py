@@ -75,26 +75,18 @@ async def test_a_rate_limit_then_success_takes_two_calls(provider: Provider) -> 
     assert provider.calls == 2
 
 
-async def test_a_provider_that_stays_down_gets_max_retries_plus_one_calls(
-        provider: Provider) -> None:
-    provider.script = [503] * 10
-    forwarder = _forwarder(max_retries=2)
+@pytest.mark.parametrize(("script", "max_retries", "calls"), [
+    ([503] * 10, 2, 3),  # down: max_retries + 1 attempts, then its status
+    ([400], 3, 1),  # a refusal is not retried
+])
+async def test_an_error_costs_the_attempts_its_status_allows(
+        provider: Provider, script: list[int], max_retries: int, calls: int) -> None:
+    provider.script = list(script)
+    forwarder = _forwarder(max_retries=max_retries)
     try:
         with pytest.raises(ProviderStatusError) as raised:
             await forwarder.chat(_endpoint(provider), {"model": "m"})
     finally:
         await forwarder.close()
-    assert raised.value.status == 503
-    assert provider.calls == 3
-
-
-async def test_a_refusal_is_not_retried(provider: Provider) -> None:
-    provider.script = [400]
-    forwarder = _forwarder(max_retries=3)
-    try:
-        with pytest.raises(ProviderStatusError) as raised:
-            await forwarder.chat(_endpoint(provider), {"model": "m"})
-    finally:
-        await forwarder.close()
-    assert raised.value.status == 400
-    assert provider.calls == 1
+    assert raised.value.status == script[0]
+    assert provider.calls == calls
