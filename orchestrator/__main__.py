@@ -19,8 +19,10 @@ from ._server import OrchestratorServer
 
 #: How long a thread holding the interpreter lock keeps it when another thread wants it: the
 #: gRPC API's thread (`_api_loop.py`) waits at most this per step of a call while the jobs'
-#: loop is busy. Python's default is 5 ms; 1 ms halved GetJob's p99 under a 10k-rollout job.
-SWITCH_INTERVAL_SECONDS = 0.001
+#: loop is busy. Python's default is 5 ms; 1 ms halved GetJob's p99 under a 10k-rollout job,
+#: and 0.2 ms took it with 20 jobs running from 59-62 to 45-51 ms (p90 33 → 19-21 ms) on the
+#: idle machine, with no change of CPU per rollout beyond noise (BENCHMARKS.md).
+SWITCH_INTERVAL_SECONDS = 0.0002
 #: Full collections run at most every this many younger ones (Python's default is 10). The
 #: startup objects are frozen out of them, so Python's own brake on full collections (a
 #: quarter of the long-lived objects must be new) no longer holds them back. Under load the
