@@ -16,8 +16,9 @@ with V validation seeds runs 5 + 10 V rollouts, at most 64 at once. The scenario
   Target: at most 1 ms per rollout, flat in N.
 * ``getjob``: GetJob p50/p99 through the gateway, by one client making sequential calls
   (100 ms apart, bounded in number), while one 10k-rollout job runs. Target: p99 < 50 ms.
-* ``jobs20``: the same while 20 jobs of about 500 rollouts, submitted at once, run together
-  (`MIPRO_MAX_RUNNING_JOBS=32`); also the orchestrator's resident memory per running job.
+* ``jobs20``: the same while 20 jobs of about 5000 rollouts (long enough for ~1000 calls),
+  submitted at once, run together (`MIPRO_MAX_RUNNING_JOBS=32`); also the orchestrator's
+  resident memory per running job.
   Calls the gateway refuses (503 when its health check of the orchestrator times out) are
   counted, not timed.
 * ``wall``: job wall time / ideal, ideal = rollouts x L / C, with the task app answering
