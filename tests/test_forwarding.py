@@ -4,6 +4,7 @@ is a plain call and stamina makes the retries, so the count must be exactly what
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -90,3 +91,23 @@ async def test_an_error_costs_the_attempts_its_status_allows(
         await forwarder.close()
     assert raised.value.status == script[0]
     assert provider.calls == calls
+
+
+async def test_good_answers_leave_no_reference_cycles(provider: Provider) -> None:
+    """Cyclic garbage is freed only by a full collection, which holds the interpreter lock
+    for as long as it takes (BENCHMARKS.md, "GetJob with 20 jobs"): a call that succeeds
+    must leave none behind (a retry context per call left about 30 objects)."""
+    forwarder = _forwarder(max_retries=3)
+    try:
+        await forwarder.chat(_endpoint(provider), {"model": "m"})  # the session, made once
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(100):
+                await forwarder.chat(_endpoint(provider), {"model": "m"})
+            left = gc.collect()
+        finally:
+            gc.enable()
+    finally:
+        await forwarder.close()
+    assert left < 100, f"{left} objects in reference cycles after 100 calls"
