@@ -57,10 +57,6 @@ def _dataset() -> list[dict[str, str]]:
     return [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
 
 
-def _free_port() -> int:
-    return free_port()
-
-
 # --------------------------------------------------------------------------- stub model
 
 
@@ -160,7 +156,7 @@ class TaskApp:
 
 
 def _start_task_app(tmp: Path, name: str, key: str | None, record: bool) -> TaskApp:
-    port = _free_port()
+    port = free_port()
     log_path = tmp / f"{name}.log"
     record_path = tmp / f"{name}-record.jsonl" if record else None
     env = {k: v for k, v in os.environ.items() if k != "ENVIRONMENT_API_KEY"}
@@ -467,7 +463,7 @@ def test_model_failure_is_502(
 
 
 def test_model_endpoint_down_is_502(client: httpx.Client) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1/gone?cid=run-down"
+    url = f"http://127.0.0.1:{free_port()}/v1/gone?cid=run-down"
     resp = client.post("/rollout", json=_rollout_body("run-down", 2, url), headers=ALL_AUTH)
     assert resp.status_code == 502
     error = resp.json()["detail"]["error"]
@@ -482,7 +478,7 @@ def test_record_file(client: httpx.Client, stub_model: StubModel, task_app: Task
     assert client.post("/rollout", json=body, headers=headers).status_code == 200
     bad = _rollout_body("run-rec-badkey", 7, url)
     assert client.post("/rollout", json=bad, headers={"X-API-Key": "no"}).status_code == 400
-    down = _rollout_body("run-rec-down", 7, f"http://127.0.0.1:{_free_port()}/v1/x")
+    down = _rollout_body("run-rec-down", 7, f"http://127.0.0.1:{free_port()}/v1/x")
     assert client.post("/rollout", json=down, headers=ALL_AUTH).status_code == 502
 
     records = _records(task_app)

@@ -4,6 +4,7 @@ is a plain call and stamina makes the retries, so the count must be exactly what
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -48,32 +49,30 @@ async def provider() -> AsyncIterator[Provider]:
     await runner.cleanup()
 
 
-def _forwarder(max_retries: int) -> ProviderForwarder:
-    return ProviderForwarder(timeout_seconds=5, connect_timeout_seconds=2,
-                             max_retries=max_retries)
+@contextlib.asynccontextmanager
+async def _forwarding(max_retries: int) -> AsyncIterator[ProviderForwarder]:
+    forwarder = ProviderForwarder(timeout_seconds=5, connect_timeout_seconds=2,
+                                  max_retries=max_retries)
+    try:
+        yield forwarder
+    finally:
+        await forwarder.close()
 
 
 def _endpoint(provider: Provider) -> ProviderEndpoint:
     return ProviderEndpoint(name="test", base_url=provider.url, api_key="sk-test")
 
 
-async def test_a_good_answer_takes_one_call(provider: Provider) -> None:
-    forwarder = _forwarder(max_retries=3)
-    try:
+@pytest.mark.parametrize(("script", "calls"), [
+    ([], 1),  # a good answer takes one call
+    ([429], 2),  # a rate limit, then the answer
+])
+async def test_an_answer_costs_one_call_per_attempt_it_took(
+        provider: Provider, script: list[int], calls: int) -> None:
+    provider.script = list(script)
+    async with _forwarding(max_retries=3) as forwarder:
         assert await forwarder.chat(_endpoint(provider), {"model": "m"}) == OK
-    finally:
-        await forwarder.close()
-    assert provider.calls == 1
-
-
-async def test_a_rate_limit_then_success_takes_two_calls(provider: Provider) -> None:
-    provider.script = [429]
-    forwarder = _forwarder(max_retries=3)
-    try:
-        assert await forwarder.chat(_endpoint(provider), {"model": "m"}) == OK
-    finally:
-        await forwarder.close()
-    assert provider.calls == 2
+    assert provider.calls == calls
 
 
 @pytest.mark.parametrize(("script", "max_retries", "calls"), [
@@ -83,12 +82,9 @@ async def test_a_rate_limit_then_success_takes_two_calls(provider: Provider) -> 
 async def test_an_error_costs_the_attempts_its_status_allows(
         provider: Provider, script: list[int], max_retries: int, calls: int) -> None:
     provider.script = list(script)
-    forwarder = _forwarder(max_retries=max_retries)
-    try:
+    async with _forwarding(max_retries=max_retries) as forwarder:
         with pytest.raises(ProviderStatusError) as raised:
             await forwarder.chat(_endpoint(provider), {"model": "m"})
-    finally:
-        await forwarder.close()
     assert raised.value.status == script[0]
     assert provider.calls == calls
 
@@ -96,9 +92,8 @@ async def test_an_error_costs_the_attempts_its_status_allows(
 async def test_good_answers_leave_no_reference_cycles(provider: Provider) -> None:
     """Cyclic garbage is freed only by a full collection, which holds the interpreter lock
     for as long as it takes (BENCHMARKS.md, "GetJob with 20 jobs"): a call that succeeds
-    must leave none behind (a retry context per call left about 30 objects)."""
-    forwarder = _forwarder(max_retries=3)
-    try:
+    must leave none behind (a retry context per call left 45 objects)."""
+    async with _forwarding(max_retries=3) as forwarder:
         await forwarder.chat(_endpoint(provider), {"model": "m"})  # the session, made once
         gc.collect()
         gc.disable()
@@ -108,6 +103,4 @@ async def test_good_answers_leave_no_reference_cycles(provider: Provider) -> Non
             left = gc.collect()
         finally:
             gc.enable()
-    finally:
-        await forwarder.close()
     assert left < 100, f"{left} objects in reference cycles after 100 calls"
