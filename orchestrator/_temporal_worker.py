@@ -17,8 +17,9 @@ only by the store's conditional update (`JobStore.admit_job`, counting the tenan
 jobs), and a worker that frees a slot (a job ended or paused) signals `admit` to the
 tenant's oldest queued workflows, which ask again at once.
 
-Long activities (`run_rollouts`, `propose`) heartbeat at a third of their heartbeat timeout;
-cancelling the workflow (or pausing it) cancels the batch in flight through the heartbeat.
+Long activities (`preflight`, `run_rollouts`, `propose`) heartbeat at a third of their
+heartbeat timeout, so a worker that dies in one is noticed within that timeout; cancelling
+the workflow (or pausing it) cancels the batch in flight through the heartbeat.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ class WorkerActivities:
     @activity.defn(name="preflight")
     @_plan_errors
     async def preflight(self, ref: JobRef) -> bool:
-        async with self._runner(ref.job_id) as runner:
+        async with _heartbeating(), self._runner(ref.job_id) as runner:
             return await runner.preflight()
 
     @activity.defn(name="run_rollouts")

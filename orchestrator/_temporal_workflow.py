@@ -8,7 +8,7 @@ of the plan host's calls is an activity on a worker replica (`_temporal_worker.p
                      the `admit` signal or a timer and asks again
     job_start        the job's spec, candidates and first page of stored rollouts; marks it
                      started (`stored_rollouts` answers the other pages)
-    preflight        the task app's /health and /task_info
+    preflight        the task app's /health and /task_info (heartbeating)
     run_rollouts     one batch of rollouts (heartbeating; retried elsewhere if its worker dies)
     propose          one round of proposals
     writes           the plan's store writes (`enter_phase`, `emit`, `candidates_added`,
@@ -222,9 +222,11 @@ POLICIES: dict[str, ActivityPolicy] = {
     "writes": _STORE_WRITE,
     "job_finish": _STORE_WRITE,
     # The task app's own retries run inside; a failure here is an unreachable task app.
+    # It heartbeats: a slow task app can hold it for minutes, and without a heartbeat a
+    # worker that died meanwhile would be noticed only when those minutes are up.
     "preflight": ActivityPolicy(timedelta(minutes=5), RetryPolicy(
         initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-        maximum_attempts=3, non_retryable_error_types=_FINAL)),
+        maximum_attempts=3, non_retryable_error_types=_FINAL), heartbeats=True),
     # A batch can be long; the heartbeat is what notices a dead worker. Retries run the
     # batch again elsewhere, answering what the dead one stored from the store.
     "run_rollouts": ActivityPolicy(timedelta(hours=12), RetryPolicy(

@@ -25,6 +25,8 @@ from typing import Any, cast
 
 import grpc
 from google.protobuf.json_format import ParseDict
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
 
 from mipro._dev_secrets import dev_secrets_env
 from mipro._settings import Settings
@@ -72,6 +74,8 @@ class Fleet:
     environment_key: str
     task_app_url: str
     journal: Path
+    #: The example task app the flaky proxy at `task_app_url` forwards to.
+    upstream_url: str = ""
     #: name -> (process, gRPC address)
     replicas: dict[str, tuple[ManagedProcess, str]] = field(default_factory=dict)
     #: name -> seconds from spawn until it served (replicas, and "temporal")
@@ -123,6 +127,45 @@ class Fleet:
         await wait_http_ok(f"http://127.0.0.1:{port}/", process=process, timeout=30)
         return f"http://127.0.0.1:{port}"
 
+    async def start_proxy(self, *args: str) -> str:
+        """Starts another flaky proxy in front of the example task app, with no faults and
+        `args` (e.g. `--task-info-delay-seconds 6`); its URL."""
+        return await start_http_proxy(
+            self.stack, "tests.faults.flaky_task_app", self.upstream_url, free_port(),
+            args=["--fail-rate", "0", "--hang-rate", "0", "--garbage-rate", "0", *args],
+            ready_path="/")
+
+    async def _pending(self, job_ids: list[str]) -> dict[str, list[str]]:
+        """Each job's pending activities as Temporal describes them (for a failure's
+        message: what a stuck job waits for, and on which worker)."""
+        if not self.temporal_address:
+            return {}
+        client = await Client.connect(self.temporal_address)
+        pending: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            described = await client.get_workflow_handle(job_id).describe()
+            pending[job_id] = [
+                f"{a.activity_type.name} {PendingActivityState.Name(a.state)} attempt "
+                f"{a.attempt} on {a.last_worker_identity or '-'}: {a.last_failure.message}"
+                for a in described.raw_description.pending_activities]
+        return pending
+
+    async def running(self, job_id: str, activity: str, timeout: float) -> str:
+        """The replica a started `activity` of the job runs on, as Temporal knows it (the
+        worker's identity is `pid@host`), once one is running."""
+        client = await Client.connect(self.temporal_address)
+        names = {str(process.pid): name for name, (process, _) in self.replicas.items()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            described = await client.get_workflow_handle(job_id).describe()
+            for pending in described.raw_description.pending_activities:
+                if (pending.activity_type.name == activity
+                        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED):
+                    return names[pending.last_worker_identity.split("@", 1)[0]]
+            assert loop.time() < deadline, f"no {activity} of {job_id} ran within {timeout} s"
+            await asyncio.sleep(0.1)
+
     def model_calls(self) -> list[dict[str, Any]]:
         """Every call the fake model answered, in order (needs `record_model`)."""
         if self.model_record is None or not self.model_record.exists():
@@ -149,7 +192,8 @@ class Fleet:
             if len(done) < len(job_ids):
                 if loop.time() > deadline:
                     left = {j: (await self.get(api, j)).status for j in job_ids if j not in done}
-                    raise AssertionError(f"jobs not finished after {timeout} s: {left}")
+                    raise AssertionError(f"jobs not finished after {timeout} s: {left}; "
+                                         f"in Temporal: {await self._pending(list(left))}")
                 await asyncio.sleep(0.5)
         return done
 
@@ -241,6 +285,7 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
         fleet = Fleet(stack=stack, tmp=tmp, temporal_address=address,
                       env={**stack.env, **_module_env(stack)}, api_key=api_key,
                       environment_key=environment_key, task_app_url=task_app_url,
+                      upstream_url=upstream,
                       journal=journal, model_record=model_record)
         if temporal:
             fleet.startup["temporal"] = temporal_startup

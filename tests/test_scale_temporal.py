@@ -115,6 +115,25 @@ async def test_a_killed_worker_s_jobs_finish_elsewhere_and_a_new_one_takes_work(
     assert fleet.worked_on("worker-4") & set(job_ids), "the added replica took no work"
 
 
+async def test_a_worker_killed_in_a_slow_preflight_is_noticed_by_the_heartbeat(
+        fleet: Fleet) -> None:
+    # The task app takes 6 s to answer /task_info, so the preflight is in flight long enough
+    # to kill the worker running it. The preflight's own timeout is 5 minutes: the job
+    # finishing well within that is the heartbeat (4 s here) noticing the dead worker.
+    slow = await fleet.start_proxy("--task-info-delay-seconds", "6")
+    job_id = await fleet.create_from("api-1", small_job(slow, val_seeds=2, candidates=1))
+    victim_name = await fleet.running(job_id, "preflight", timeout=120)
+    victim = fleet.replicas[victim_name][0]
+    victim.kill()
+    await victim.wait(10)
+    job = (await fleet.wait_done("api-2", [job_id], timeout=150))[job_id]
+    assert job.status == "succeeded", job.error
+    types = [e.type for e in await fleet.events("api-1", job_id)]
+    assert types.count("preflight.passed") == 1, types
+    # The fleet keeps three workers for the scenarios after this one.
+    await fleet.add_replica(f"{victim_name}-again", "worker")
+
+
 async def test_pause_resume_and_cancel_from_another_api_replica(fleet: Fleet) -> None:
     job_id = await fleet.create("api-1", val_seeds=8, candidates=3, concurrent=1)
     # A live stream on the other API replica, which neither runs nor created the job.

@@ -4,7 +4,7 @@
         --upstream http://127.0.0.1:Q [--fail-rate 0.2] [--hang-rate 0.05] \\
         [--garbage-rate 0.05] [--seed 0] [--log PATH] [--fail-all-after N] \\
         [--fail-all-mode 503|drop] [--hang-seconds 3600] [--upstream-timeout 600] \\
-        [--delay-seconds 0]
+        [--delay-seconds 0] [--task-info-delay-seconds 0]
 
 Every request is forwarded to the upstream task app as sent (method, path, query, headers
 with the auth ones, body), so `/`, `/health` and `/task_info` behave exactly like the real
@@ -171,6 +171,8 @@ class Config:
     log: Path | None = None
     #: Seconds every forwarded rollout waits first (a slower task app; 0: none).
     delay_seconds: float = 0.0
+    #: Seconds `GET /task_info` waits before it is forwarded (a slow preflight; 0: none).
+    task_info_delay_seconds: float = 0.0
 
 
 @dataclass
@@ -322,6 +324,8 @@ async def passthrough(request: Request) -> Response:
     """Any other request: forwarded unchanged."""
     config: Config = request.app.state.config
     body = await request.body()
+    if config.task_info_delay_seconds and request.url.path == "/task_info":
+        await asyncio.sleep(config.task_info_delay_seconds)
     try:
         resp = await forward(request.app.state.http, config.upstream, request, body)
     except httpx.HTTPError as exc:
@@ -388,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="a hang ends with a 504 after this long (default 3600)")
     parser.add_argument("--delay-seconds", type=float, default=0.0,
                         help="seconds each forwarded rollout waits first (default 0)")
+    parser.add_argument("--task-info-delay-seconds", type=float, default=0.0,
+                        help="seconds GET /task_info waits before it is forwarded (default 0)")
     parser.add_argument("--upstream-timeout", type=float, default=600.0,
                         help="seconds to wait for the upstream (default 600)")
     args = parser.parse_args(argv)
@@ -400,7 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     config = Config(upstream=args.upstream.rstrip("/"), rates=rates, seed=args.seed,
                     fail_all_after=args.fail_all_after, fail_all_mode=args.fail_all_mode,
                     hang_seconds=args.hang_seconds, upstream_timeout=args.upstream_timeout,
-                    log=args.log, delay_seconds=args.delay_seconds)
+                    log=args.log, delay_seconds=args.delay_seconds,
+                    task_info_delay_seconds=args.task_info_delay_seconds)
 
     from mipro._logging import configure_logging
 
