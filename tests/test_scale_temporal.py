@@ -91,12 +91,8 @@ async def test_a_killed_worker_s_jobs_finish_elsewhere_and_a_new_one_takes_work(
         fleet: Fleet) -> None:
     shape = {"val_seeds": 6, "candidates": 3, "concurrent": 2}
     job_ids = [await fleet.create("api-1", **shape) for _ in range(4)]
-    victim = fleet.replicas["worker-1"][0]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while not fleet.worked_on("worker-1") & set(job_ids):
-        assert loop.time() < deadline, "worker-1 never picked up a job"
-        await asyncio.sleep(0.2)
+    # The victim is the worker running a batch of the first job: rollouts are in flight.
+    victim = fleet.replicas[await fleet.running(job_ids[0], "run_rollouts", timeout=120)][0]
     before = {j: sum(fleet.completions(j).values()) for j in job_ids}
     victim.kill()  # SIGKILL: no goodbye to Temporal, open rollouts left in the store
     await victim.wait(10)
