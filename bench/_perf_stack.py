@@ -211,10 +211,13 @@ class BenchStack:
 
 
 async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
-                            max_running_jobs: int = 4) -> BenchStack:
+                            max_running_jobs: int = 4,
+                            model_calls_direct: bool = False) -> BenchStack:
     """Starts the fake model, the fake task app, then the proposer service, the orchestrator
     and the gateway; registers the task app's environment key. On any failure everything
-    already started is stopped before the error propagates."""
+    already started is stopped before the error propagates. The task app's model calls go
+    through the gateway, as `mipro up` has them by default, or with `model_calls_direct`
+    straight to the interceptor's port (the public base URL set to it)."""
     api_key = "mk_bench_" + secrets.token_hex(8)
     environment_key = "env_bench_" + secrets.token_hex(8)
     base_env = {k: v for k, v in os.environ.items()
@@ -225,7 +228,7 @@ async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
         "MIPRO_GATEWAY_PORT": str(free_port()),
         "MIPRO_GATEWAY_ADMIN_PORT": str(free_port()),
         "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
-        "MIPRO_INTERCEPTOR_PORT": str(free_port()),
+        "MIPRO_INTERCEPTOR_PORT": str(interceptor_port := free_port()),
         "MIPRO_PROPOSER_PORT": str(free_port()),
         "MIPRO_DATA_DIR": str(directory / "data"),
         "MIPRO_API_KEYS": api_key,
@@ -240,6 +243,8 @@ async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
         "MIPRO_TENANT_MAX_LIVE_STREAMS": "100",
         "MIPRO_GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000",
     }
+    if model_calls_direct:
+        env["MIPRO_PUBLIC_BASE_URL"] = f"http://{HOST}:{interceptor_port}"
     settings = Settings.from_env(env)
     log_dir = directory / "logs"
     stack = Stack(settings, stack_env(settings, env), log_dir=log_dir)

@@ -3,6 +3,7 @@
     python -m bench.perf                      # the full run of BENCHMARKS.md (~30 min)
     python -m bench.perf --quick              # a smoke run with small jobs (1-2 min)
     python -m bench.perf --only cpu,wall      # some scenarios only
+    python -m bench.perf --only jobs20 --model-calls-direct   # without the gateway's share
 
 Each scenario starts a fresh stack (`bench._perf_stack`): the real Envoy gateway, orchestrator
 (which hosts the interceptor) and proposer service, plus a zero-latency fake task app and a
@@ -335,10 +336,13 @@ class Results:
 class Runner:
     """Runs scenarios, each on a fresh stack under `root`, and keeps their results."""
 
-    def __init__(self, root: Path, sizes: Sizes, timeout: float | None) -> None:
+    def __init__(self, root: Path, sizes: Sizes, timeout: float | None, *,
+                 model_calls_direct: bool = False) -> None:
         self.root = root
         self.sizes = sizes
         self.timeout = timeout
+        #: The task app's model calls straight to the interceptor, not through the gateway.
+        self.model_calls_direct = model_calls_direct
         self.results = Results()
 
     def _deadline(self, default: float) -> float:
@@ -350,7 +354,8 @@ class Runner:
         log(f"{name}: starting the stack")
         async with asyncio.timeout(deadline + _SCENARIO_SLACK_SECONDS):
             bench = await start_bench_stack(self.root / name, latency_ms=latency_ms,
-                                            max_running_jobs=max_running_jobs)
+                                            max_running_jobs=max_running_jobs,
+                                            model_calls_direct=self.model_calls_direct)
             try:
                 await body(bench)
             except Exception:
@@ -663,6 +668,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the deadline of every job, instead of each scenario's default")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write the raw results to PATH")
+    parser.add_argument("--model-calls-direct", action="store_true",
+                        help="the task app's model calls go straight to the interceptor's "
+                             "port instead of through the gateway (to tell the gateway's "
+                             "share of a figure; not the default topology)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the scenarios' data and logs (always kept on a failure)")
     args = parser.parse_args(argv)
@@ -698,9 +707,11 @@ async def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
         loop.add_signal_handler(signum, on_signal)
     root = Path(tempfile.mkdtemp(prefix="mipro-bench-perf-"))
-    runner = Runner(root, QUICK if args.quick else FULL, args.timeout)
-    log(f"scenarios {', '.join(args.only)}{' (quick)' if args.quick else ''}; data and logs "
-        f"in {root}")
+    runner = Runner(root, QUICK if args.quick else FULL, args.timeout,
+                    model_calls_direct=args.model_calls_direct)
+    direct = "; model calls straight to the interceptor" if args.model_calls_direct else ""
+    log(f"scenarios {', '.join(args.only)}{' (quick)' if args.quick else ''}{direct}; data "
+        f"and logs in {root}")
     header = machine_line()
     ok = False
     try:
@@ -710,7 +721,9 @@ async def _run(args: argparse.Namespace) -> int:
         ok = True
     finally:
         report = render(runner.results)
-        print(f"Machine: {header}\n\n{report}", flush=True)
+        topology = ("\nModel calls: straight to the interceptor's port, not through the "
+                    "gateway (--model-calls-direct)" if args.model_calls_direct else "")
+        print(f"Machine: {header}{topology}\n\n{report}", flush=True)
         if args.json is not None:
             args.json.write_text(json.dumps(asdict(runner.results), indent=2) + "\n")
         if ok and not args.keep:
