@@ -139,7 +139,10 @@ async def test_metrics_equal_the_jobs_own_figures(
         forged = await client.post(f"{stack.gateway_url}/v1/forged/chat/completions",
                                    json={"messages": []})
         assert forged.status_code == 401
-        job_id = await _submit(stack, flaky, bootstrap_train_seeds=[0, 1, 2],
+        # Six bootstrap seeds: the faults are drawn per rollout id, which holds the random
+        # job id, and with three seeds all three broke in about one run of a hundred (the
+        # job then fails as it should: its baseline is scored on no seed).
+        job_id = await _submit(stack, flaky, bootstrap_train_seeds=list(range(6)),
                                val_seeds=list(range(100, 112)), num_candidates=3)
 
         # During the job: the counters lie between the job's figures read before and after
