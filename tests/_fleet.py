@@ -44,6 +44,8 @@ from mipro.v1 import jobs_pb2, jobs_pb2_grpc
 from ._launch import _module_env, start_fake_model, start_http_proxy
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+#: The flaky proxy's arguments for a proxy that breaks nothing.
+_NO_FAULTS = ("--fail-rate", "0", "--hang-rate", "0", "--garbage-rate", "0")
 
 
 def small_job(task_app_url: str, *, val_seeds: int = 3, candidates: int = 2,
@@ -132,8 +134,7 @@ class Fleet:
         `args` (e.g. `--task-info-delay-seconds 6`); its URL."""
         return await start_http_proxy(
             self.stack, "tests.faults.flaky_task_app", self.upstream_url, free_port(),
-            args=["--fail-rate", "0", "--hang-rate", "0", "--garbage-rate", "0", *args],
-            ready_path="/")
+            args=[*_NO_FAULTS, *args], ready_path="/")
 
     async def _pending(self, job_ids: list[str]) -> dict[str, list[str]]:
         """Each job's pending activities as Temporal describes them (for a failure's
@@ -278,8 +279,7 @@ async def launch_fleet(tmp: Path, *, apis: int = 2, workers: int = 3,
         upstream = await stack.start_task_app(free_port(), environment_key)
         task_app_url = await start_http_proxy(
             stack, "tests.faults.flaky_task_app", upstream, free_port(), log=journal,
-            args=["--fail-rate", "0", "--hang-rate", "0", "--garbage-rate", "0",
-                  "--delay-seconds", str(delay_seconds)], ready_path="/")
+            args=[*_NO_FAULTS, "--delay-seconds", str(delay_seconds)], ready_path="/")
         stack.ensure_proposer_token()
         await stack.start_proposer()
         fleet = Fleet(stack=stack, tmp=tmp, temporal_address=address,
