@@ -17,9 +17,10 @@ only by the store's conditional update (`JobStore.admit_job`, counting the tenan
 jobs), and a worker that frees a slot (a job ended or paused) signals `admit` to the
 tenant's oldest queued workflows, which ask again at once.
 
-Long activities (`preflight`, `run_rollouts`, `propose`) heartbeat at a third of their
-heartbeat timeout, so a worker that dies in one is noticed within that timeout; cancelling
-the workflow (or pausing it) cancels the batch in flight through the heartbeat.
+Long activities (`preflight`, `run_rollouts`, `propose`: those `POLICIES` gives a heartbeat
+timeout) heartbeat at a third of it, so a worker that dies in one is noticed within that
+timeout; cancelling the workflow (or pausing it) cancels the batch in flight through the
+heartbeat.
 """
 
 from __future__ import annotations
@@ -104,13 +105,16 @@ _A = TypeVar("_A")
 _R = TypeVar("_R")
 
 
-def _plan_errors(fn: Callable[[Any, _A], Awaitable[_R]]) -> Callable[[Any, _A], Awaitable[_R]]:
-    """Raises the plan's errors as non-retryable `ApplicationError`s of their type."""
+def _job_activity(fn: Callable[[Any, _A], Awaitable[_R]]) -> Callable[[Any, _A], Awaitable[_R]]:
+    """Every job activity's wrapper: it heartbeats while it runs when the workflow gave it a
+    heartbeat timeout (`POLICIES` alone says which do), and raises the plan's errors as
+    non-retryable `ApplicationError`s of their type."""
 
     @functools.wraps(fn)
     async def run(self: Any, arg: _A) -> _R:
         try:
-            return await fn(self, arg)
+            async with _heartbeating():
+                return await fn(self, arg)
         except JobFailure as failure:
             raise ApplicationError(str(failure), type=JOB_FAILURE, non_retryable=True) from None
         except BudgetExhausted as exhausted:
@@ -122,9 +126,13 @@ def _plan_errors(fn: Callable[[Any, _A], Awaitable[_R]]) -> Callable[[Any, _A], 
 
 @contextlib.asynccontextmanager
 async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeats every third of the activity's heartbeat timeout while the body runs."""
+    """Heartbeats every third of the activity's heartbeat timeout while the body runs; an
+    activity without one does not heartbeat."""
     timeout = activity.info().heartbeat_timeout
-    every = timeout.total_seconds() / 3 if timeout else 5.0
+    if not timeout:
+        yield
+        return
+    every = timeout.total_seconds() / 3
 
     async def beat() -> None:
         while True:
@@ -221,7 +229,7 @@ class WorkerActivities:
     # -- the activities ----------------------------------------------------------------------
 
     @activity.defn(name="admit")
-    @_plan_errors
+    @_job_activity
     async def admit(self, call: AdmitInput) -> bool:
         async with self._runner(call.job_id) as runner:
             job = runner.job
@@ -255,7 +263,7 @@ class WorkerActivities:
                 log.info("admit signal not delivered", job_id=job.job_id, error=str(error))
 
     @activity.defn(name="job_start")
-    @_plan_errors
+    @_job_activity
     async def job_start(self, ref: JobRef) -> JobStart:
         async with self._runner(ref.job_id) as runner:
             if not ref.continued:
@@ -267,7 +275,7 @@ class WorkerActivities:
                             stored=page.results, more=page.more)
 
     @activity.defn(name="stored_rollouts")
-    @_plan_errors
+    @_job_activity
     async def stored_rollouts(self, page: StoredPage) -> StoredRollouts:
         return await self._stored_page(page.job_id, page.start)
 
@@ -275,59 +283,59 @@ class WorkerActivities:
         return await stored_page(self._store, job_id, start)
 
     @activity.defn(name="preflight")
-    @_plan_errors
+    @_job_activity
     async def preflight(self, ref: JobRef) -> bool:
-        async with _heartbeating(), self._runner(ref.job_id) as runner:
+        async with self._runner(ref.job_id) as runner:
             return await runner.preflight()
 
     @activity.defn(name="run_rollouts")
-    @_plan_errors
+    @_job_activity
     async def run_rollouts(self, batch: RolloutsInput) -> RolloutsOutput:
-        async with _heartbeating(), self._runner(batch.job_id) as runner:
+        async with self._runner(batch.job_id) as runner:
             if any(item.candidate for item in batch.items) and not runner.knows_prompts:
                 await self._learn_prompts(runner)
             outcome = await runner.run_rollouts(batch.items)
             return RolloutsOutput([as_payload(r) for r in outcome.results], outcome.exhausted)
 
     @activity.defn(name="propose")
-    @_plan_errors
+    @_job_activity
     async def propose(self, call: ProposeInput) -> Proposals:
-        async with _heartbeating(), self._runner(call.job_id) as runner:
+        async with self._runner(call.job_id) as runner:
             await runner.ensure_task_info()
             return await runner.propose(call.request)
 
     @activity.defn(name="enter_phase")
-    @_plan_errors
+    @_job_activity
     async def enter_phase(self, call: PhaseInput) -> None:
         async with self._runner(call.job_id) as runner:
             await runner.enter_phase(call.phase)
 
     @activity.defn(name="emit")
-    @_plan_errors
+    @_job_activity
     async def emit(self, call: EmitInput) -> None:
         async with self._runner(call.job_id) as runner:
             await runner.emit(call.type, call.message, call.data, level=call.level)
 
     @activity.defn(name="candidates_added")
-    @_plan_errors
+    @_job_activity
     async def candidates_added(self, call: CandidatesInput) -> None:
         async with self._runner(call.job_id) as runner:
             await _apply(runner, [Write("candidates_added", candidates=call.candidates)])
 
     @activity.defn(name="writes")
-    @_plan_errors
+    @_job_activity
     async def writes(self, call: WritesInput) -> None:
         async with self._runner(call.job_id) as runner:
             await _apply(runner, call.writes)
 
     @activity.defn(name="batch_done")
-    @_plan_errors
+    @_job_activity
     async def batch_done(self, ref: JobRef) -> None:
         async with self._runner(ref.job_id) as runner:
             await runner.batch_done()
 
     @activity.defn(name="pause_changed")
-    @_plan_errors
+    @_job_activity
     async def pause_changed(self, call: PauseInput) -> None:
         async with self._runner(call.job_id) as runner:
             await runner.pause_changed(call.paused, call.reason)
@@ -336,7 +344,7 @@ class WorkerActivities:
             await self._free_slot(owner)
 
     @activity.defn(name="job_finish")
-    @_plan_errors
+    @_job_activity
     async def job_finish(self, call: FinishInput) -> None:
         owner = ""
         try:
