@@ -709,9 +709,10 @@ async def _run(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="mipro-bench-perf-"))
     runner = Runner(root, QUICK if args.quick else FULL, args.timeout,
                     model_calls_direct=args.model_calls_direct)
-    direct = "; model calls straight to the interceptor" if args.model_calls_direct else ""
-    log(f"scenarios {', '.join(args.only)}{' (quick)' if args.quick else ''}{direct}; data "
-        f"and logs in {root}")
+    topology = ("Model calls: straight to the interceptor's port, not through the gateway "
+                "(--model-calls-direct)" if args.model_calls_direct else "")
+    log(f"scenarios {', '.join(args.only)}{' (quick)' if args.quick else ''}; data and logs "
+        f"in {root}{'; ' + topology if topology else ''}")
     header = machine_line()
     ok = False
     try:
@@ -721,9 +722,8 @@ async def _run(args: argparse.Namespace) -> int:
         ok = True
     finally:
         report = render(runner.results)
-        topology = ("\nModel calls: straight to the interceptor's port, not through the "
-                    "gateway (--model-calls-direct)" if args.model_calls_direct else "")
-        print(f"Machine: {header}{topology}\n\n{report}", flush=True)
+        machine = f"Machine: {header}" + (f"\n{topology}" if topology else "")
+        print(f"{machine}\n\n{report}", flush=True)
         if args.json is not None:
             args.json.write_text(json.dumps(asdict(runner.results), indent=2) + "\n")
         if ok and not args.keep:

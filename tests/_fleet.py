@@ -136,31 +136,30 @@ class Fleet:
             self.stack, "tests.faults.flaky_task_app", self.upstream_url, free_port(),
             args=[*_NO_FAULTS, *args], ready_path="/")
 
+    async def _activities(self, job_id: str) -> list[Any]:
+        """The job's pending activities, as Temporal describes them."""
+        client = await Client.connect(self.temporal_address)
+        described = await client.get_workflow_handle(job_id).describe()
+        return list(described.raw_description.pending_activities)
+
     async def _pending(self, job_ids: list[str]) -> dict[str, list[str]]:
-        """Each job's pending activities as Temporal describes them (for a failure's
-        message: what a stuck job waits for, and on which worker)."""
+        """Each job's pending activities, for a failure's message: what a stuck job waits
+        for, and on which worker."""
         if not self.temporal_address:
             return {}
-        client = await Client.connect(self.temporal_address)
-        pending: dict[str, list[str]] = {}
-        for job_id in job_ids:
-            described = await client.get_workflow_handle(job_id).describe()
-            pending[job_id] = [
-                f"{a.activity_type.name} {PendingActivityState.Name(a.state)} attempt "
-                f"{a.attempt} on {a.last_worker_identity or '-'}: {a.last_failure.message}"
-                for a in described.raw_description.pending_activities]
-        return pending
+        return {job_id: [
+            f"{a.activity_type.name} {PendingActivityState.Name(a.state)} attempt "
+            f"{a.attempt} on {a.last_worker_identity or '-'}: {a.last_failure.message}"
+            for a in await self._activities(job_id)] for job_id in job_ids}
 
     async def running(self, job_id: str, activity: str, timeout: float) -> str:
         """The replica a started `activity` of the job runs on, as Temporal knows it (the
         worker's identity is `pid@host`), once one is running."""
-        client = await Client.connect(self.temporal_address)
         names = {str(process.pid): name for name, (process, _) in self.replicas.items()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            described = await client.get_workflow_handle(job_id).describe()
-            for pending in described.raw_description.pending_activities:
+            for pending in await self._activities(job_id):
                 if (pending.activity_type.name == activity
                         and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED):
                     return names[pending.last_worker_identity.split("@", 1)[0]]
