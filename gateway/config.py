@@ -435,34 +435,43 @@ def _grpc_routes(*, expose_introspection: bool) -> list[dict[str, Any]]:
     return routes
 
 
-def _routes(*, api_timeout_seconds: float, interceptor_timeout_seconds: float,
-            protections: GatewayProtections) -> list[dict[str, Any]]:
-    no_transcoding = {_TRANSCODER: _DISABLED, _RATE_LIMIT: _DISABLED}
-    # The interceptor's bodies are buffered only up to their cap (413 beyond), never
-    # transcoded, and not rate limited per API key (task apps carry no API key).
-    interceptor_body_cap = {
+def _healthz_route(disabled_filters: tuple[str, ...]) -> dict[str, Any]:
+    route: dict[str, Any] = {
+        "name": "healthz",
+        "match": {"path": "/healthz"},
+        "direct_response": {"status": 200, "body": {"inline_string": '{"status":"ok"}'}},
+    }
+    if disabled_filters:
+        route["typed_per_filter_config"] = dict.fromkeys(disabled_filters, _DISABLED)
+    return route
+
+
+def _interceptor_route(timeout_seconds: float, protections: GatewayProtections,
+                       disabled_filters: tuple[str, ...]) -> dict[str, Any]:
+    """The interceptor's OpenAI-compatible API (`/v1/{trial}/chat/completions`). A prefix
+    match starts at the first byte, so `/api/v1/env-keys` is not caught here."""
+    # Its bodies are buffered only up to their cap (413 beyond), never transcoded, and not
+    # rate limited per API key (task apps carry no API key).
+    body_cap = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
         "buffer": {"max_request_bytes": protections.interceptor_max_body_bytes},
     }
-    passthrough = {_TRANSCODER: _DISABLED, _RATE_LIMIT: _DISABLED,
-                   _BUFFER: interceptor_body_cap}
+    return {
+        "name": "interceptor",
+        "match": {"prefix": "/v1/"},
+        "route": {"cluster": _INTERCEPTOR_CLUSTER, "timeout": _duration(timeout_seconds)},
+        "typed_per_filter_config": {**dict.fromkeys(disabled_filters, _DISABLED),
+                                    _BUFFER: body_cap},
+    }
+
+
+def _routes(*, api_timeout_seconds: float, interceptor_timeout_seconds: float,
+            protections: GatewayProtections) -> list[dict[str, Any]]:
+    api_only = (_TRANSCODER, _RATE_LIMIT)
     return [
         *_grpc_routes(expose_introspection=protections.expose_grpc_introspection),
-        {
-            "name": "healthz",
-            "match": {"path": "/healthz"},
-            "direct_response": {"status": 200, "body": {"inline_string": '{"status":"ok"}'}},
-            "typed_per_filter_config": no_transcoding,
-        },
-        {
-            # The interceptor's OpenAI-compatible API (`/v1/{trial}/chat/completions`). A
-            # prefix match starts at the first byte, so `/api/v1/env-keys` is not caught here.
-            "name": "interceptor",
-            "match": {"prefix": "/v1/"},
-            "route": {"cluster": _INTERCEPTOR_CLUSTER,
-                      "timeout": _duration(interceptor_timeout_seconds)},
-            "typed_per_filter_config": passthrough,
-        },
+        _healthz_route(api_only),
+        _interceptor_route(interceptor_timeout_seconds, protections, api_only),
         {
             # A live stream lasts as long as its job: no overall or idle limit. A client that
             # goes away resets the upstream stream; a dead orchestrator is found by keepalive.
@@ -521,47 +530,96 @@ def build_envoy_config(
                      protections=protections)
     ndjson_stream = next(i for i, r in enumerate(routes) if r["name"] == "event_stream")
     routes.insert(ndjson_stream, _sse_event_stream_route(descriptor_path))
-    hcm = {
+    hcm = _http_connection_manager("gateway", routes, [
+        _header_mutation(),
+        _rate_limit(protections.rate_limit_per_minute),
+        _buffer(),
+        _transcoder(descriptor_path),
+    ], protections)
+    config = _bootstrap(admin_host, admin_port, listen_host, listen_port, hcm, protections, [
+        _orchestrator_cluster(*orchestrator_grpc),
+        _cluster(_INTERCEPTOR_CLUSTER, *interceptor_http, http2=False),
+    ])
+    if metrics_port is not None:
+        resources = config["static_resources"]
+        resources["listeners"].append(_metrics_listener(listen_host, metrics_port))
+        resources["clusters"].append(_cluster(_ADMIN_CLUSTER, admin_host, admin_port,
+                                              http2=False))
+    return config
+
+
+def build_inference_gateway_config(
+    *,
+    listen_host: str,
+    listen_port: int,
+    admin_host: str,
+    admin_port: int,
+    interceptor_http: tuple[str, int],
+    interceptor_timeout_seconds: float = INTERCEPTOR_TIMEOUT_SECONDS,
+    protections: GatewayProtections | None = None,
+) -> dict[str, Any]:
+    """The Envoy bootstrap of the inference gateway: the gateway's `/v1/` route to the
+    interceptor and `/healthz`, with the same protections, and nothing of the job API.
+
+    It carries the task apps' model calls in a process of its own. On one host, a gateway
+    that carries them as well answers the API only when its workers get a CPU back, behind
+    hundreds of model calls a second: GetJob's p99 with 20 jobs running was 45-63 ms through
+    one gateway, 33 ms with this one beside it (BENCHMARKS.md)."""
+    protections = protections or GatewayProtections()
+    routes = [_healthz_route(()),
+              _interceptor_route(interceptor_timeout_seconds, protections, ()),
+              {"name": "not_served", "match": {"prefix": "/"},
+               "direct_response": {"status": 404, "body": {"inline_string": (
+                   "the inference gateway serves only task apps' model calls (/v1/...); the "
+                   "job API is on the gateway")}}}]
+    hcm = _http_connection_manager("inference_gateway", routes, [_buffer()], protections)
+    return _bootstrap(admin_host, admin_port, listen_host, listen_port, hcm, protections,
+                      [_cluster(_INTERCEPTOR_CLUSTER, *interceptor_http, http2=False)])
+
+
+def _http_connection_manager(name: str, routes: list[dict[str, Any]],
+                             filters: list[dict[str, Any]],
+                             protections: GatewayProtections) -> dict[str, Any]:
+    """A listener's HTTP connection manager: `routes`, then `filters` and the router."""
+    router = {
+        "name": _ROUTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
-        "stat_prefix": "gateway",
+        "stat_prefix": name,
         "codec_type": "AUTO",
         "use_remote_address": True,
         "normalize_path": True,
         "request_headers_timeout": _duration(protections.request_headers_timeout_seconds),
         "stream_idle_timeout": _duration(protections.stream_idle_timeout_seconds),
         "route_config": {
-            "name": "gateway",
-            "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": routes}],
+            "name": name,
+            "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
         },
-        "http_filters": [
-            _header_mutation(),
-            _rate_limit(protections.rate_limit_per_minute),
-            _buffer(),
-            _transcoder(descriptor_path),
-            {
-                "name": _ROUTER,
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
-        ],
+        "http_filters": [*filters, router],
         "local_reply_config": _local_reply_config(protections.rate_limit_per_minute),
     }
-    config: dict[str, Any] = {
+
+
+def _bootstrap(admin_host: str, admin_port: int, listen_host: str, listen_port: int,
+               hcm: dict[str, Any], protections: GatewayProtections,
+               clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    """One listener (`hcm`, TLS when configured), its clusters, the admin interface and the
+    cap on downstream connections."""
+    return {
         "admin": {"address": _socket_address(admin_host, admin_port)},
         "static_resources": {
             "listeners": [
                 {
-                    "name": "gateway",
+                    "name": hcm["stat_prefix"],
                     "address": _socket_address(listen_host, listen_port),
                     "filter_chains": [_filter_chain(hcm, protections)],
                 }
             ],
-            "clusters": [
-                _orchestrator_cluster(*orchestrator_grpc),
-                _cluster(_INTERCEPTOR_CLUSTER, *interceptor_http, http2=False),
-            ],
+            "clusters": clusters,
         },
         "overload_manager": {
             "resource_monitors": [
@@ -576,12 +634,6 @@ def build_envoy_config(
             ]
         },
     }
-    if metrics_port is not None:
-        resources = config["static_resources"]
-        resources["listeners"].append(_metrics_listener(listen_host, metrics_port))
-        resources["clusters"].append(_cluster(_ADMIN_CLUSTER, admin_host, admin_port,
-                                              http2=False))
-    return config
 
 
 def _metrics_listener(host: str, port: int) -> dict[str, Any]:
@@ -627,7 +679,16 @@ def _filter_chain(hcm: dict[str, Any], protections: GatewayProtections) -> dict[
 
 def render_envoy_yaml(*, header: str | None = None, **kwargs: Any) -> str:
     """Renders `build_envoy_config(**kwargs)` as YAML, after `header` as `#` comment lines."""
-    body = yaml.safe_dump(build_envoy_config(**kwargs), sort_keys=False, default_flow_style=False)
+    return _yaml(build_envoy_config(**kwargs), header)
+
+
+def render_inference_gateway_yaml(**kwargs: Any) -> str:
+    """Renders `build_inference_gateway_config(**kwargs)` as YAML."""
+    return _yaml(build_inference_gateway_config(**kwargs), None)
+
+
+def _yaml(config: dict[str, Any], header: str | None) -> str:
+    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
     if header is None:
         return body
     comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())

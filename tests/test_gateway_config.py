@@ -36,7 +36,14 @@ from gateway import (
     validate_config,
     wait_until_ready,
 )
-from gateway.config import RENDERINGS, REPO_ROOT, GatewayProtections, build_envoy_config, main
+from gateway.config import (
+    RENDERINGS,
+    REPO_ROOT,
+    GatewayProtections,
+    build_envoy_config,
+    build_inference_gateway_config,
+    main,
+)
 from mipro._grpc import add_health_and_reflection, mark_serving
 from mipro._settings import Settings
 from mipro.v1 import jobs_pb2 as pb
@@ -528,6 +535,88 @@ def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
          "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=WAIT)
     return cert, key
+
+
+# --- The inference gateway: the task apps' model calls, nothing else ---------------------------
+
+
+@pytest.fixture(scope="module")
+async def inference_gateway(tmp_path_factory: pytest.TempPathFactory,
+                            upstreams: _Upstreams) -> AsyncIterator[str]:
+    """A real Envoy on the inference gateway's config, in front of the same upstreams (the
+    canned gRPC server is running, so a request that reached it would be answered)."""
+    tmp = tmp_path_factory.mktemp("inference_gateway")
+    listen_port, admin_port = _free_ports(2)
+    config = build_inference_gateway_config(
+        listen_host="127.0.0.1", listen_port=listen_port, admin_host="127.0.0.1",
+        admin_port=admin_port, interceptor_http=("127.0.0.1", upstreams.http_port))
+    log_path = tmp / "envoy.log"
+    envoy = await start_envoy(_write(tmp / "envoy.yaml", config), log_path=log_path)
+    try:
+        try:
+            await wait_until_ready("127.0.0.1", admin_port, WAIT, process=envoy)
+        except Exception as exc:
+            raise AssertionError(f"Envoy did not start:\n{log_path.read_text()}") from exc
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        await stop_envoy(envoy)
+
+
+def test_inference_gateway_config_validates_and_holds_no_job_api(tmp_path: Path) -> None:
+    config = build_inference_gateway_config(
+        listen_host="127.0.0.1", listen_port=18082, admin_host="127.0.0.1", admin_port=19903,
+        interceptor_http=("127.0.0.1", 8081))
+    validate_config(_write(tmp_path / "envoy.yaml", config))
+    resources = config["static_resources"]
+    assert [c["name"] for c in resources["clusters"]] == ["interceptor_http"]
+    hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.buffer",
+                                                      "envoy.filters.http.router"]
+
+
+async def test_inference_gateway_forwards_model_calls_with_path_and_query(
+    inference_gateway: str, upstreams: _Upstreams
+) -> None:
+    async with httpx.AsyncClient(base_url=inference_gateway, timeout=WAIT,
+                                 trust_env=False) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        response = await client.post("/v1/trial/stage/chat/completions?cid=x",
+                                     json={"model": "m"})
+    assert response.status_code == 200, response.text
+    assert response.json()["target"] == "/v1/trial/stage/chat/completions?cid=x"
+    assert upstreams.interceptor.requests[-1]["body"] == b'{"model":"m"}'
+
+
+async def test_inference_gateway_refuses_the_job_api_and_grpc(
+    inference_gateway: str, upstreams: _Upstreams
+) -> None:
+    seen = len(upstreams.interceptor.requests)
+    async with httpx.AsyncClient(base_url=inference_gateway, timeout=WAIT,
+                                 trust_env=False) as client:
+        for method, path in (("GET", f"{JOBS}/pl_x"), ("POST", "/api/v1/env-keys"),
+                             ("GET", "/api/v1/offline/jobs")):
+            response = await client.request(method, path, json={})
+            assert _json_error(response, 404)["code"] == 404, (method, path)
+    async with grpc.aio.insecure_channel(inference_gateway.removeprefix("http://")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await jobs_pb2_grpc.JobServiceStub(channel).GetJob(pb.GetJobRequest(job_id="pl_x"),
+                                                               timeout=WAIT)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, refused.value
+    assert len(upstreams.interceptor.requests) == seen
+
+
+async def test_inference_gateway_caps_model_call_bodies(
+    inference_gateway: str, upstreams: _Upstreams
+) -> None:
+    seen = len(upstreams.interceptor.requests)
+    cap = GatewayProtections().interceptor_max_body_bytes
+    async with httpx.AsyncClient(base_url=inference_gateway, timeout=WAIT,
+                                 trust_env=False) as client:
+        response = await client.post("/v1/trial/chat/completions?cid=x",
+                                     content=b"x" * (cap + 1),
+                                     headers={"content-type": "application/json"})
+    assert _json_error(response, 413)["code"] == 413
+    assert len(upstreams.interceptor.requests) == seen
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
