@@ -27,7 +27,7 @@ import httpx
 from mipro.examples.support_intents import task_app
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env
+from mipro._stack import Stack, free_port, free_ports_env, stack_env
 
 from ._quality_splits import Splits
 
@@ -106,9 +106,7 @@ async def start_quality_stack(directory: Path, *, model_url: str | None = None) 
     env = {**base, "MIPRO_HOST": "127.0.0.1", "MIPRO_DATA_DIR": str(directory / "data"),
            "MIPRO_API_KEYS": api_key, "MIPRO_TASK_APP_ALLOW": "loopback",
            "MIPRO_LOG_FORMAT": "json"}
-    for variable in ("MIPRO_GATEWAY_PORT", "MIPRO_ORCHESTRATOR_PORT", "MIPRO_PROPOSER_PORT",
-                     "MIPRO_INTERCEPTOR_PORT", "MIPRO_GATEWAY_ADMIN_PORT"):
-        env[variable] = str(free_port())
+    env.update(free_ports_env())
     settings = Settings.from_env(env)
     stack = Stack(settings, stack_env(settings, env), log_dir=directory / "logs")
     record = directory / "task_app_rollouts.jsonl"

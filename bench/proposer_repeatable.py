@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env
+from mipro._stack import Stack, free_port, free_ports_env, stack_env
 
 JOB_FILE = Path(__file__).resolve().parent.parent / "examples" / "support_intents" / \
     "job_local_model.json"
@@ -86,10 +86,7 @@ async def main(runs: int, val_seeds: int, fresh_model: bool) -> int:
     api_key = "mk_bench_" + secrets.token_hex(8)
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("MIPRO_", "OPENAI_", "PROD_OPENAI_", "GROQ_"))}
-    env = {**base_env, "MIPRO_HOST": "127.0.0.1",
-           "MIPRO_GATEWAY_PORT": str(free_port()), "MIPRO_GATEWAY_ADMIN_PORT": str(free_port()),
-           "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
-           "MIPRO_INTERCEPTOR_PORT": str(free_port()), "MIPRO_PROPOSER_PORT": str(free_port()),
+    env = {**base_env, "MIPRO_HOST": "127.0.0.1", **free_ports_env(),
            "MIPRO_DATA_DIR": str(tmp / "data"), "MIPRO_API_KEYS": api_key,
            "MIPRO_LOG_FORMAT": "json", "MIPRO_TASK_APP_ALLOW": "loopback",
            "MIPRO_PROPOSER_STRUCTURED_OUTPUT": "false"}

@@ -17,7 +17,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -91,6 +98,17 @@ class Settings(BaseSettings):
     gateway_port: Port = 8080
     #: `MIPRO_GATEWAY_ADMIN_PORT`: Envoy's admin port (loopback only). Default 9901.
     gateway_admin_port: Port = 9901
+    #: `MIPRO_INFERENCE_GATEWAY`: whether `mipro up` (and `mipro demo`) run the inference
+    #: gateway, a second Envoy that carries only the task apps' model calls (`/v1/`) to the
+    #: interceptor, so that on one host the API's calls are not queued behind theirs; the
+    #: public base URL then defaults to it. `false`: one gateway carries both. Default true.
+    inference_gateway: bool = True
+    #: `MIPRO_INFERENCE_GATEWAY_PORT`: the inference gateway's port (on `MIPRO_GATEWAY_HOST`).
+    #: Default 8082.
+    inference_gateway_port: Port = 8082
+    #: `MIPRO_INFERENCE_GATEWAY_ADMIN_PORT`: its Envoy's admin port (loopback only).
+    #: Default 9903.
+    inference_gateway_admin_port: Port = 9903
     #: `MIPRO_ORCHESTRATOR_PORT`: the orchestrator's gRPC port. Default 50051.
     orchestrator_port: Port = 50051
     #: `MIPRO_INTERCEPTOR_PORT`: the orchestrator's HTTP port for the interceptor. Default 8081.
@@ -101,7 +119,9 @@ class Settings(BaseSettings):
     #: Default `<MIPRO_HOST>:<MIPRO_PROPOSER_PORT>`.
     proposer_address: str = ""
     #: `MIPRO_PUBLIC_BASE_URL`: the backend's URL as task apps reach it; `inference_url`s are
-    #: built from it. Default `http://<MIPRO_HOST>:<MIPRO_GATEWAY_PORT>` (the gateway).
+    #: built from it. Default `http://<MIPRO_GATEWAY_HOST>:<MIPRO_INFERENCE_GATEWAY_PORT>` (the
+    #: inference gateway), or `http://<MIPRO_GATEWAY_HOST>:<MIPRO_GATEWAY_PORT>` (the gateway)
+    #: when `MIPRO_INFERENCE_GATEWAY` is false. Both gateways route `/v1/` to the interceptor.
     public_base_url: str = ""
 
     # -- data, keys, logs -------------------------------------------------------------------
@@ -441,7 +461,10 @@ class Settings(BaseSettings):
             port = data.get("proposer_port", cls.model_fields["proposer_port"].default)
             data["proposer_address"] = f"{data['proposer_host']}:{port}"
         if not data.get("public_base_url"):
-            port = data.get("gateway_port", cls.model_fields["gateway_port"].default)
+            gateway = ("inference_gateway_port" if _truthy(data.get(
+                "inference_gateway", cls.model_fields["inference_gateway"].default))
+                else "gateway_port")
+            port = data.get(gateway, cls.model_fields[gateway].default)
             data["public_base_url"] = f"http://{data['gateway_host']}:{port}"
         return data
 
@@ -527,6 +550,18 @@ class Settings(BaseSettings):
         return RetryPolicy(max_attempts=self.task_app_retry_attempts,
                            initial_backoff=self.task_app_retry_initial_backoff_seconds,
                            max_backoff=self.task_app_retry_max_backoff_seconds)
+
+
+_BOOL = TypeAdapter(bool)
+
+
+def _truthy(value: Any) -> bool:
+    """`value` read as the bool field it is for; a malformed one reads as true here, and the
+    field's own validation then names it."""
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return True
 
 
 def _decode_secrets_key(text: str) -> bytes:

@@ -59,6 +59,17 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+#: The environment variables of every port a stack's processes bind.
+PORT_VARIABLES = ("MIPRO_GATEWAY_PORT", "MIPRO_GATEWAY_ADMIN_PORT",
+                  "MIPRO_INFERENCE_GATEWAY_PORT", "MIPRO_INFERENCE_GATEWAY_ADMIN_PORT",
+                  "MIPRO_ORCHESTRATOR_PORT", "MIPRO_INTERCEPTOR_PORT", "MIPRO_PROPOSER_PORT")
+
+
+def free_ports_env(host: str = "127.0.0.1") -> dict[str, str]:
+    """Each of `PORT_VARIABLES` set to a free port of its own on `host` (`free_port`)."""
+    return {variable: str(free_port(host)) for variable in PORT_VARIABLES}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago on `host`, for a server about to start there.
 
@@ -236,6 +247,11 @@ class Stack:
     def gateway_url(self) -> str:
         return f"http://{dial_host(self.settings.gateway_host)}:{self.settings.gateway_port}"
 
+    @property
+    def inference_gateway_url(self) -> str:
+        s = self.settings
+        return f"http://{dial_host(s.gateway_host)}:{s.inference_gateway_port}"
+
     async def start_local_model(self, port: int, *, model_path: Path | None = None,
                                 threads: int | None = None,
                                 record: Path | None = None) -> str:
@@ -269,14 +285,18 @@ class Stack:
         return f"http://{host}:{port}"
 
     async def start_core(self) -> None:
-        """Starts the proposer service, the orchestrator and the Envoy gateway.
+        """Starts the proposer service, the orchestrator, the Envoy gateway and, unless
+        `MIPRO_INFERENCE_GATEWAY` is false, the inference gateway.
 
         The proposer and the orchestrator start at once (the orchestrator dials the proposer
         only when a job needs it, and waits for it then); Envoy starts once the orchestrator
         serves, so its first health check passes instead of waiting out a failed one."""
         self.ensure_proposer_token()
         await together(self.start_proposer(), self.start_orchestrator())
-        await self.start_gateway()
+        if self.settings.inference_gateway:
+            await together(self.start_gateway(), self.start_inference_gateway())
+        else:
+            await self.start_gateway()
 
     def ensure_proposer_token(self) -> str:
         """The dev profile: makes a proposer service token for this run when none is set,
@@ -315,22 +335,39 @@ class Stack:
     async def start_gateway(self) -> ManagedProcess:
         """Renders the Envoy config for these settings, starts Envoy and waits until the
         route to the orchestrator is healthy."""
-        from gateway import envoy_binary
-
         s = self.settings
-        config_path = s.data_dir / "envoy.yaml"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(gateway_config_yaml(s))
-        gateway = await self.spawn("gateway", [
-            envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
-            "--base-id", str(s.gateway_admin_port), "-l", "warning",
-        ])
-        await wait_http_ok(f"{self.gateway_url}/healthz", process=gateway,
-                           timeout=s.stack_ready_timeout_seconds)
+        gateway = await self._start_envoy("gateway", "envoy.yaml", gateway_config_yaml(s),
+                                          s.gateway_admin_port, self.gateway_url)
         # The route to the orchestrator is usable once Envoy's active health check passed.
         await wait_http_ok(f"http://127.0.0.1:{s.gateway_admin_port}/ready", process=gateway,
                            timeout=s.stack_ready_timeout_seconds)
         return gateway
+
+    async def start_inference_gateway(self) -> ManagedProcess:
+        """Starts the inference gateway (the task apps' model calls only) and waits until it
+        answers."""
+        s = self.settings
+        return await self._start_envoy("inference-gateway", "envoy-inference.yaml",
+                                       inference_gateway_config_yaml(s),
+                                       s.inference_gateway_admin_port,
+                                       self.inference_gateway_url)
+
+    async def _start_envoy(self, name: str, filename: str, config: str, admin_port: int,
+                           url: str) -> ManagedProcess:
+        """Starts Envoy as process `name` on `config` (written to `filename` in the data
+        directory) and waits until `url`'s /healthz answers."""
+        from gateway import envoy_binary
+
+        config_path = self.settings.data_dir / filename
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(config)
+        envoy = await self.spawn(name, [
+            envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
+            "--base-id", str(admin_port), "-l", "warning",
+        ])
+        await wait_http_ok(f"{url}/healthz", process=envoy,
+                           timeout=self.settings.stack_ready_timeout_seconds)
+        return envoy
 
     def first_exited(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.exited()), None)
@@ -360,6 +397,19 @@ def gateway_config_yaml(s: Settings) -> str:
     )
 
 
+def inference_gateway_config_yaml(s: Settings) -> str:
+    """The Envoy config of the inference gateway for settings `s`."""
+    from gateway.config import GatewayProtections, render_inference_gateway_yaml
+
+    return render_inference_gateway_yaml(
+        listen_host=s.gateway_host, listen_port=s.inference_gateway_port,
+        admin_host="127.0.0.1", admin_port=s.inference_gateway_admin_port,
+        interceptor_http=(dial_host(s.interceptor_host), s.interceptor_port),
+        interceptor_timeout_seconds=s.gateway_interceptor_timeout_seconds,
+        protections=GatewayProtections.from_settings(s),
+    )
+
+
 def stack_env(settings: Settings, base: Mapping[str, str] | None = None,
               **overrides: str) -> dict[str, str]:
     """The environment that makes child processes read `settings`."""
@@ -372,6 +422,9 @@ def stack_env(settings: Settings, base: Mapping[str, str] | None = None,
         "MIPRO_PROPOSER_HOST": settings.proposer_host,
         "MIPRO_GATEWAY_PORT": str(settings.gateway_port),
         "MIPRO_GATEWAY_ADMIN_PORT": str(settings.gateway_admin_port),
+        "MIPRO_INFERENCE_GATEWAY": "true" if settings.inference_gateway else "false",
+        "MIPRO_INFERENCE_GATEWAY_PORT": str(settings.inference_gateway_port),
+        "MIPRO_INFERENCE_GATEWAY_ADMIN_PORT": str(settings.inference_gateway_admin_port),
         "MIPRO_ORCHESTRATOR_PORT": str(settings.orchestrator_port),
         "MIPRO_INTERCEPTOR_PORT": str(settings.interceptor_port),
         "MIPRO_PROPOSER_PORT": str(settings.proposer_port),

@@ -38,7 +38,7 @@ from ._live import LiveView, render_result
 from ._providers import override_variables
 from ._sealed_box import seal
 from ._settings import Settings, SettingsError
-from ._stack import Stack, StackError, dial_host, free_port, stack_env
+from ._stack import Stack, StackError, dial_host, free_port, free_ports_env, stack_env
 
 API_KEY_FILE = "api_key"
 JOBS_PATH = "/api/policy-optimization/online/jobs"
@@ -115,11 +115,12 @@ async def _wait_for_stop_signal(stack: Stack) -> str:
 async def _up(settings: Settings, env: dict[str, str]) -> int:
     stack = Stack(settings, env)
     try:
-        _print("starting proposer service, orchestrator and gateway ...")
+        _print("starting proposer service, orchestrator and gateway"
+               + (" and inference gateway ..." if settings.inference_gateway else " ..."))
         await stack.start_core()
         _print(f"ready: REST at {stack.gateway_url}, gRPC at "
-               f"{settings.orchestrator_host}:{settings.orchestrator_port}; "
-               f"data in {settings.data_dir}")
+               f"{settings.orchestrator_host}:{settings.orchestrator_port}, task apps' model "
+               f"calls at {settings.public_base_url}; data in {settings.data_dir}")
         _print("press Ctrl-C to stop")
         problem = await _wait_for_stop_signal(stack)
         if problem:
@@ -158,9 +159,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _demo_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     env = _env_with_flags(args)
-    for variable in ("MIPRO_GATEWAY_PORT", "MIPRO_ORCHESTRATOR_PORT", "MIPRO_PROPOSER_PORT",
-                     "MIPRO_INTERCEPTOR_PORT", "MIPRO_GATEWAY_ADMIN_PORT"):
-        env.setdefault(variable, str(free_port()))
+    for variable, port in free_ports_env().items():
+        env.setdefault(variable, port)
     env.pop("MIPRO_PROPOSER_ADDRESS", None)
     env.pop("MIPRO_PUBLIC_BASE_URL", None)
     env["MIPRO_API_KEYS"] = _new_api_key()

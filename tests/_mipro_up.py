@@ -18,11 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from mipro._stack import free_port
-
-#: The environment variables that name the ports `mipro up` binds.
-PORT_VARIABLES = ("MIPRO_GATEWAY_PORT", "MIPRO_GATEWAY_ADMIN_PORT", "MIPRO_ORCHESTRATOR_PORT",
-                  "MIPRO_INTERCEPTOR_PORT", "MIPRO_PROPOSER_PORT")
+from mipro._stack import PORT_VARIABLES, free_port
 
 
 def up_env(data_dir: Path) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env, together
+from mipro._stack import Stack, free_port, free_ports_env, stack_env, together
 from orchestrator._store_postgres import upgrade as upgrade_postgres
 
 from . import _synth_venvs
@@ -44,6 +44,8 @@ class RunningStack:
     """Addresses and secrets of the stack under test."""
 
     gateway_url: str
+    #: Where the task apps' model calls go (the public base URL).
+    inference_gateway_url: str
     grpc_address: str
     api_key: str
     environment_key: str
@@ -73,11 +75,7 @@ async def launch_stack(tmp: Path, *, model_front: str | None = None,
     env = {
         **base_env,
         "MIPRO_HOST": "127.0.0.1",
-        "MIPRO_GATEWAY_PORT": str(free_port()),
-        "MIPRO_GATEWAY_ADMIN_PORT": str(free_port()),
-        "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
-        "MIPRO_INTERCEPTOR_PORT": str(free_port()),
-        "MIPRO_PROPOSER_PORT": str(free_port()),
+        **free_ports_env(),
         "MIPRO_DATA_DIR": str(tmp / "data"),
         "MIPRO_API_KEYS": f"{api_key},mk_other_owner_key",
         "MIPRO_LOG_FORMAT": "json",
@@ -115,7 +113,7 @@ async def launch_stack(tmp: Path, *, model_front: str | None = None,
         await asyncio.shield(stack.stop())
         raise
     return RunningStack(
-        gateway_url=stack.gateway_url,
+        gateway_url=stack.gateway_url, inference_gateway_url=stack.inference_gateway_url,
         grpc_address=f"127.0.0.1:{settings.orchestrator_port}",
         api_key=api_key, environment_key=environment_key, task_app_url=task_app_url,
         model_url=model_url, task_app_record=task_app_record, model_record=model_record,

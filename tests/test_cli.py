@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port
+from mipro._stack import PORT_VARIABLES, Stack, free_port, free_ports_env
 
 from ._launch import start_fake_model
 from .conftest import REPO_ROOT
@@ -45,9 +45,7 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture
 def up_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    ports = {name: str(free_port()) for name in (
-        "MIPRO_GATEWAY_PORT", "MIPRO_ORCHESTRATOR_PORT", "MIPRO_PROPOSER_PORT",
-        "MIPRO_INTERCEPTOR_PORT", "MIPRO_GATEWAY_ADMIN_PORT")}
+    ports = free_ports_env()
     env = _clean_env(MIPRO_DATA_DIR=str(tmp_path / "data"), MIPRO_LOG_FORMAT="json", **ports)
     process = subprocess.Popen([*MIPRO, "up"], env=env, cwd=REPO_ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -80,8 +78,7 @@ def test_up_makes_a_key_serves_and_stops_everything_on_ctrl_c(
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0
-    for name in ("MIPRO_GATEWAY_PORT", "MIPRO_ORCHESTRATOR_PORT", "MIPRO_PROPOSER_PORT",
-                 "MIPRO_INTERCEPTOR_PORT"):
+    for name in PORT_VARIABLES:
         assert not _port_open(int(env[name])), f"{name} still served after Ctrl-C"
 
 

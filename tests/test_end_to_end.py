@@ -157,7 +157,8 @@ async def test_task_app_and_model_saw_the_contract(running_stack: RunningStack,
         assert {"run_id", "trace_correlation_id", "env", "policy", "ops", "record", "on_done",
                 "safety", "mode"} <= set(record["body_keys"])
         assert record["trace_correlation_id"] == record["run_id"]
-        assert record["inference_url"].startswith(running_stack.gateway_url + "/v1/")
+        # On the inference gateway, which carried the model calls below.
+        assert record["inference_url"].startswith(running_stack.inference_gateway_url + "/v1/")
         assert f"cid={record['run_id']}" in record["inference_url"]
     # The model calls went through the interceptor with each candidate's instruction.
     seen = {json.loads(line)["system"]

@@ -27,7 +27,7 @@ def test_each_service_host_falls_back_to_mipro_host() -> None:
     assert s.gateway_host == "0.0.0.0"
     assert (s.orchestrator_host, s.interceptor_host, s.proposer_host) == ("10.1.2.3",) * 3
     assert s.proposer_address == "10.1.2.3:50061"
-    assert s.public_base_url == "http://0.0.0.0:8080"
+    assert s.public_base_url == "http://0.0.0.0:8082"  # the inference gateway, on the same host
     defaults = Settings.from_env({})
     assert {defaults.gateway_host, defaults.orchestrator_host, defaults.interceptor_host,
             defaults.proposer_host} == {"127.0.0.1"}
@@ -42,6 +42,8 @@ def test_stack_env_passes_every_bind_address_and_the_token() -> None:
     assert env["MIPRO_ORCHESTRATOR_HOST"] == env["MIPRO_PROPOSER_HOST"] == "127.0.0.1"
     assert env["MIPRO_PROPOSER_TOKEN"] == TOKEN
     assert TOKEN not in repr(s)
+    assert (env["MIPRO_INFERENCE_GATEWAY"], env["MIPRO_INFERENCE_GATEWAY_PORT"],
+            env["MIPRO_PUBLIC_BASE_URL"]) == ("true", "8082", "http://0.0.0.0:8082")
 
 
 def test_gateway_rendering_binds_the_gateway_host_and_dials_internal_hosts() -> None:

@@ -32,7 +32,7 @@ import pytest_asyncio
 from openai.types.chat import ChatCompletionFunctionToolParam
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env, together
+from mipro._stack import Stack, free_port, free_ports_env, stack_env, together
 from proposer_service import Proposer, ProposeRequest, ProposerModel, ScoredExample
 from proposer_service._rules import ReplyRules
 
@@ -326,11 +326,7 @@ async def local_stack(tmp_path_factory: pytest.TempPathFactory,
     env = {
         **base_env,
         "MIPRO_HOST": "127.0.0.1",
-        "MIPRO_GATEWAY_PORT": str(free_port()),
-        "MIPRO_GATEWAY_ADMIN_PORT": str(free_port()),
-        "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
-        "MIPRO_INTERCEPTOR_PORT": str(free_port()),
-        "MIPRO_PROPOSER_PORT": str(free_port()),
+        **free_ports_env(),
         "MIPRO_DATA_DIR": str(tmp / "data"),
         "MIPRO_API_KEYS": api_key,
         "MIPRO_LOG_FORMAT": "json",

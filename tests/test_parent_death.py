@@ -37,8 +37,9 @@ def test_kill_9_of_mipro_up_stops_every_service_and_frees_its_ports(tmp_path: Pa
     with running_up(argv, env, tmp_path, tmp_path / "up.log") as up:
         wait_ready(env, up.process, up.log)
         children = up.children()
+        # Two Envoys: the gateway and the inference gateway.
         assert sorted(_role(p.cmdline) for p in children) == [
-            "envoy", "orchestrator", "proposer_service"], children
+            "envoy", "envoy", "orchestrator", "proposer_service"], children
 
         os.kill(up.process.pid, signal.SIGKILL)
         up.process.wait(timeout=10)

@@ -18,7 +18,10 @@ def test_defaults() -> None:
     assert (s.host, s.gateway_port, s.orchestrator_port, s.proposer_port) == (
         "127.0.0.1", 8080, 50051, 50061)
     assert s.proposer_address == "127.0.0.1:50061"
-    assert s.public_base_url == "http://127.0.0.1:8080"
+    # Task apps reach the interceptor through the inference gateway.
+    assert (s.inference_gateway, s.inference_gateway_port,
+            s.inference_gateway_admin_port) == (True, 8082, 9903)
+    assert s.public_base_url == "http://127.0.0.1:8082"
     assert s.data_dir == Path(".mipro") and s.database_path == Path(".mipro/mipro.db")
     assert s.api_keys == () and s.max_running_jobs == 4 and s.prices_file is None
     assert (s.log_level, s.log_format) == ("info", "auto")
@@ -38,6 +41,18 @@ def test_defaults() -> None:
     assert (s.gateway_api_timeout_seconds, s.gateway_interceptor_timeout_seconds) == (60, 300)
 
 
+def test_the_public_base_url_follows_the_gateway_that_carries_model_calls() -> None:
+    assert Settings.from_env({"MIPRO_GATEWAY_HOST": "10.0.0.5",
+                              "MIPRO_INFERENCE_GATEWAY_PORT": "7000"}
+                             ).public_base_url == "http://10.0.0.5:7000"
+    one = Settings.from_env({"MIPRO_INFERENCE_GATEWAY": "false", "MIPRO_GATEWAY_PORT": "9000"})
+    assert (one.inference_gateway, one.public_base_url) == (False, "http://127.0.0.1:9000")
+    explicit = Settings.from_env({"MIPRO_PUBLIC_BASE_URL": "https://mipro.example.com/"})
+    assert explicit.public_base_url == "https://mipro.example.com"
+    with pytest.raises(SettingsError, match="MIPRO_INFERENCE_GATEWAY"):
+        Settings.from_env({"MIPRO_INFERENCE_GATEWAY": "sometimes"})
+
+
 def test_the_environment_sets_each_field() -> None:
     s = Settings.from_env({
         "MIPRO_HOST": "0.0.0.0", "MIPRO_GATEWAY_PORT": "9000", "MIPRO_PROPOSER_PORT": "6000",
@@ -50,7 +65,7 @@ def test_the_environment_sets_each_field() -> None:
     assert s.host == "0.0.0.0" and s.gateway_port == 9000
     # The derived addresses follow the host and ports they are built from.
     assert s.proposer_address == "0.0.0.0:6000"
-    assert s.public_base_url == "http://0.0.0.0:9000"
+    assert s.public_base_url == "http://0.0.0.0:8082"
     assert s.api_keys == ("mk_a", "mk_b")
     assert (s.log_level, s.log_format) == ("debug", "json")
     assert s.data_dir == Path("/tmp/mipro-data") and s.prices_file == Path("prices.json")
