@@ -25,7 +25,7 @@ from typing import IO, Any
 import httpx
 
 from mipro._settings import Settings
-from mipro._stack import Stack, free_port, stack_env
+from mipro._stack import Stack, free_port, free_ports_env, stack_env
 
 PROVIDER = "bench"
 MODEL = "bench-model"
@@ -149,10 +149,13 @@ class BenchStack:
     def pids(self) -> dict[str, int]:
         """The pid of every measured process, by role."""
         pids: dict[str, int] = {}
-        for name in ("orchestrator", "gateway", "proposer"):
+        roles = {"orchestrator": "orchestrator", "gateway": "gateway", "proposer": "proposer"}
+        if self.stack.settings.inference_gateway:
+            roles["inference_gateway"] = "inference-gateway"
+        for role, name in roles.items():
             pid = self.stack.process(name).pid
             assert pid is not None
-            pids[name] = pid
+            pids[role] = pid
         for process in self.own:
             pids[process.name] = process.pid
         return pids
@@ -212,11 +215,13 @@ class BenchStack:
 
 async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
                             max_running_jobs: int = 4,
-                            model_calls_direct: bool = False) -> BenchStack:
+                            model_calls_direct: bool = False,
+                            one_gateway: bool = False) -> BenchStack:
     """Starts the fake model, the fake task app, then the proposer service, the orchestrator
-    and the gateway; registers the task app's environment key. On any failure everything
+    and the gateways; registers the task app's environment key. On any failure everything
     already started is stopped before the error propagates. The task app's model calls go
-    through the gateway, as `mipro up` has them by default, or with `model_calls_direct`
+    through the inference gateway, as `mipro up` has them by default; with `one_gateway`
+    through the API's gateway (`MIPRO_INFERENCE_GATEWAY=false`), with `model_calls_direct`
     straight to the interceptor's port (the public base URL set to it)."""
     api_key = "mk_bench_" + secrets.token_hex(8)
     environment_key = "env_bench_" + secrets.token_hex(8)
@@ -225,11 +230,8 @@ async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
     env = {
         **base_env,
         "MIPRO_HOST": HOST,
-        "MIPRO_GATEWAY_PORT": str(free_port()),
-        "MIPRO_GATEWAY_ADMIN_PORT": str(free_port()),
-        "MIPRO_ORCHESTRATOR_PORT": str(free_port()),
-        "MIPRO_INTERCEPTOR_PORT": str(interceptor_port := free_port()),
-        "MIPRO_PROPOSER_PORT": str(free_port()),
+        **free_ports_env(),
+        "MIPRO_INFERENCE_GATEWAY": "false" if one_gateway else "true",
         "MIPRO_DATA_DIR": str(directory / "data"),
         "MIPRO_API_KEYS": api_key,
         "MIPRO_MAX_RUNNING_JOBS": str(max_running_jobs),
@@ -244,7 +246,7 @@ async def start_bench_stack(directory: Path, *, latency_ms: float = 0.0,
         "MIPRO_GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000",
     }
     if model_calls_direct:
-        env["MIPRO_PUBLIC_BASE_URL"] = f"http://{HOST}:{interceptor_port}"
+        env["MIPRO_PUBLIC_BASE_URL"] = f"http://{HOST}:{env['MIPRO_INTERCEPTOR_PORT']}"
     settings = Settings.from_env(env)
     log_dir = directory / "logs"
     stack = Stack(settings, stack_env(settings, env), log_dir=log_dir)

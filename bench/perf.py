@@ -3,10 +3,12 @@
     python -m bench.perf                      # the full run of BENCHMARKS.md (~30 min)
     python -m bench.perf --quick              # a smoke run with small jobs (1-2 min)
     python -m bench.perf --only cpu,wall      # some scenarios only
-    python -m bench.perf --only jobs20 --model-calls-direct   # without the gateway's share
+    python -m bench.perf --only jobs20 --one-gateway          # model calls via the API's gateway
+    python -m bench.perf --only jobs20 --model-calls-direct   # model calls via no gateway
 
-Each scenario starts a fresh stack (`bench._perf_stack`): the real Envoy gateway, orchestrator
-(which hosts the interceptor) and proposer service, plus a zero-latency fake task app and a
+Each scenario starts a fresh stack (`bench._perf_stack`): the real Envoy gateway and inference
+gateway (the task apps' model calls), orchestrator (which hosts the interceptor) and proposer
+service, plus a zero-latency fake task app and a
 zero-think fake model as separate processes. Jobs are submitted through the public REST API
 with 10 candidates (the baseline and 9 proposed), 5 bootstrap seeds and no budget, so a job
 with V validation seeds runs 5 + 10 V rollouts, at most 64 at once. The scenarios:
@@ -337,12 +339,14 @@ class Runner:
     """Runs scenarios, each on a fresh stack under `root`, and keeps their results."""
 
     def __init__(self, root: Path, sizes: Sizes, timeout: float | None, *,
-                 model_calls_direct: bool = False) -> None:
+                 model_calls_direct: bool = False, one_gateway: bool = False) -> None:
         self.root = root
         self.sizes = sizes
         self.timeout = timeout
         #: The task app's model calls straight to the interceptor, not through the gateway.
         self.model_calls_direct = model_calls_direct
+        #: The task app's model calls through the API's gateway (no inference gateway).
+        self.one_gateway = one_gateway
         self.results = Results()
 
     def _deadline(self, default: float) -> float:
@@ -355,7 +359,8 @@ class Runner:
         async with asyncio.timeout(deadline + _SCENARIO_SLACK_SECONDS):
             bench = await start_bench_stack(self.root / name, latency_ms=latency_ms,
                                             max_running_jobs=max_running_jobs,
-                                            model_calls_direct=self.model_calls_direct)
+                                            model_calls_direct=self.model_calls_direct,
+                                            one_gateway=self.one_gateway)
             try:
                 await body(bench)
             except Exception:
@@ -495,7 +500,8 @@ def _getjob_row(label: str, jobs: int, rollouts_per_job: int, found: Latencies) 
 
 # -- the report ------------------------------------------------------------------------------
 
-_ROLES = ("orchestrator", "gateway", "proposer", "task_app", "model")
+#: The measured processes; the inference gateway is absent with `--one-gateway`.
+_ROLES = ("orchestrator", "gateway", "inference_gateway", "proposer", "task_app", "model")
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -520,11 +526,13 @@ def render(results: Results) -> str:
                 f"{r.failed_rollouts}", _f(r.wall_seconds, 1),
                 _f(r.rollouts / r.wall_seconds if r.wall_seconds else math.nan, 0),
                 f"**{_f(ms['orchestrator'])}**", _f(main), _f(ms["gateway"]),
+                _f(ms.get("inference_gateway", math.nan)),
                 _f(ms["proposer"], 3), _f(ms["task_app"]), _f(ms["model"]),
                 f"{_f(r.rss_idle_mb, 0)} → {_f(r.rss_end_mb, 0)}"])
         parts.append("### Orchestrator CPU per rollout (target: ≤ 1 ms, flat in N)\n\n" + _table(
             ["rollouts planned", "done", "failed", "wall s", "rollouts/s",
-             "orchestrator CPU ms/rollout", "its main thread", "gateway", "proposer",
+             "orchestrator CPU ms/rollout", "its main thread", "gateway", "inference gateway",
+             "proposer",
              "task app", "model", "orchestrator RSS MB, idle → end"], rows))
         first, last = results.cpu[0], results.cpu[-1]
         if first.rollouts and last.rollouts:
@@ -579,7 +587,7 @@ def _render_wall(w: WallRow) -> str:
     span = w.usage_seconds or math.nan
     rows = []
     for role in _ROLES:
-        cpu = w.cpu_seconds[role]
+        cpu = w.cpu_seconds.get(role, math.nan)
         rows.append([role.replace("_", " "), _f(cpu, 1), _f(cpu / span),
                      _f(1000 * cpu / max(1, w.rollouts), 2)])
     rows.append(["  orchestrator's main thread", _f(w.orchestrator_main_thread_seconds, 1),
@@ -590,7 +598,8 @@ def _render_wall(w: WallRow) -> str:
                  _f(w.others_seconds / span), "-"])
     rows.append(["machine total", _f(w.machine_busy_seconds, 1),
                  _f(w.machine_busy_seconds / span) + f" of {w.cores}", "-"])
-    backend = sum(w.cpu_seconds[r] for r in ("orchestrator", "gateway", "proposer"))
+    backend = sum(w.cpu_seconds.get(r, 0.0)
+                  for r in ("orchestrator", "gateway", "inference_gateway", "proposer"))
     fakes = w.cpu_seconds["task_app"] + w.cpu_seconds["model"]
     # The fastest the job could have run if only the backend's own CPU limited it: the
     # orchestrator's event loop is one thread, and the backend as a whole has `cores` cores.
@@ -668,10 +677,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the deadline of every job, instead of each scenario's default")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write the raw results to PATH")
-    parser.add_argument("--model-calls-direct", action="store_true",
-                        help="the task app's model calls go straight to the interceptor's "
-                             "port instead of through the gateway (to tell the gateway's "
-                             "share of a figure; not the default topology)")
+    calls = parser.add_mutually_exclusive_group()
+    calls.add_argument("--model-calls-direct", action="store_true",
+                       help="the task app's model calls go straight to the interceptor's "
+                            "port instead of through the inference gateway (to tell the "
+                            "gateways' share of a figure; not the default topology)")
+    calls.add_argument("--one-gateway", action="store_true",
+                       help="no inference gateway: the task app's model calls go through "
+                            "the API's gateway (MIPRO_INFERENCE_GATEWAY=false)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the scenarios' data and logs (always kept on a failure)")
     args = parser.parse_args(argv)
@@ -708,9 +721,11 @@ async def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, on_signal)
     root = Path(tempfile.mkdtemp(prefix="mipro-bench-perf-"))
     runner = Runner(root, QUICK if args.quick else FULL, args.timeout,
-                    model_calls_direct=args.model_calls_direct)
-    topology = ("Model calls: straight to the interceptor's port, not through the gateway "
-                "(--model-calls-direct)" if args.model_calls_direct else "")
+                    model_calls_direct=args.model_calls_direct, one_gateway=args.one_gateway)
+    topology = ("Model calls: straight to the interceptor's port, not through a gateway "
+                "(--model-calls-direct)" if args.model_calls_direct else
+                "Model calls: through the API's gateway, no inference gateway (--one-gateway)"
+                if args.one_gateway else "")
     log(f"scenarios {', '.join(args.only)}{' (quick)' if args.quick else ''}; data and logs "
         f"in {root}{'; ' + topology if topology else ''}")
     header = machine_line()
