@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -42,6 +43,9 @@ def test_modes_demo_settings_and_stages_are_read_and_round_trip() -> None:
             spec.min_bootstrap_demos) == (0.5, 3, 2, 1)
     assert spec.stages == (StageSpec("router", "m", 0, 3), StageSpec("answerer", "m", 1, 1))
     assert spec_from_dict(spec_to_dict(spec)) == spec
+    # The stored form is exactly `asdict`'s, nested settings copied, not shared.
+    assert spec_to_dict(spec) == dataclasses.asdict(spec)
+    assert spec_to_dict(spec)["env_config"] is not spec.env_config
     shown = spec_to_proto(spec).mipro
     assert [s.stage_id for s in shown.modules[0].stages] == ["router", "answerer"]
     assert shown.max_demo_sets == 2
