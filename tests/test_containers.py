@@ -23,13 +23,29 @@ def _compose() -> dict[str, Any]:
     return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
 
-def _envoy_compose() -> dict[str, Any]:
-    return yaml.safe_load((REPO_ROOT / "gateway" / "envoy.compose.yaml").read_text())
+def _envoy_compose(name: str = "envoy.compose.yaml") -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "gateway" / name).read_text())
+
+
+def _upstreams(config: dict[str, Any]) -> set[tuple[str, int]]:
+    return {
+        (a["socket_address"]["address"], a["socket_address"]["port_value"])
+        for c in config["static_resources"]["clusters"]
+        for e in c["load_assignment"]["endpoints"] for lb in e["lb_endpoints"]
+        for a in [lb["endpoint"]["address"]]
+    }
+
+
+def _listener_port(config: dict[str, Any]) -> int:
+    port: int = config["static_resources"]["listeners"][0]["address"]["socket_address"][
+        "port_value"]
+    return port
 
 
 def test_compose_has_the_whole_stack() -> None:
     services = _compose()["services"]
-    assert set(services) == {"model", "task-app", "proposer", "orchestrator", "gateway"}
+    assert set(services) == {"model", "task-app", "proposer", "orchestrator", "gateway",
+                             "inference-gateway"}
     for name, service in services.items():
         assert service["build"] == "." and isinstance(service["command"], list), name
 
@@ -52,6 +68,11 @@ def test_service_commands_are_the_ones_the_cli_runs() -> None:
     assert services["gateway"]["volumes"] == ["./gateway:/etc/mipro-gateway:ro"]
     transcoder = _envoy_compose()["static_resources"]["listeners"][0]["filter_chains"][0]
     assert "/etc/mipro-gateway/mipro_v1.pb" in json.dumps(transcoder)
+    inference = services["inference-gateway"]["command"]
+    assert inference[0] == "envoy" and "--disable-hot-restart" in inference
+    assert inference[inference.index("-c") + 1] == (
+        "/etc/mipro-gateway/envoy.inference.compose.yaml")
+    assert services["inference-gateway"]["volumes"] == services["gateway"]["volumes"]
 
 
 #: The values of compose's required variables, as the README's command line sets them.
@@ -74,18 +95,17 @@ def test_ports_agree_between_compose_settings_and_gateway() -> None:
     orchestrator = Settings.from_env(_interpolated(services["orchestrator"]["environment"]))
     proposer = Settings.from_env(_interpolated(services["proposer"]["environment"]))
     assert orchestrator.proposer_address == f"proposer:{proposer.proposer_port}"
-    clusters = {c["name"]: c for c in _envoy_compose()["static_resources"]["clusters"]}
-    upstreams = {
-        (a["socket_address"]["address"], a["socket_address"]["port_value"])
-        for c in clusters.values()
-        for e in c["load_assignment"]["endpoints"] for lb in e["lb_endpoints"]
-        for a in [lb["endpoint"]["address"]]
-    }
+    upstreams = _upstreams(_envoy_compose())
     assert ("orchestrator", orchestrator.orchestrator_port) in upstreams
     assert ("orchestrator", orchestrator.interceptor_port) in upstreams
-    listener = _envoy_compose()["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert services["gateway"]["ports"] == [f"127.0.0.1:{listener['port_value']}:8080"]
-    assert orchestrator.public_base_url == f"http://gateway:{listener['port_value']}"
+    port = _listener_port(_envoy_compose())
+    assert services["gateway"]["ports"] == [f"127.0.0.1:{port}:{port}"] == ["127.0.0.1:8080:8080"]
+    # The task apps' model calls go through the inference gateway, to the interceptor only.
+    inference = _envoy_compose("envoy.inference.compose.yaml")
+    assert _upstreams(inference) == {("orchestrator", orchestrator.interceptor_port)}
+    port = _listener_port(inference)
+    assert services["inference-gateway"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert orchestrator.public_base_url == f"http://inference-gateway:{port}"
 
 
 def _stages() -> dict[str, str]:
@@ -122,8 +142,11 @@ def test_every_compose_service_has_a_healthcheck_target_it_serves() -> None:
     assert ports["orchestrator"] == Settings().orchestrator_port
     assert ports["proposer"] == int(services["proposer"]["environment"]["MIPRO_PROPOSER_PORT"])
     assert ports["gateway"] == 8080
+    assert ports["inference-gateway"] == 8082
     # The services start in order of health, not of creation.
-    assert services["gateway"]["depends_on"] == {"orchestrator": {"condition": "service_healthy"}}
+    for gateway in ("gateway", "inference-gateway"):
+        assert services[gateway]["depends_on"] == {
+            "orchestrator": {"condition": "service_healthy"}}, gateway
 
 
 def test_the_model_service_is_the_local_provider_of_the_stack() -> None:
@@ -144,10 +167,12 @@ def test_internal_services_bind_inside_their_containers_and_share_the_token() ->
     raw = {name: services[name]["environment"] for name in ("orchestrator", "proposer")}
     orchestrator = Settings.from_env(_interpolated(raw["orchestrator"]))
     proposer = Settings.from_env(_interpolated(raw["proposer"]))
-    # Reachable from the other containers, yet published nowhere: only the gateway has ports.
+    # Reachable from the other containers, yet published nowhere: only the gateways have
+    # ports.
     assert (orchestrator.orchestrator_host, orchestrator.interceptor_host) == ("0.0.0.0",) * 2
     assert proposer.proposer_host == "0.0.0.0"
-    assert [name for name, s in services.items() if "ports" in s] == ["gateway"]
+    assert [name for name, s in services.items() if "ports" in s] == ["gateway",
+                                                                      "inference-gateway"]
     assert orchestrator.proposer_token == proposer.proposer_token == "compose-proposer-token"
     assert raw["orchestrator"]["MIPRO_PROPOSER_TOKEN"].startswith("${MIPRO_PROPOSER_TOKEN:?")
     assert raw["proposer"]["MIPRO_PROPOSER_TOKEN"].startswith("${MIPRO_PROPOSER_TOKEN:?")

@@ -102,6 +102,10 @@ def test_container_renderings_validate(tmp_path: Path, rendering: str) -> None:
     validate_config(local)
 
 
+def test_inference_gateway_rendering_validates() -> None:
+    validate_config(REPO_ROOT / "gateway" / "envoy.inference.compose.yaml")
+
+
 def _config(**overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "listen_host": "127.0.0.1",
