@@ -64,7 +64,9 @@ def _env_with_flags(args: argparse.Namespace) -> dict[str, str]:
     for flag, variable in (
         ("gateway_port", "MIPRO_GATEWAY_PORT"), ("orchestrator_port", "MIPRO_ORCHESTRATOR_PORT"),
         ("proposer_port", "MIPRO_PROPOSER_PORT"), ("interceptor_port", "MIPRO_INTERCEPTOR_PORT"),
-        ("admin_port", "MIPRO_GATEWAY_ADMIN_PORT"), ("data_dir", "MIPRO_DATA_DIR"),
+        ("admin_port", "MIPRO_GATEWAY_ADMIN_PORT"),
+        ("inference_gateway_port", "MIPRO_INFERENCE_GATEWAY_PORT"),
+        ("data_dir", "MIPRO_DATA_DIR"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -439,6 +441,8 @@ def _add_port_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposer-port", type=int, help="MIPRO_PROPOSER_PORT, 50061")
     parser.add_argument("--interceptor-port", type=int, help="MIPRO_INTERCEPTOR_PORT, 8081")
     parser.add_argument("--admin-port", type=int, help="Envoy admin (MIPRO_GATEWAY_ADMIN_PORT)")
+    parser.add_argument("--inference-gateway-port", type=int,
+                        help="the task apps' model calls (MIPRO_INFERENCE_GATEWAY_PORT, 8082)")
     parser.add_argument("--data-dir", help="job store directory (MIPRO_DATA_DIR, ./.mipro)")
 
 
@@ -446,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mipro", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run orchestrator, proposer service and gateway")
+    up = commands.add_parser("up", help="run orchestrator, proposer service and gateways")
     _add_port_flags(up)
     up.set_defaults(handler=cmd_up)
 

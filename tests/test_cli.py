@@ -82,6 +82,21 @@ def test_up_makes_a_key_serves_and_stops_everything_on_ctrl_c(
         assert not _port_open(int(env[name])), f"{name} still served after Ctrl-C"
 
 
+def test_up_port_flags_set_the_settings_they_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mipro.cli import _env_with_flags, build_parser
+
+    for name in PORT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("MIPRO_PUBLIC_BASE_URL", "MIPRO_HOST", "MIPRO_GATEWAY_HOST",
+                 "MIPRO_INFERENCE_GATEWAY"):
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(["up", "--gateway-port", "9080",
+                                      "--inference-gateway-port", "9082"])
+    settings = Settings.from_env(_env_with_flags(args))
+    assert (settings.gateway_port, settings.inference_gateway_port) == (9080, 9082)
+    assert settings.public_base_url == "http://127.0.0.1:9082"
+
+
 def test_jobs_without_a_gateway_says_so(tmp_path: Path) -> None:
     env = _clean_env(MIPRO_API_KEY="mk_x", MIPRO_GATEWAY_URL=f"http://127.0.0.1:{free_port()}")
     result = subprocess.run([*MIPRO, "jobs", "get", "pl_x"], env=env, cwd=REPO_ROOT, text=True,
