@@ -91,11 +91,13 @@ def free_port(host: str = "127.0.0.1") -> int:
                     continue
             _handed_out.add(port)
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port = int(sock.getsockname()[1])
-    _handed_out.add(port)
-    return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class StackError(RuntimeError):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from mipro._stack import PORT_VARIABLES, free_port
+from mipro._stack import PORT_VARIABLES, free_ports_env
 
 
 def up_env(data_dir: Path) -> dict[str, str]:
@@ -26,21 +26,10 @@ def up_env(data_dir: Path) -> dict[str, str]:
     data directory and an API key."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MIPRO_", "OPENAI_", "PROD_OPENAI_", "GROQ_"))}
-    env.update(zip(PORT_VARIABLES, map(str, _distinct_free_ports(len(PORT_VARIABLES))),
-                   strict=True))
+    env.update(free_ports_env())
     env.update(MIPRO_HOST="127.0.0.1", MIPRO_DATA_DIR=str(data_dir),
                MIPRO_API_KEYS="mk_test_key", MIPRO_LOG_FORMAT="json")
     return env
-
-
-def _distinct_free_ports(count: int) -> list[int]:
-    """`count` different ports that were free a moment ago (`free_port` twice in a row may
-    return the same port)."""
-    found: list[int] = []
-    while len(found) < count:
-        if (port := free_port()) not in found:
-            found.append(port)
-    return found
 
 
 def ports(env: dict[str, str]) -> list[int]:
