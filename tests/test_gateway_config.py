@@ -260,17 +260,24 @@ async def _start_gateway(cleanup: contextlib.AsyncExitStack, tmp: Path, upstream
         interceptor_http=("127.0.0.1", upstreams.http_port),
         **overrides,
     )
-    config_path = _write(tmp / "envoy.yaml", config)
+    log_path = await _run_envoy(cleanup, tmp, config, admin_port)
+    url = f"http://127.0.0.1:{listen_port}"
+    await _wait_for_healthy_orchestrator(url)
+    return _Stack(url=url, interceptor=upstreams.interceptor, log_path=log_path)
+
+
+async def _run_envoy(cleanup: contextlib.AsyncExitStack, tmp: Path, config: dict[str, Any],
+                     admin_port: int) -> Path:
+    """Starts a real Envoy on `config` (stopped by `cleanup`) and waits until it is ready;
+    returns its log's path."""
     log_path = tmp / "envoy.log"
-    envoy = await start_envoy(config_path, log_path=log_path)
+    envoy = await start_envoy(_write(tmp / "envoy.yaml", config), log_path=log_path)
     cleanup.push_async_callback(stop_envoy, envoy)  # runs first: Envoy before its upstreams
     try:
         await wait_until_ready("127.0.0.1", admin_port, WAIT, process=envoy)
     except Exception as exc:
         raise AssertionError(f"Envoy did not start:\n{log_path.read_text()}") from exc
-    url = f"http://127.0.0.1:{listen_port}"
-    await _wait_for_healthy_orchestrator(url)
-    return _Stack(url=url, interceptor=upstreams.interceptor, log_path=log_path)
+    return log_path
 
 
 @pytest.fixture(scope="module")
@@ -549,21 +556,14 @@ async def inference_gateway(tmp_path_factory: pytest.TempPathFactory,
                             upstreams: _Upstreams) -> AsyncIterator[str]:
     """A real Envoy on the inference gateway's config, in front of the same upstreams (the
     canned gRPC server is running, so a request that reached it would be answered)."""
-    tmp = tmp_path_factory.mktemp("inference_gateway")
     listen_port, admin_port = _free_ports(2)
     config = build_inference_gateway_config(
         listen_host="127.0.0.1", listen_port=listen_port, admin_host="127.0.0.1",
         admin_port=admin_port, interceptor_http=("127.0.0.1", upstreams.http_port))
-    log_path = tmp / "envoy.log"
-    envoy = await start_envoy(_write(tmp / "envoy.yaml", config), log_path=log_path)
-    try:
-        try:
-            await wait_until_ready("127.0.0.1", admin_port, WAIT, process=envoy)
-        except Exception as exc:
-            raise AssertionError(f"Envoy did not start:\n{log_path.read_text()}") from exc
+    async with contextlib.AsyncExitStack() as cleanup:
+        await _run_envoy(cleanup, tmp_path_factory.mktemp("inference_gateway"), config,
+                         admin_port)
         yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        await stop_envoy(envoy)
 
 
 def test_inference_gateway_config_validates_and_holds_no_job_api(tmp_path: Path) -> None:
