@@ -21,6 +21,7 @@ import aiosqlite
 import structlog
 
 from ._exchanges import Exchange
+from ._json import dumps
 from ._migrations import latest_version, sqlite_upgrade
 from ._models import (
     ApiKeyRecord,
@@ -208,7 +209,7 @@ class SqliteJobStore(JobStore):
         row = (job_id, result.rollout_id, result.phase, result.candidate_index, result.seed,
                result.reward, result.failure_cause, result.failure_detail,
                result.prompt_tokens, result.completion_tokens,
-               json.dumps(result.trace) if result.trace is not None else None)
+               dumps(result.trace).decode() if result.trace is not None else None)
         done = asyncio.get_running_loop().create_future()
         self._rows.append((row, done))
         if not self._writing_rows:
