@@ -95,7 +95,7 @@ bench-joint: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench.joint_search
 
-## bench-perf: the engine's cost per rollout on the real stack (about 30 minutes; prints
+## bench-perf: the engine's cost per rollout on the real stack (about 10 minutes; prints
 ## tables). ARGS=--quick is a smoke run of a minute or two; ARGS="--only cpu,wall" picks.
 bench-perf: setup
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

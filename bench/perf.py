@@ -16,7 +16,8 @@ with V validation seeds runs 5 + 10 V rollouts, at most 64 at once. The scenario
 * ``cpu``: orchestrator CPU seconds per rollout (utime + stime of all its threads, from
   submitting the job until it is seen finished), at about 1k, 10k and 50k rollouts; also the
   other processes' CPU per rollout and the orchestrator's resident memory before and after.
-  Target: at most 1 ms per rollout, flat in N.
+  Each size runs three times (``--cpu-runs``), the sizes taking turns, each job the first of
+  a fresh stack; the figure is the median. Target: at most 1 ms per rollout, flat in N.
 * ``getjob``: GetJob p50/p99 through the gateway, by one client making sequential calls
   (100 ms apart, bounded in number), while one 10k-rollout job runs. Target: p99 < 50 ms.
 * ``jobs20``: the same while 20 jobs of about 5000 rollouts (long enough for ~1000 calls),
@@ -37,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import itertools
 import json
 import math
 import os
@@ -44,6 +47,7 @@ import platform
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,6 +87,9 @@ class Sizes:
 
     cpu_val_seeds: tuple[int, ...]
     cpu_deadlines: tuple[float, ...]
+    cpu_runs: int
+    """How many times each `cpu` size runs, each on a fresh stack (the figure is their
+    median: one job's CPU per rollout varies by ±15 % from run to run on this machine)."""
     getjob_val_seeds: int
     getjob_samples: int
     jobs20_val_seeds: int
@@ -91,10 +98,10 @@ class Sizes:
 
 
 FULL = Sizes(cpu_val_seeds=(100, 1000, 5000), cpu_deadlines=(300.0, 900.0, 600.0),
-             getjob_val_seeds=1000, getjob_samples=3000, jobs20_val_seeds=500,
+             cpu_runs=3, getjob_val_seeds=1000, getjob_samples=3000, jobs20_val_seeds=500,
              wall_val_seeds=1000, deadline=900.0)
 QUICK = Sizes(cpu_val_seeds=(10, 30, 60), cpu_deadlines=(120.0, 120.0, 120.0),
-              getjob_val_seeds=50, getjob_samples=300, jobs20_val_seeds=5,
+              cpu_runs=1, getjob_val_seeds=50, getjob_samples=300, jobs20_val_seeds=5,
               wall_val_seeds=50, deadline=120.0)
 #: Added to a job's deadline to bound starting and stopping a scenario's stack.
 _SCENARIO_SLACK_SECONDS = 180.0
@@ -273,6 +280,7 @@ class RssPeak:
 
 @dataclass
 class CpuRow:
+    run: int
     planned: int
     rollouts: int
     finished: bool
@@ -371,12 +379,15 @@ class Runner:
         log(f"{name}: done, every process stopped")
 
     async def cpu(self) -> None:
-        for val_seeds, default in zip(self.sizes.cpu_val_seeds, self.sizes.cpu_deadlines,
-                                      strict=True):
+        # The sizes take turns (1k, 10k, 50k, then again), so a slow spell of the machine
+        # weighs on every size alike rather than on one.
+        for run, (val_seeds, default) in itertools.product(
+                range(1, self.sizes.cpu_runs + 1),
+                zip(self.sizes.cpu_val_seeds, self.sizes.cpu_deadlines, strict=True)):
             deadline = self._deadline(default)
 
             async def body(bench: BenchStack, val_seeds: int = val_seeds,
-                           deadline: float = deadline) -> None:
+                           deadline: float = deadline, run: int = run) -> None:
                 job = job_request(bench.task_app_url, num_candidates=NUM_CANDIDATES,
                                   val_seeds=val_seeds, max_concurrent=MAX_CONCURRENT)
                 pids = bench.pids()
@@ -393,7 +404,8 @@ class Runner:
                     log(f"cpu: deadline of {deadline:g} s reached at {rollouts_of(final)} "
                         "rollouts; cancelling")
                     await bench.cancel(job_id)
-                row = CpuRow(planned=planned_rollouts(job), rollouts=rollouts_of(final),
+                row = CpuRow(run=run, planned=planned_rollouts(job),
+                             rollouts=rollouts_of(final),
                              finished=finished,
                              failed_rollouts=int(final.get("rollouts_failed") or 0),
                              wall_seconds=spent.seconds, cpu_seconds=spent.cpu,
@@ -403,7 +415,7 @@ class Runner:
                 log(f"cpu: {row.rollouts} rollouts in {row.wall_seconds:.1f} s, orchestrator "
                     f"{row.per_rollout_ms['orchestrator']:.2f} ms/rollout")
 
-            await self._on_stack(f"cpu-{val_seeds}", body, deadline=deadline)
+            await self._on_stack(f"cpu-{val_seeds}-run{run}", body, deadline=deadline)
 
     async def getjob(self) -> None:
         deadline = self._deadline(self.sizes.deadline)
@@ -518,11 +530,12 @@ def render(results: Results) -> str:
     parts: list[str] = []
     if results.cpu:
         rows = []
-        for r in results.cpu:
+        for r in sorted(results.cpu, key=lambda r: (r.planned, r.run)):
             ms = r.per_rollout_ms
             main = 1000 * r.orchestrator_main_thread_seconds / max(1, r.rollouts)
             rows.append([
-                f"{r.planned}", f"{r.rollouts}" + ("" if r.finished else " (timed out)"),
+                f"{r.planned}", f"{r.run}",
+                f"{r.rollouts}" + ("" if r.finished else " (timed out)"),
                 f"{r.failed_rollouts}", _f(r.wall_seconds, 1),
                 _f(r.rollouts / r.wall_seconds if r.wall_seconds else math.nan, 0),
                 f"**{_f(ms['orchestrator'])}**", _f(main), _f(ms["gateway"]),
@@ -530,15 +543,11 @@ def render(results: Results) -> str:
                 _f(ms["proposer"], 3), _f(ms["task_app"]), _f(ms["model"]),
                 f"{_f(r.rss_idle_mb, 0)} → {_f(r.rss_end_mb, 0)}"])
         parts.append("### Orchestrator CPU per rollout (target: ≤ 1 ms, flat in N)\n\n" + _table(
-            ["rollouts planned", "done", "failed", "wall s", "rollouts/s",
+            ["rollouts planned", "run", "done", "failed", "wall s", "rollouts/s",
              "orchestrator CPU ms/rollout", "its main thread", "gateway", "inference gateway",
              "proposer",
              "task app", "model", "orchestrator RSS MB, idle → end"], rows))
-        first, last = results.cpu[0], results.cpu[-1]
-        if first.rollouts and last.rollouts:
-            growth = last.per_rollout_ms["orchestrator"] / first.per_rollout_ms["orchestrator"]
-            parts.append(f"Orchestrator CPU per rollout at {last.rollouts} rollouts / at "
-                         f"{first.rollouts}: **{growth:.2f}x** (flat would be 1).")
+        parts.append(_render_cpu_medians(results.cpu))
     if results.getjob:
         rows = [[g.label, f"{g.rollouts_per_job}", f"{g.samples}",
                  ", ".join(f"{n} × {kind}" for kind, n in sorted(g.errors.items())) or "0",
@@ -560,21 +569,59 @@ def render(results: Results) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _by_size(rows: Sequence[CpuRow]) -> dict[int, list[CpuRow]]:
+    """The `cpu` rows grouped by planned rollouts, smallest size first."""
+    sizes: dict[int, list[CpuRow]] = {}
+    for row in sorted(rows, key=lambda r: (r.planned, r.run)):
+        sizes.setdefault(row.planned, []).append(row)
+    return sizes
+
+
+def _render_cpu_medians(rows: Sequence[CpuRow]) -> str:
+    """The figure of each size: the median over its runs, with the lowest and highest."""
+    table: list[list[str]] = []
+    medians: list[tuple[int, float]] = []
+    for planned, runs in _by_size(rows).items():
+        ms = [r.per_rollout_ms["orchestrator"] for r in runs if r.rollouts]
+        if not ms:
+            continue
+        median = statistics.median(ms)
+        medians.append((planned, median))
+        table.append([f"{planned}", f"{len(ms)}", f"**{_f(median)}**",
+                      f"{_f(min(ms))} – {_f(max(ms))}"])
+    text = ("Each size's figure is the median of its runs, each the first job of a fresh "
+            "stack; the sizes took turns.\n\n" + _table(
+                ["rollouts planned", "runs", "orchestrator CPU ms/rollout, median",
+                 "lowest – highest"], table))
+    if len(medians) > 1:
+        (small, low), (large, high) = medians[0], medians[-1]
+        text += (f"\n\nMedian orchestrator CPU per rollout at {large} rollouts / at {small}: "
+                 f"**{high / low:.2f}x** (flat would be 1).")
+    return text
+
+
 def _memory_rows(results: Results) -> list[list[str]]:
     rows: list[list[str]] = []
     if results.cpu:
-        rows.append(["idle, fresh stack (before the first job)",
-                     _f(results.cpu[0].rss_idle_mb, 1)])
-        small = min(results.cpu, key=lambda r: r.rollouts)
-        large = max(results.cpu, key=lambda r: r.rollouts)
-        if large.rollouts > small.rollouts:
-            # A slope between two jobs, so the first job's one-time growth (imports, caches)
-            # cancels out.
-            slope = ((large.rss_end_mb - large.rss_idle_mb) - (small.rss_end_mb - small.rss_idle_mb)
-                     ) * 10_000 / (large.rollouts - small.rollouts)
+        first = min(results.cpu, key=lambda r: r.run)
+        rows.append(["idle, fresh stack (before the first job)", _f(first.rss_idle_mb, 1)])
+        # A slope between two jobs of one run, so a job's one-time growth (imports, caches)
+        # cancels out; the median over the runs.
+        slopes: list[float] = []
+        small = large = first
+        for run in sorted({r.run for r in results.cpu}):
+            rows_of_run = [r for r in results.cpu if r.run == run]
+            small = min(rows_of_run, key=lambda r: r.rollouts)
+            large = max(rows_of_run, key=lambda r: r.rollouts)
+            if large.rollouts > small.rollouts:
+                slopes.append(((large.rss_end_mb - large.rss_idle_mb)
+                               - (small.rss_end_mb - small.rss_idle_mb))
+                              * 10_000 / (large.rollouts - small.rollouts))
+        if slopes:
             rows.append([f"per 10k stored rollouts (growth of RSS over a job: {large.rollouts}-"
-                         f"rollout job minus {small.rollouts}-rollout job, per 10k)",
-                         _f(slope, 1)])
+                         f"rollout job minus {small.rollouts}-rollout job, per 10k; median of "
+                         f"{len(slopes)} run{'s' if len(slopes) > 1 else ''})",
+                         _f(statistics.median(slopes), 1)])
     for g in results.getjob:
         if g.jobs > 1 and g.rss_peak_mb:
             rows.append([f"per running job ({g.jobs} jobs of {g.rollouts_per_job} rollouts: "
@@ -675,6 +722,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"run only these scenarios ({', '.join(SCENARIOS)})")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="the deadline of every job, instead of each scenario's default")
+    parser.add_argument("--cpu-runs", type=int, default=None, metavar="N",
+                        help=f"run each size of the cpu scenario N times, each on a fresh "
+                             f"stack, and report the median (default {FULL.cpu_runs}, "
+                             f"--quick {QUICK.cpu_runs})")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write the raw results to PATH")
     calls = parser.add_mutually_exclusive_group()
@@ -690,6 +741,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be positive, got {args.timeout}")
+    if args.cpu_runs is not None and args.cpu_runs < 1:
+        parser.error(f"--cpu-runs must be at least 1, got {args.cpu_runs}")
     return args
 
 
@@ -720,7 +773,10 @@ async def _run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
         loop.add_signal_handler(signum, on_signal)
     root = Path(tempfile.mkdtemp(prefix="mipro-bench-perf-"))
-    runner = Runner(root, QUICK if args.quick else FULL, args.timeout,
+    sizes = QUICK if args.quick else FULL
+    if args.cpu_runs is not None:
+        sizes = dataclasses.replace(sizes, cpu_runs=args.cpu_runs)
+    runner = Runner(root, sizes, args.timeout,
                     model_calls_direct=args.model_calls_direct, one_gateway=args.one_gateway)
     topology = ("Model calls: straight to the interceptor's port, not through a gateway "
                 "(--model-calls-direct)" if args.model_calls_direct else
