@@ -42,8 +42,9 @@ path is 404). The committed renderings have it on port 9902.
 
 `python -m gateway.config` rewrites the committed renderings, `gateway/envoy.yaml` (local
 development, run from the repository root), `gateway/envoy.compose.yaml` (docker-compose) and
-`deploy/k8s/base/gateway/envoy.yaml` (Kubernetes, with a copy of the descriptor beside it);
-`--check` exits 1 when one is stale.
+`deploy/k8s/base/gateway/envoy.yaml` (Kubernetes, with a copy of the descriptor beside it),
+and the inference gateway's `gateway/envoy.inference.compose.yaml` and
+`deploy/k8s/base/inference-gateway/envoy.yaml`; `--check` exits 1 when one is stale.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ from mipro._settings import Settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The gateway's files in the Kubernetes base (a ConfigMap is generated from them).
 K8S_GATEWAY_DIR = REPO_ROOT / "deploy" / "k8s" / "base" / "gateway"
+#: The inference gateway's file in the Kubernetes base (its own ConfigMap).
+K8S_INFERENCE_GATEWAY_DIR = K8S_GATEWAY_DIR.parent / "inference-gateway"
 #: The transcoder's descriptor set, package data of `gateway`.
 DESCRIPTOR_RESOURCE = "mipro_v1.pb"
 
@@ -783,6 +786,14 @@ RENDERINGS: tuple[Rendering | InferenceRendering, ...] = (
         orchestrator_grpc=("mipro-api", 50051),
         interceptor_http=("mipro-interceptor", 8081),
         descriptor_path="/etc/mipro-gateway/mipro_v1.pb",
+    ),
+    InferenceRendering(
+        path=K8S_INFERENCE_GATEWAY_DIR / "envoy.yaml",
+        purpose="Kubernetes (deploy/k8s): the `mipro-inference-gateway` Deployment, the task\n"
+        "apps' model calls to the `mipro-interceptor` Service; mounted from the ConfigMap of\n"
+        "its name.",
+        listen_host="0.0.0.0",
+        interceptor_http=("mipro-interceptor", 8081),
     ),
 )
 

@@ -102,8 +102,10 @@ def test_container_renderings_validate(tmp_path: Path, rendering: str) -> None:
     validate_config(local)
 
 
-def test_inference_gateway_rendering_validates() -> None:
-    validate_config(REPO_ROOT / "gateway" / "envoy.inference.compose.yaml")
+@pytest.mark.parametrize("rendering", ["gateway/envoy.inference.compose.yaml",
+                                       "deploy/k8s/base/inference-gateway/envoy.yaml"])
+def test_inference_gateway_renderings_validate(rendering: str) -> None:
+    validate_config(REPO_ROOT / rendering)
 
 
 def _config(**overrides: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 `make check` validates the same renderings against the Kubernetes schemas
 (deploy/check.py); these tests check what a schema cannot: every pod is locked down and
 bounded, secrets are only referenced, the network is closed but for the hops spelled out,
-Services select pods that exist, the gateway's config is the repository's own, and each
+Services select pods that exist, the gateways' configs are the repository's own, and each
 overlay has the shape its README section promises.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import K8S_GATEWAY_DIR, RENDERINGS
+from gateway.config import K8S_GATEWAY_DIR, K8S_INFERENCE_GATEWAY_DIR, RENDERINGS
 from mipro._settings import Settings, variable_name
 
 from .conftest import REPO_ROOT
@@ -87,8 +87,8 @@ def test_probes_use_the_protocol_each_service_speaks(overlay: str) -> None:
             (kind,) = {"grpc", "httpGet"} & set(probe)
             port = probe[kind]["port"]
             assert named.get(port, port) in ports, f"{name}: probe on a port it does not serve"
-            if "interceptor" in name or name in ("mipro-gateway", "mipro-model",
-                                                 "mipro-task-app"):
+            if "interceptor" in name or name in ("mipro-gateway", "mipro-inference-gateway",
+                                                 "mipro-model", "mipro-task-app"):
                 assert kind == "httpGet", name
             else:  # gRPC servers: the standard health service, probed natively
                 assert kind == "grpc", name
@@ -160,16 +160,19 @@ def test_the_network_is_closed_but_for_the_gateway(overlay: str) -> None:
                     assert "169.254.0.0/16" in peer["ipBlock"]["except"], name
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_gateway_runs_the_repositorys_envoy_config(overlay: str) -> None:
+def _envoy_config_map(overlay: str, name: str, rendering: Path) -> dict[str, Any]:
+    """The ConfigMap generated as `name`, checked to hold `rendering` as it is rendered now."""
     (config,) = [c for n, c in of_kind(overlay, "ConfigMap").items()
-                 if n.startswith("mipro-gateway-")]
-    rendering = next(r for r in RENDERINGS if r.path == K8S_GATEWAY_DIR / "envoy.yaml")
-    assert config["data"]["envoy.yaml"] == rendering.render()
-    descriptor = base64.b64decode(config["binaryData"]["mipro_v1.pb"])
-    assert descriptor == (REPO_ROOT / "gateway" / "mipro_v1.pb").read_bytes()
-    envoy = yaml.safe_load(config["data"]["envoy.yaml"])
+                 if n.startswith(f"{name}-")]
+    (committed,) = [r for r in RENDERINGS if r.path == rendering]
+    assert config["data"]["envoy.yaml"] == committed.render()
+    return config
+
+
+def _upstream_services(overlay: str, envoy: dict[str, Any]) -> set[str]:
+    """The Services `envoy` sends to, each checked to serve the port it is sent to."""
     services = of_kind(overlay, "Service")
+    names = set()
     for cluster in envoy["static_resources"]["clusters"]:
         for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]:
             address = endpoint["endpoint"]["address"]["socket_address"]
@@ -177,6 +180,17 @@ def test_the_gateway_runs_the_repositorys_envoy_config(overlay: str) -> None:
                 continue
             service = services[address["address"]]
             assert address["port_value"] in {p["port"] for p in service["spec"]["ports"]}
+            names.add(address["address"])
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_runs_the_repositorys_envoy_config(overlay: str) -> None:
+    config = _envoy_config_map(overlay, "mipro-gateway", K8S_GATEWAY_DIR / "envoy.yaml")
+    descriptor = base64.b64decode(config["binaryData"]["mipro_v1.pb"])
+    assert descriptor == (REPO_ROOT / "gateway" / "mipro_v1.pb").read_bytes()
+    envoy = yaml.safe_load(config["data"]["envoy.yaml"])
+    assert _upstream_services(overlay, envoy) == {"mipro-api", "mipro-interceptor"}
     gateway = pod_templates(overlay)["mipro-gateway"]["spec"]
     command = gateway["containers"][0]["command"]
     assert "--disable-hot-restart" in command
@@ -184,11 +198,48 @@ def test_the_gateway_runs_the_repositorys_envoy_config(overlay: str) -> None:
         config["metadata"]["name"]}
 
 
+#: The pods that serve the interceptor role, in each overlay.
+_INTERCEPTOR_PODS = {"dev": {"mipro-orchestrator"}, "prod": {"mipro-orchestrator-interceptor"}}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_inference_gateway_runs_the_repositorys_config_to_the_interceptor(
+        overlay: str) -> None:
+    config = _envoy_config_map(overlay, "mipro-inference-gateway",
+                               K8S_INFERENCE_GATEWAY_DIR / "envoy.yaml")
+    assert set(config["data"]) == {"envoy.yaml"} and "binaryData" not in config
+    envoy = yaml.safe_load(config["data"]["envoy.yaml"])
+    # Its one upstream is the interceptor's Service, which selects wherever the overlay runs
+    # the interceptor role (the gateway's /v1/ route goes there too).
+    assert _upstream_services(overlay, envoy) == {"mipro-interceptor"}
+    selector = of_kind(overlay, "Service")["mipro-interceptor"]["spec"]["selector"]
+    templates = pod_templates(overlay)
+    interceptors = {n for n, t in templates.items() if _selects(selector, t["metadata"]["labels"])}
+    assert interceptors == _INTERCEPTOR_PODS[overlay]
+    for name in interceptors:
+        roles = env_of(templates[name]["spec"]["containers"][0])["MIPRO_ROLES"]["value"]
+        assert "interceptor" in roles.split(","), name
+    # Envoy reads the mounted rendering and listens where the pod and the Service say.
+    spec = templates["mipro-inference-gateway"]["spec"]
+    (container,) = spec["containers"]
+    command = container["command"]
+    assert "--disable-hot-restart" in command
+    assert command[command.index("-c") + 1] == "/etc/mipro-inference-gateway/envoy.yaml"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (volume,) = [v for v in spec["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == config["metadata"]["name"]
+    assert mounts[volume["name"]] == "/etc/mipro-inference-gateway"
+    listener = envoy["static_resources"]["listeners"][0]["address"]["socket_address"]
+    service = of_kind(overlay, "Service")["mipro-inference-gateway"]["spec"]
+    assert {p["containerPort"] for p in container["ports"]} == {listener["port_value"]} == {
+        p["port"] for p in service["ports"]} == {Settings().inference_gateway_port}
+
+
 def test_dev_is_one_of_each_on_sqlite_with_the_local_model_and_the_example() -> None:
     deployments = of_kind("dev", "Deployment")
     assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == {
-        "mipro-gateway": 1, "mipro-proposer": 1, "mipro-orchestrator": 1, "mipro-model": 1,
-        "mipro-task-app": 1}
+        "mipro-gateway": 1, "mipro-inference-gateway": 1, "mipro-proposer": 1,
+        "mipro-orchestrator": 1, "mipro-model": 1, "mipro-task-app": 1}
     orchestrator = deployments["mipro-orchestrator"]
     assert orchestrator["spec"]["strategy"] == {"type": "Recreate"}
     container = orchestrator["spec"]["template"]["spec"]["containers"][0]
