@@ -16,6 +16,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -27,6 +28,8 @@ from .conftest import REPO_ROOT
 
 OVERLAYS = ("dev", "prod")
 ROLES = ("api", "worker", "interceptor")
+#: The pods that serve the interceptor role, in each overlay.
+_INTERCEPTOR_PODS = {"dev": {"mipro-orchestrator"}, "prod": {"mipro-orchestrator-interceptor"}}
 #: Variables that are not fields of `Settings`: the healthcheck's and the providers' own
 #: (`MIPRO_PROVIDER_<NAME>_BASE_URL` / `_API_KEY`, see mipro/_providers.py).
 _NOT_SETTINGS = re.compile(r"^MIPRO_(HEALTHCHECK|PROVIDER_[A-Z0-9_]+_(BASE_URL|API_KEY))$")
@@ -140,17 +143,18 @@ def test_every_service_selects_pods_that_serve_its_port(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_network_is_closed_but_for_the_gateway(overlay: str) -> None:
+def test_the_network_is_closed_but_for_the_gateways(overlay: str) -> None:
     policies = of_kind(overlay, "NetworkPolicy")
     deny = policies["mipro-default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny and "egress" not in deny
     open_ingress = {name for name, p in policies.items()
                     for rule in p["spec"].get("ingress", []) if "from" not in rule}
-    assert open_ingress == {"mipro-gateway"}
-    gateway = policies["mipro-gateway"]["spec"]
-    assert gateway["podSelector"]["matchLabels"]["mipro.dev/gateway"] == "true"
-    assert [p["port"] for p in gateway["ingress"][0]["ports"]] == [8080]
+    assert open_ingress == {"mipro-gateway", "mipro-inference-gateway"}
+    for name, port in (("gateway", 8080), ("inference-gateway", 8082)):
+        gateway = policies[f"mipro-{name}"]["spec"]
+        assert gateway["podSelector"]["matchLabels"][f"mipro.dev/{name}"] == "true"
+        assert [p["port"] for p in gateway["ingress"][0]["ports"]] == [port]
     # Outbound to the internet never includes the cluster's private ranges.
     for name, policy in policies.items():
         for rule in policy["spec"].get("egress", []):
@@ -172,7 +176,7 @@ def _envoy_config_map(overlay: str, name: str, rendering: Path) -> dict[str, Any
 def _upstream_services(overlay: str, envoy: dict[str, Any]) -> set[str]:
     """The Services `envoy` sends to, each checked to serve the port it is sent to."""
     services = of_kind(overlay, "Service")
-    names = set()
+    names: set[str] = set()
     for cluster in envoy["static_resources"]["clusters"]:
         for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]:
             address = endpoint["endpoint"]["address"]["socket_address"]
@@ -182,6 +186,92 @@ def _upstream_services(overlay: str, envoy: dict[str, Any]) -> set[str]:
             assert address["port_value"] in {p["port"] for p in service["spec"]["ports"]}
             names.add(address["address"])
     return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_urls_start_at_the_inference_gateway(overlay: str) -> None:
+    """Every orchestrator pod builds task apps' inference URLs from the settings ConfigMap,
+    whose public base URL is the inference gateway's Service."""
+    config = of_kind(overlay, "ConfigMap")["mipro-config"]["data"]
+    url = urlsplit(config["MIPRO_PUBLIC_BASE_URL"])
+    assert (url.scheme, url.path) == ("http", "")
+    service = of_kind(overlay, "Service")[str(url.hostname)]["spec"]
+    assert url.port in {p["port"] for p in service["ports"]}
+    templates = pod_templates(overlay)
+    assert {n for n, t in templates.items()
+            if _selects(service["selector"], t["metadata"]["labels"])} == {
+        "mipro-inference-gateway"}
+    for name, template in templates.items():
+        if template["metadata"]["labels"].get("app.kubernetes.io/component") != "orchestrator":
+            continue
+        (container,) = template["spec"]["containers"]
+        assert {"configMapRef": {"name": "mipro-config"}} in container["envFrom"], name
+        assert "MIPRO_PUBLIC_BASE_URL" not in env_of(container), name
+
+
+def _admits(rule: dict[str, Any], peers: str, labels: dict[str, str], port: int) -> bool:
+    """Whether one ingress (`peers="from"`) or egress (`"to"`) rule admits `port` of a pod of
+    the namespace with `labels`; peers naming namespaces or addresses never match one."""
+    ports = rule.get("ports")
+    return (ports is None or any(p["port"] == port for p in ports)) and (
+        peers not in rule or any(set(peer) == {"podSelector"} and _selects(
+            peer["podSelector"].get("matchLabels", {}), labels) for peer in rule[peers]))
+
+
+def _policies_of(overlay: str, pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The specs of the NetworkPolicies that select pod template `pod`."""
+    return [p["spec"] for p in of_kind(overlay, "NetworkPolicy").values()
+            if _selects(p["spec"]["podSelector"].get("matchLabels", {}),
+                        pod["metadata"]["labels"])]
+
+
+def _allowed(overlay: str, pod: dict[str, Any], kind: str, peer: dict[str, str],
+             port: int) -> bool:
+    """Whether the NetworkPolicies of pod template `pod` allow its `kind` ("ingress" or
+    "egress") traffic on `port` with a pod labelled `peer`: no policy of that type selects
+    it, or a rule of one admits it."""
+    peers = "from" if kind == "ingress" else "to"
+    rules = [rule for spec in _policies_of(overlay, pod)
+             if kind.capitalize() in spec["policyTypes"] for rule in spec.get(kind, [None])]
+    return not rules or any(rule is not None and _admits(rule, peers, peer, port)
+                            for rule in rules)
+
+
+def _reaches(overlay: str, source: dict[str, Any], target: dict[str, Any], port: int) -> bool:
+    """Whether pod template `source` may open `port` on `target`: an egress rule of
+    `source`'s policies and an ingress rule of `target`'s must both admit it."""
+    return (_allowed(overlay, source, "egress", target["metadata"]["labels"], port)
+            and _allowed(overlay, target, "ingress", source["metadata"]["labels"], port))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_inference_gateway_takes_task_apps_and_reaches_only_the_interceptor(
+        overlay: str) -> None:
+    templates = pod_templates(overlay)
+    inference = templates["mipro-inference-gateway"]
+    # Of every pod of the stack, only the interceptor's port: its own egress rules let it
+    # out to nothing else, and the interceptor's ingress lets it in.
+    served = {(name, port) for name, pod in templates.items()
+              for port in {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}}
+    interceptor = {(name, 8081) for name in _INTERCEPTOR_PODS[overlay]}
+    assert {(name, port) for name, port in served if _allowed(
+        overlay, inference, "egress", templates[name]["metadata"]["labels"], port)} == interceptor
+    assert {(name, port) for name, port in served
+            if _reaches(overlay, inference, templates[name], port)} == interceptor
+    # Nothing outside the namespace but DNS: no address block, no rule open to any peer.
+    for rule in (r for spec in _policies_of(overlay, inference) for r in spec.get("egress", [])):
+        assert "to" in rule and all("ipBlock" not in peer for peer in rule["to"]), rule
+    # Task apps are the users' servers, anywhere: port 8082 is open to any source (one no
+    # selector names).
+    assert _allowed(overlay, inference, "ingress", {}, 8082)
+    assert not _allowed(overlay, inference, "ingress", {}, 8080)
+    # The gateway's /v1/ route still reaches the interceptor too.
+    for name in _INTERCEPTOR_PODS[overlay]:
+        assert _reaches(overlay, templates["mipro-gateway"], templates[name], 8081)
+    if overlay == "dev":  # the example task app calls its inference URL, and nothing else
+        task_app = templates["mipro-task-app"]
+        assert _reaches(overlay, task_app, inference, 8082)
+        assert not _reaches(overlay, task_app, templates["mipro-gateway"], 8080)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -197,9 +287,6 @@ def test_the_gateway_runs_the_repositorys_envoy_config(overlay: str) -> None:
     assert {v["configMap"]["name"] for v in gateway["volumes"] if "configMap" in v} == {
         config["metadata"]["name"]}
 
-
-#: The pods that serve the interceptor role, in each overlay.
-_INTERCEPTOR_PODS = {"dev": {"mipro-orchestrator"}, "prod": {"mipro-orchestrator-interceptor"}}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
