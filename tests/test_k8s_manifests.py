@@ -352,9 +352,18 @@ def test_prod_runs_each_role_replicated_on_postgres_and_temporal() -> None:
         assert env["MIPRO_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "mipro-database"
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert {f"mipro.dev/{r}" for r in ROLES} & set(labels) == {f"mipro.dev/{role}"}
-    assert deployments["mipro-gateway"]["spec"]["replicas"] == 2
     pdbs = of_kind("prod", "PodDisruptionBudget")
-    assert pdbs["mipro-gateway"]["spec"]["minAvailable"] == 1
+    for gateway in ("mipro-gateway", "mipro-inference-gateway"):
+        spec = deployments[gateway]["spec"]
+        assert spec["replicas"] == 2, gateway
+        assert pdbs[gateway]["spec"]["minAvailable"] == 1, gateway
+        assert _selects(pdbs[gateway]["spec"]["selector"]["matchLabels"],
+                        spec["template"]["metadata"]["labels"]), gateway
+        (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname", gateway
+        assert _selects(term["podAffinityTerm"]["labelSelector"]["matchLabels"],
+                        spec["template"]["metadata"]["labels"]), gateway
     hpa = of_kind("prod", "HorizontalPodAutoscaler")["mipro-proposer"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "mipro-proposer" and hpa["minReplicas"] >= 2
     config = of_kind("prod", "ConfigMap")["mipro-config"]["data"]
