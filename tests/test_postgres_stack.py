@@ -25,9 +25,10 @@ from .test_durability import (
     _wait,
 )
 
-#: Long enough to interrupt, short enough for `make test`: 3 candidates x 24 seeds after the
-#: bootstrap, 2 rollouts at a time.
-JOB: dict[str, Any] = {"val_seeds": list(range(100, 124)), "num_candidates": 2,
+#: Long enough to interrupt, short enough for `make test`: 3 candidates x 60 seeds after the
+#: bootstrap, 2 rollouts at a time. The kill comes once 20 rollouts are seen done; with 24
+#: seeds (77 rollouts) a job on a fresh clone once ended before the kill came (resumes 0).
+JOB: dict[str, Any] = {"val_seeds": list(range(100, 160)), "num_candidates": 2,
                        "max_concurrent": 2, "seed": 5}
 
 
