@@ -22,7 +22,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from bench import _http
+from bench import _http, perf
 from bench._perf_stack import OwnProcess, start_process, wait_ready
 from mipro._retry import RetryPolicy
 from mipro._stack import free_port
@@ -222,3 +222,33 @@ async def test_http_server_reads_chunked_bodies_and_keeps_connections_alive() ->
     assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 11" in first
     assert second.startswith(b"HTTP/1.1 200 OK\r\n")  # the same connection, answered in order
     assert seen == [b"hello world", b"abc"]
+
+
+def _cpu_row(run: int, planned: int, orchestrator_ms: float, rss_growth_mb: float
+             ) -> perf.CpuRow:
+    return perf.CpuRow(run=run, planned=planned, rollouts=planned, finished=True,
+                       failed_rollouts=0, wall_seconds=1.0,
+                       cpu_seconds={"orchestrator": orchestrator_ms * planned / 1000,
+                                    "gateway": 0.0, "proposer": 0.0, "task_app": 0.0,
+                                    "model": 0.0},
+                       orchestrator_main_thread_seconds=0.0, rss_idle_mb=90.0,
+                       rss_end_mb=90.0 + rss_growth_mb)
+
+
+def test_cpu_figure_is_the_median_of_the_runs_and_flatness_compares_medians() -> None:
+    # One slow run per size must not decide the figure: that is why each size runs thrice.
+    rows = [_cpu_row(1, 1005, 1.30, 5.0), _cpu_row(1, 50005, 0.80, 43.0),
+            _cpu_row(2, 1005, 0.90, 5.0), _cpu_row(2, 50005, 0.95, 41.0),
+            _cpu_row(3, 1005, 0.80, 5.0), _cpu_row(3, 50005, 0.85, 42.0)]
+    text = perf.render(perf.Results(cpu=rows))
+    assert "| 1005 | 3 | **0.90** | 0.80 – 1.30 |" in text
+    assert "| 50005 | 3 | **0.85** | 0.80 – 0.95 |" in text
+    assert "at 50005 rollouts / at 1005: **0.94x**" in text
+    # per 10k stored rollouts: the median of the runs' slopes (38, 36, 37 MB per 49k rollouts)
+    assert f"| {perf._f(37.0 * 10_000 / 49_000, 1)} |" in text
+
+
+def test_cpu_runs_flag_must_be_positive() -> None:
+    assert perf.parse_args(["--cpu-runs", "5"]).cpu_runs == 5
+    with pytest.raises(SystemExit):
+        perf.parse_args(["--cpu-runs", "0"])
