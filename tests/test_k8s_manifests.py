@@ -288,7 +288,6 @@ def test_the_gateway_runs_the_repositorys_envoy_config(overlay: str) -> None:
         config["metadata"]["name"]}
 
 
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_inference_gateway_runs_the_repositorys_config_to_the_interceptor(
         overlay: str) -> None:
